@@ -1,0 +1,143 @@
+"""The records handed from stage to stage, and written to ``results.json``.
+
+Everything here is plain data (no torch), so scoring and reporting can run from a
+stored ``results.json`` without touching a model.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal
+
+ItemStatus = Literal["pass", "partial", "fail", "error", "manual"]
+TaskStatus = Literal["ok", "error"]
+
+
+@dataclass
+class LayerRow:
+    """One row of the torchsummary-style table."""
+
+    name: str  # e.g. "Conv2d-1"
+    output_shape: list[int]  # batch dimension shown as -1
+    params: int
+
+
+@dataclass
+class Summary:
+    rows: list[LayerRow]
+    total_params: int
+    trainable_params: int
+    input_mb: float
+    forward_backward_mb: float
+    params_mb: float
+    total_mb: float
+
+
+@dataclass
+class DiagramNode:
+    """A top-level block of the model, as drawn in the diagram."""
+
+    name: str
+    type: str
+    output_shape: list[int]
+    params: int
+
+
+@dataclass
+class Evaluation:
+    """Metrics computed on the host from the logits the sandbox returned."""
+
+    n_images: int
+    top1: float  # percent
+    top3: float  # percent
+    per_class: dict[str, float]  # class name -> accuracy percent
+    confusion: list[list[int]]  # rows: true class, columns: predicted class
+    misclassified: list[tuple[int, int, int]]  # (test index, true, predicted)
+    nonfinite_rows: int = 0
+
+
+@dataclass
+class TaskResult:
+    id: str
+    title: str
+    status: TaskStatus = "ok"
+    error: str | None = None
+    error_stage: str | None = None
+    model: str | None = None  # "file.py:Callable"
+    weights: str | None = None
+    params: int | None = None
+    trainable_params: int | None = None
+    macs: dict[str, int] = field(default_factory=dict)  # counter name -> MACs
+    macs_counter: str = "thop"
+    module_counts: dict[str, int] = field(default_factory=dict)
+    residual_adds: int | None = None
+    forward_ok: bool = False
+    output_shape: list[int] | None = None
+    weights_loaded: bool = False
+    summary: Summary | None = None
+    diagram: list[DiagramNode] = field(default_factory=list)
+    evaluation: Evaluation | None = None
+    claimed_test_accuracy: float | None = None
+    limits: dict[str, float] = field(default_factory=dict)  # "params", "macs:<counter>"
+    sandbox_seconds: float | None = None
+    log_tail: str = ""
+
+    @property
+    def test_accuracy(self) -> float | None:
+        return self.evaluation.top1 if self.evaluation else None
+
+    def fail(self, stage: str, message: str) -> None:
+        """Record that this task stopped at ``stage``; later stages do not run."""
+        self.status = "error"
+        self.error_stage = stage
+        self.error = message
+
+
+@dataclass
+class ItemResult:
+    id: str
+    task: str | None
+    title: str
+    type: str
+    score: float
+    max_score: float
+    status: ItemStatus
+    message: str
+
+
+@dataclass
+class GradeResult:
+    student_id: str
+    student_name: str | None
+    rubric: str
+    rubric_title: str
+    submission_sha256: str
+    grader_version: str
+    graded_at: str  # ISO 8601, UTC
+    device: str
+    sandbox: dict[str, Any]
+    tasks: dict[str, TaskResult]
+    items: list[ItemResult] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    class_names: list[str] = field(default_factory=list)
+
+    @property
+    def total(self) -> float:
+        return round(sum(i.score for i in self.items), 2)
+
+    @property
+    def max_total(self) -> float:
+        return round(sum(i.max_score for i in self.items), 2)
+
+    @property
+    def pending_manual(self) -> float:
+        return sum(i.max_score for i in self.items if i.status == "manual")
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["total"] = self.total
+        data["max_total"] = self.max_total
+        data["pending_manual"] = self.pending_manual
+        for task_id, task in self.tasks.items():
+            data["tasks"][task_id]["test_accuracy"] = task.test_accuracy
+        return data
