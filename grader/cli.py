@@ -1,0 +1,108 @@
+"""The command line: flags, progress and exit codes; the work happens in pipeline.py."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from grader.config import Settings
+from grader.errors import GraderError, UsageError
+
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    help="Grade deep-learning assignments in a sandbox and write PDF reports.",
+)
+console = Console(stderr=True)
+_DEFAULTS = Settings()
+log = logging.getLogger("grader")
+
+
+@app.callback()
+def _root() -> None:
+    """Keeps ``run`` a subcommand even while it is the only one."""
+
+
+@app.command()
+def run(
+    submission: Annotated[Path, typer.Argument(help="A student's submission folder (named by student id).")],
+    rubric: Annotated[
+        str | None,
+        typer.Option(help="Rubric YAML file or name in rubrics/; default: the manifest's assignment."),
+    ] = None,
+    out: Annotated[Path, typer.Option(help="Reports go to OUT/<student_id>/.")] = _DEFAULTS.out_dir,
+    data_dir: Annotated[Path | None, typer.Option(help="CIFAR-10 source; default $GRADER_DATA_DIR.")] = None,
+    device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = _DEFAULTS.device,
+    sandbox: Annotated[str, typer.Option(help="Sandbox backend: auto or bwrap.")] = _DEFAULTS.sandbox,
+    timeout: Annotated[float, typer.Option(help="Seconds per task in the sandbox.")] = _DEFAULTS[
+        "task_timeout_s"
+    ],
+) -> None:
+    """Grade one submission: OUT/<student_id>/report.pdf and results.json."""
+    if device not in ("auto", "cpu", "cuda"):
+        _exit(UsageError(f"--device {device!r}: use auto, cpu or cuda"))
+    settings = Settings(
+        data_dir=data_dir, out_dir=out, device=device, sandbox=sandbox, task_timeout_s=timeout
+    )
+    try:
+        _run(submission, rubric, settings)
+    except GraderError as err:
+        _exit(err)
+
+
+def _run(submission: Path, rubric_name: str | None, settings: Settings) -> None:
+    from grader.pipeline import grade
+    from grader.report import write_report, write_results_json
+    from grader.rubric import find_rubric, load_rubric
+    from grader.submission import load_submission
+
+    name = rubric_name or load_submission(submission).assignment
+    if not name:
+        raise UsageError(
+            f"no rubric: pass --rubric FILE or set 'assignment:' in {submission}/submission.yaml"
+        )
+    rubric = load_rubric(find_rubric(name))
+    with console.status("starting") as status:
+        graded = grade(submission, rubric, settings, progress=lambda stage: _stage(status, stage))
+        status.update("writing report")
+        target = settings.out_dir / graded.result.student_id
+        target.mkdir(parents=True, exist_ok=True)
+        write_results_json(graded.result, target / "results.json")
+        pdf = write_report(graded.result, target, graded.test_images)
+    _print_scores(graded.result)
+    console.print(f"report: {pdf}\nresults: {target / 'results.json'}")
+
+
+def _stage(status: object, stage: str) -> None:
+    console.log(stage)
+    status.update(stage)  # type: ignore[attr-defined]
+
+
+def _print_scores(result: object) -> None:
+    from grader.results import GradeResult
+
+    assert isinstance(result, GradeResult)
+    table = Table(title=f"{result.student_id} — {result.rubric_title}")
+    for column in ("item", "task", "score", "status", "reason"):
+        table.add_column(column)
+    for item in result.items:
+        table.add_row(
+            item.id, item.task or "", f"{item.score:g}/{item.max_score:g}", item.status, item.message
+        )
+    table.add_row("total", "", f"{result.total:g}/{result.max_total:g}", "", "")
+    console.print(table)
+
+
+def _exit(err: GraderError) -> None:
+    console.print(f"[bold red]error:[/] {err}", highlight=False)
+    raise typer.Exit(err.exit_code)
+
+
+def main() -> None:
+    sys.exit(app())

@@ -1,0 +1,48 @@
+"""Settings for one grading run; every default is written here once.
+
+The command line reads its defaults from ``Settings`` so the two never disagree.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+RUBRICS_DIR = REPO_ROOT / "rubrics"
+TEMPLATES_DIR = REPO_ROOT / "templates"
+
+
+def _default_cache_dir() -> Path:
+    env = os.environ.get("GRADER_CACHE_DIR")
+    if env:
+        return Path(env)
+    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "grader"
+
+
+@dataclass
+class Settings:
+    # Where CIFAR-10 is read from; None falls back to $GRADER_DATA_DIR (see data.resolve_source).
+    data_dir: Path | None = None
+    # Reports go to out_dir/<student_id>/.
+    out_dir: Path = Path("reports")
+    # "auto" picks CUDA when torch sees a GPU, else the CPU.
+    device: str = "auto"
+    # Decoded datasets are cached here as .npy files, keyed by the source file.
+    cache_dir: Path = field(default_factory=_default_cache_dir)
+    # Sandbox backend: "auto" picks the first available (bubblewrap today).
+    sandbox: str = "auto"
+    # Wall-clock limit for one task in the sandbox (build, count, load weights, evaluate).
+    task_timeout_s: float = 600.0
+    # Address-space limit for the sandboxed process; a CUDA torch build maps several GB
+    # of virtual memory at import, so this bounds runaway allocations, not the working set.
+    memory_limit_bytes: int = 16 * 2**30
+    # Models whose float32 parameters exceed this are counted on the meta device only.
+    max_model_bytes: int = 4 * 2**30
+    # Largest file a sandboxed job may write (logits of 10,000 × 10 are 400 kB).
+    max_output_bytes: int = 64 * 2**20
+    # Images per forward pass during evaluation.
+    eval_batch_size: int = 500
+    # Misclassified test images shown in the report.
+    misclassified_shown: int = 16

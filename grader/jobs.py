@@ -1,0 +1,201 @@
+"""One task of one submission as a sandbox job: what goes in, and reading what comes out.
+
+The sandbox sees the submission (read-only), the unlabeled test images and a job file;
+it writes ``report.json`` and ``logits.npy`` to its own output directory. Those files
+are untrusted: they are opened without following links, size-capped and schema-checked.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import signal
+import stat
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+import grader
+from grader.analysis import COUNTERS
+from grader.config import Settings
+from grader.rubric import Rubric
+from grader.sandbox import Backend, Job, Limits, Mount, Outcome
+from grader.submission import TaskEntry
+
+_REPORT_CAP = 4 * 2**20
+_PACKAGE_DIR = Path(grader.__file__).resolve().parent
+
+
+class _Row(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    name: str
+    output_shape: list[int]
+    params: int
+
+
+class _Summary(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    rows: list[_Row]
+    total_params: int
+    trainable_params: int
+    input_mb: float
+    forward_backward_mb: float
+    params_mb: float
+    total_mb: float
+
+
+class _Block(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    name: str
+    type: str
+    output_shape: list[int]
+    params: int
+
+
+class HarnessReport(BaseModel):
+    """What the harness may say; anything else in report.json is refused."""
+
+    model_config = ConfigDict(extra="forbid")
+    stages_done: list[str]
+    error: str | None = None
+    error_stage: str | None = None
+    device: str | None = None
+    torch_version: str | None = None
+    params: int | None = None
+    trainable_params: int | None = None
+    output_shape: list[int] | None = None
+    residual_adds: int | None = None
+    module_counts: dict[str, int] = {}
+    summary: _Summary | None = None
+    diagram: list[_Block] = []
+    macs: dict[str, int] = {}
+    forward_ok: bool = False
+    weights_loaded: bool = False
+    logits_shape: list[int] | None = None
+    harness_seconds: float | None = None
+
+
+@dataclass
+class TaskRun:
+    outcome: Outcome
+    report: HarnessReport | None
+    logits: np.ndarray | None
+    problem: str | None  # why the outputs could not be used, in plain words
+
+
+def run_task(
+    backend: Backend,
+    entry: TaskEntry,
+    submission_root: Path,
+    images: Path,
+    rubric: Rubric,
+    settings: Settings,
+    work_dir: Path,
+) -> tuple[TaskRun, dict[str, str]]:
+    out_dir = work_dir / "out"
+    out_dir.mkdir(parents=True)
+    job_file = work_dir / "job.json"
+    job_file.write_text(json.dumps(_job_spec(entry, rubric, settings)))
+    job = Job(
+        argv=[sys.executable, "-m", "grader.harness", "/job/job.json"],
+        mounts=[
+            Mount(submission_root, "/submission"),
+            Mount(images, "/data/test_images.npy"),
+            Mount(job_file, "/job/job.json"),
+            Mount(_PACKAGE_DIR, "/opt/grader/grader"),
+            Mount(out_dir, "/out", writable=True),
+        ],
+        workdir="/submission",
+        timeout_s=settings.task_timeout_s,
+        limits=Limits(settings.memory_limit_bytes, settings.max_output_bytes),
+        log_dir=work_dir / "logs",
+        env={"PYTHONPATH": "/opt/grader"},
+        gpu=settings.device in ("auto", "cuda"),
+    )
+    outcome = backend.run(job)
+    return read_outputs(outcome, out_dir, settings, rubric.num_classes), backend.enforced(job)
+
+
+def _job_spec(entry: TaskEntry, rubric: Rubric, settings: Settings) -> dict[str, Any]:
+    return {
+        "submission": "/submission",
+        "model": entry.model,
+        "weights": entry.weights,
+        "images": "/data/test_images.npy",
+        "out": "/out",
+        "device": settings.device,
+        "mean": list(entry.preprocess.mean),
+        "std": list(entry.preprocess.std),
+        "num_classes": rubric.num_classes,
+        "input_shape": [3, 32, 32],
+        "batch_size": settings.eval_batch_size,
+        "counters": list(COUNTERS),
+        "max_model_bytes": settings.max_model_bytes,
+    }
+
+
+def read_outputs(outcome: Outcome, out_dir: Path, settings: Settings, num_classes: int) -> TaskRun:
+    report, problem = _read_report(out_dir / "report.json")
+    logits = None
+    if report is not None and "inference" in report.stages_done:
+        logits, problem = _read_logits(out_dir / "logits.npy", settings.max_output_bytes, num_classes)
+    if report is None and problem is None:
+        problem = _silent_exit(outcome)
+    return TaskRun(outcome, report, logits, problem)
+
+
+def _silent_exit(outcome: Outcome) -> str:
+    if outcome.timed_out:
+        return f"stopped after {outcome.seconds:.0f} s without reporting (time limit)"
+    code = outcome.returncode
+    if code is not None and code < 0:
+        name = signal.Signals(-code).name
+        hint = " (often: out of memory)" if name == "SIGKILL" else ""
+        return f"the sandboxed process was killed by {name}{hint} before reporting anything"
+    return f"the sandboxed process exited with code {code} before reporting anything (see the log)"
+
+
+def _read_untrusted(path: Path, cap: int) -> bytes | None:
+    """The file's bytes if it is a regular file under ``cap``; links are not followed."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+    except OSError:
+        return None
+    with os.fdopen(fd, "rb") as f:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode) or info.st_size > cap:
+            return None
+        return f.read(cap + 1)
+
+
+def _read_report(path: Path) -> tuple[HarnessReport | None, str | None]:
+    if not os.path.lexists(path):
+        return None, None
+    raw = _read_untrusted(path, _REPORT_CAP)
+    if raw is None:
+        return None, "the sandbox's report file was not a regular file or was too large"
+    try:
+        return HarnessReport.model_validate_json(raw), None
+    except ValidationError:
+        return None, "the sandbox's report file did not have the expected form"
+
+
+def _read_logits(path: Path, cap: int, num_classes: int) -> tuple[np.ndarray | None, str | None]:
+    raw = _read_untrusted(path, cap)
+    if raw is None:
+        return None, "the logits file was missing, not a regular file, or too large"
+    try:
+        logits = np.load(io.BytesIO(raw), allow_pickle=False)
+    except ValueError:
+        return None, "the logits file was not a plain .npy array"
+    if logits.ndim != 2 or logits.shape[1] != num_classes or logits.dtype.kind != "f":
+        return (
+            None,
+            f"the logits had shape {list(logits.shape)} ({logits.dtype}), expected [N, {num_classes}] floats",
+        )
+    return logits.astype(np.float32), None

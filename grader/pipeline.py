@@ -1,0 +1,153 @@
+"""grade(submission, rubric, settings) -> Graded: every stage, failures recorded.
+
+Stages: submission → data → for each task: sandboxed harness → host evaluation →
+scoring. A task's failure is written into its ``TaskResult`` and scored as such; only
+the grader's own problems (no data, no sandbox, bad rubric) raise.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from importlib.metadata import version
+from pathlib import Path
+
+import numpy as np
+
+from grader import data as datasets
+from grader.config import Settings
+from grader.evaluate import evaluate
+from grader.jobs import HarnessReport, TaskRun, run_task
+from grader.results import DiagramNode, GradeResult, LayerRow, Summary, TaskResult
+from grader.rubric import FlopsLimitItem, ParamsLimitItem, Rubric
+from grader.sandbox import Backend, pick_backend
+from grader.scoring import score_all
+from grader.submission import TaskEntry, load_submission
+
+Progress = Callable[[str], None]
+
+
+@dataclass
+class Graded:
+    result: GradeResult
+    test_images: np.ndarray  # (N, 32, 32, 3) uint8, for the report's misclassified grid
+
+
+@dataclass
+class _TestSet:
+    split: datasets.CachedSplit
+    labels: np.ndarray
+
+
+def grade(
+    submission_dir: Path, rubric: Rubric, settings: Settings, progress: Progress = lambda _stage: None
+) -> Graded:
+    progress("reading submission")
+    sub = load_submission(submission_dir)
+    progress("loading CIFAR-10 test split")
+    split = datasets.load_split(datasets.resolve_source(settings.data_dir), "test", settings.cache_dir)
+    test = _TestSet(split, split.labels())
+    backend = pick_backend(settings.sandbox)
+    tasks: dict[str, TaskResult] = {}
+    enforced: dict[str, str] = {}
+    for entry in sub.tasks(rubric).values():
+        progress(f"{entry.id}: build, count and evaluate in the {backend.name} sandbox")
+        tasks[entry.id], enforced = _grade_task(entry, sub.root, rubric, settings, backend, test)
+        tasks[entry.id].limits = _limits(rubric, entry.id)
+    progress("scoring")
+    result = GradeResult(
+        student_id=sub.student_id,
+        student_name=sub.name,
+        rubric=rubric.id,
+        rubric_title=rubric.title,
+        submission_sha256=sub.sha256,
+        grader_version=version("grader"),
+        graded_at=datetime.now(UTC).isoformat(timespec="seconds"),
+        device=settings.device,
+        sandbox={"backend": backend.name, "limits": enforced},
+        tasks=tasks,
+        warnings=list(sub.warnings),
+        class_names=list(split.classes),
+    )
+    result.items = score_all(rubric, tasks)
+    return Graded(result, split.images())
+
+
+def _grade_task(
+    entry: TaskEntry, root: Path, rubric: Rubric, settings: Settings, backend: Backend, test: _TestSet
+) -> tuple[TaskResult, dict[str, str]]:
+    task = TaskResult(
+        entry.id,
+        rubric.tasks[entry.id].title,
+        model=entry.model,
+        weights=entry.weights,
+        claimed_test_accuracy=entry.claimed_test_accuracy,
+    )
+    if entry.error:
+        task.fail("manifest", entry.error)
+        return task, {}
+    with tempfile.TemporaryDirectory(prefix=f"grader-{entry.id}-") as work:
+        run, enforced = run_task(backend, entry, root, test.split.images_path, rubric, settings, Path(work))
+    _absorb(task, run)
+    if run.logits is not None and task.status == "ok":
+        if len(run.logits) != len(test.labels):
+            task.fail("inference", f"{len(run.logits)} rows of logits for {len(test.labels)} test images")
+        else:
+            task.evaluation = evaluate(
+                run.logits, test.labels, test.split.classes, settings.misclassified_shown
+            )
+    return task, enforced
+
+
+def _absorb(task: TaskResult, run: TaskRun) -> None:
+    """Copy what the harness measured, then record why it stopped, if it did."""
+    task.sandbox_seconds = round(run.outcome.seconds, 2)
+    report = run.report
+    if report is not None:
+        _copy_measurements(task, report)
+    if run.outcome.timed_out:
+        task.fail(
+            "timeout",
+            f"stopped after {run.outcome.seconds:.0f} s: the task did not finish within "
+            "the time limit (an endless loop in __init__ or forward?)",
+        )
+    elif report is not None and report.error:
+        task.fail(report.error_stage or "harness", report.error)
+    elif run.problem:
+        task.fail("sandbox", run.problem)
+    elif report is not None and "inference" not in report.stages_done:
+        done = report.stages_done[-1] if report.stages_done else "start"
+        task.fail(
+            "sandbox",
+            f"the sandboxed process ended after stage {done!r} without finishing "
+            f"(exit code {run.outcome.returncode})",
+        )
+    if task.status == "error":
+        task.log_tail = run.outcome.log_tail[-4000:]
+
+
+def _copy_measurements(task: TaskResult, report: HarnessReport) -> None:
+    task.params, task.trainable_params = report.params, report.trainable_params
+    task.macs = dict(report.macs)
+    task.module_counts = dict(report.module_counts)
+    task.residual_adds = report.residual_adds
+    task.forward_ok, task.weights_loaded = report.forward_ok, report.weights_loaded
+    task.output_shape = report.output_shape
+    if report.summary:
+        totals = report.summary.model_dump(exclude={"rows"})
+        task.summary = Summary(rows=[LayerRow(**r.model_dump()) for r in report.summary.rows], **totals)
+    task.diagram = [DiagramNode(**node.model_dump()) for node in report.diagram]
+
+
+def _limits(rubric: Rubric, task_id: str) -> dict[str, float]:
+    limits: dict[str, float] = {}
+    for item in rubric.items:
+        if item.task != task_id:
+            continue
+        if isinstance(item, ParamsLimitItem):
+            limits["params"] = item.max_params
+        elif isinstance(item, FlopsLimitItem):
+            limits[f"macs:{item.counter}"] = item.max_macs
+    return limits

@@ -1,0 +1,208 @@
+"""Rubric files: YAML validated into typed items; every error names ``file: key``.
+
+A rubric declares the assignment's tasks (with default entry points a submission may
+override in ``submission.yaml``) and the items that score them. Item types:
+
+  model_valid    the model builds and maps a (1, 3, 32, 32) batch to (1, num_classes)
+  params_limit   total parameters at most ``max_params``
+  flops_limit    MACs under a named counter (``thop`` or ``ptflops``) at most ``max_macs``
+  architecture   parameter count near ``expected_params`` and/or required module types
+  test_accuracy  piecewise-linear map from measured top-1 accuracy to a fraction of points
+  claim          the student's claimed accuracy within ``tolerance`` points of the measured one
+  manual         scored later by a TA; shown as pending
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, ClassVar, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from grader.config import RUBRICS_DIR
+from grader.errors import RubricError
+
+Counter = Literal["thop", "ptflops"]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Preprocess(_Strict):
+    mean: tuple[float, float, float] = (0.0, 0.0, 0.0)
+    std: tuple[float, float, float] = (1.0, 1.0, 1.0)
+
+    @field_validator("std")
+    @classmethod
+    def _positive(cls, value: tuple[float, float, float]) -> tuple[float, float, float]:
+        if min(value) <= 0:
+            raise ValueError("every std value must be > 0")
+        return value
+
+
+class TaskSpec(_Strict):
+    title: str
+    model: str = Field(pattern=r"^[^:]+\.(py|ipynb):[A-Za-z_][A-Za-z0-9_]*$")
+    weights: str
+
+
+class _Item(_Strict):
+    id: str
+    title: str
+    points: float = Field(ge=0)
+    task: str | None = None
+
+
+class ModelValidItem(_Item):
+    type: Literal["model_valid"]
+
+
+class ParamsLimitItem(_Item):
+    type: Literal["params_limit"]
+    max_params: int = Field(gt=0)
+
+
+class FlopsLimitItem(_Item):
+    type: Literal["flops_limit"]
+    max_macs: int = Field(gt=0)
+    counter: Counter = "thop"
+
+
+class ArchitectureItem(_Item):
+    type: Literal["architecture"]
+    expected_params: int | None = Field(default=None, gt=0)
+    params_tolerance: float = Field(default=0.0, ge=0, description="fraction of expected_params")
+    required_modules: dict[str, int] = Field(default_factory=dict, description="type -> minimum count")
+    min_residual_adds: int = Field(default=0, ge=0)
+
+    @model_validator(mode="after")
+    def _checks_something(self) -> ArchitectureItem:
+        if self.expected_params is None and not self.required_modules and not self.min_residual_adds:
+            raise ValueError("give expected_params, required_modules or min_residual_adds")
+        return self
+
+
+class Threshold(_Strict):
+    accuracy: float = Field(ge=0, le=100)
+    fraction: float = Field(ge=0, le=1)
+
+
+class TestAccuracyItem(_Item):
+    __test__: ClassVar[bool] = False  # a rubric item, not a pytest class
+    type: Literal["test_accuracy"]
+    thresholds: list[Threshold] = Field(min_length=1)
+
+    @field_validator("thresholds")
+    @classmethod
+    def _increasing(cls, value: list[Threshold]) -> list[Threshold]:
+        accs = [t.accuracy for t in value]
+        if accs != sorted(accs) or len(set(accs)) != len(accs):
+            raise ValueError("accuracies must be strictly increasing")
+        return value
+
+
+class ClaimItem(_Item):
+    type: Literal["claim"]
+    tolerance: float = Field(default=1.0, ge=0, description="percentage points")
+
+
+class ManualItem(_Item):
+    type: Literal["manual"]
+    guidance: str = ""
+
+
+Item = Annotated[
+    ModelValidItem
+    | ParamsLimitItem
+    | FlopsLimitItem
+    | ArchitectureItem
+    | TestAccuracyItem
+    | ClaimItem
+    | ManualItem,
+    Field(discriminator="type"),
+]
+
+
+class Rubric(_Strict):
+    id: str
+    title: str
+    num_classes: int = Field(default=10, gt=1)
+    preprocess: Preprocess = Preprocess()
+    tasks: dict[str, TaskSpec] = Field(min_length=1)
+    items: list[Item] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _references(self) -> Rubric:
+        seen: set[str] = set()
+        for index, item in enumerate(self.items):
+            if item.id in seen:
+                raise ValueError(f"items[{index}].id: duplicate id {item.id!r}")
+            seen.add(item.id)
+            if item.type != "manual" and item.task not in self.tasks:
+                known = ", ".join(self.tasks)
+                raise ValueError(f"items[{index}].task: {item.task!r} is not a task ({known})")
+        return self
+
+    @property
+    def max_total(self) -> float:
+        return sum(item.points for item in self.items)
+
+
+def find_rubric(name_or_path: str) -> Path:
+    """A path as given, else ``rubrics/<name>.yaml``."""
+    path = Path(name_or_path)
+    if path.is_file():
+        return path
+    named = RUBRICS_DIR / f"{name_or_path.removesuffix('.yaml')}.yaml"
+    if named.is_file():
+        return named
+    known = ", ".join(sorted(p.stem for p in RUBRICS_DIR.glob("*.yaml")))
+    raise RubricError(f"rubric {name_or_path!r} not found: give a YAML file or one of: {known}")
+
+
+def load_rubric(path: Path) -> Rubric:
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError) as err:
+        raise RubricError(f"{path}: cannot read ({err})") from err
+    except yaml.YAMLError as err:
+        raise RubricError(f"{path}: not valid YAML ({_yaml_where(err)})") from err
+    if not isinstance(data, dict):
+        raise RubricError(f"{path}: expected a mapping with id, title, tasks and items")
+    try:
+        return Rubric.model_validate(data)
+    except ValidationError as err:
+        raise RubricError(f"{path}: {_first_error(err)}") from err
+
+
+def _yaml_where(err: yaml.YAMLError) -> str:
+    mark = getattr(err, "problem_mark", None)
+    problem = getattr(err, "problem", None) or "syntax error"
+    return f"line {mark.line + 1}: {problem}" if mark else str(problem)
+
+
+def _first_error(err: ValidationError) -> str:
+    """One line: the key path as a person writes it, then what was expected."""
+    first = err.errors()[0]
+    loc = [part for part in first["loc"] if not _is_union_tag(part)]
+    key = ""
+    for part in loc:
+        key += f"[{part}]" if isinstance(part, int) else (f".{part}" if key else str(part))
+    message = first["msg"].removeprefix("Value error, ")
+    if first["type"] == "extra_forbidden":
+        message = "unknown key (check its spelling against docs/rubrics.md)"
+    got = first.get("input")
+    suffix = f" (got {got!r})" if first["type"] not in ("missing", "extra_forbidden") and _short(got) else ""
+    more = f"; {len(err.errors()) - 1} more problem(s)" if len(err.errors()) > 1 else ""
+    return f"{key or 'top level'}: {message}{suffix}{more}"
+
+
+def _is_union_tag(part: object) -> bool:
+    tags = {"model_valid", "params_limit", "flops_limit", "architecture", "test_accuracy", "claim", "manual"}
+    return isinstance(part, str) and part in tags
+
+
+def _short(value: object) -> bool:
+    return isinstance(value, str | int | float) and len(repr(value)) < 60

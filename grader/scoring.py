@@ -1,0 +1,164 @@
+"""Rubric items scored from measured results: pure functions, no torch, no I/O.
+
+Each item type has one function ``(item, task) -> ItemResult``. A task that stopped
+before the item's evidence existed scores 0 with status ``error`` and the task's reason.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from itertools import pairwise
+from typing import Any
+
+from grader.results import ItemResult, ItemStatus, TaskResult
+from grader.rubric import (
+    ArchitectureItem,
+    ClaimItem,
+    FlopsLimitItem,
+    ManualItem,
+    ModelValidItem,
+    ParamsLimitItem,
+    Rubric,
+    TestAccuracyItem,
+)
+
+
+def score_all(rubric: Rubric, tasks: dict[str, TaskResult]) -> list[ItemResult]:
+    return [score_item(item, tasks.get(item.task or "")) for item in rubric.items]
+
+
+def score_item(item: Any, task: TaskResult | None) -> ItemResult:
+    if isinstance(item, ManualItem):
+        return _result(
+            item, 0.0, "manual", "pending TA review" + (f": {item.guidance}" if item.guidance else "")
+        )
+    assert task is not None  # the rubric validator ties every scored item to a task
+    scorer, needs = _SCORERS[type(item)]
+    if not needs(task):
+        reason = task.error or "the evidence for this item was not produced"
+        where = f" (stage: {task.error_stage})" if task.error_stage else ""
+        return _result(item, 0.0, "error", f"{reason}{where}")
+    return scorer(item, task)
+
+
+def _result(item: Any, fraction: float, status: ItemStatus, message: str) -> ItemResult:
+    score = round(item.points * fraction, 2)
+    return ItemResult(item.id, item.task, item.title, item.type, score, item.points, status, message)
+
+
+def _all_or_nothing(item: Any, ok: bool, message: str) -> ItemResult:
+    return _result(item, 1.0 if ok else 0.0, "pass" if ok else "fail", message)
+
+
+def model_valid(item: ModelValidItem, task: TaskResult) -> ItemResult:
+    return _all_or_nothing(item, True, f"builds and maps a (1, 3, 32, 32) batch to {task.output_shape}")
+
+
+def params_limit(item: ParamsLimitItem, task: TaskResult) -> ItemResult:
+    params = task.params or 0
+    if params <= item.max_params:
+        return _all_or_nothing(item, True, f"{params:,} parameters, within the limit of {item.max_params:,}")
+    over = params - item.max_params
+    return _all_or_nothing(
+        item, False, f"{params:,} parameters, over the limit of {item.max_params:,} by {over:,}"
+    )
+
+
+def flops_limit(item: FlopsLimitItem, task: TaskResult) -> ItemResult:
+    if item.counter not in task.macs:
+        return _result(item, 0.0, "error", f"the {item.counter} counter could not count this model")
+    macs = task.macs[item.counter]
+    verdict = "within" if macs <= item.max_macs else "over"
+    return _all_or_nothing(
+        item,
+        macs <= item.max_macs,
+        f"{macs:,} MACs ({item.counter}), {verdict} the limit of {item.max_macs:,}",
+    )
+
+
+def architecture(item: ArchitectureItem, task: TaskResult) -> ItemResult:
+    problems, facts = [], []
+    if item.expected_params is not None:
+        params = task.params or 0
+        allowed = round(item.expected_params * item.params_tolerance)
+        facts.append(f"{params:,} parameters (expected {item.expected_params:,} ± {allowed:,})")
+        if abs(params - item.expected_params) > allowed:
+            problems.append(f"{params:,} parameters is not within {allowed:,} of {item.expected_params:,}")
+    for module, minimum in item.required_modules.items():
+        found = task.module_counts.get(module, 0)
+        if found < minimum:
+            problems.append(f"needs at least {minimum} {module}, found {found}")
+    if item.min_residual_adds:
+        adds = task.residual_adds or 0
+        facts.append(f"{adds} residual additions")
+        if adds < item.min_residual_adds:
+            problems.append(
+                f"needs at least {item.min_residual_adds} residual (skip) additions, found {adds}"
+            )
+    if problems:
+        return _all_or_nothing(item, False, "; ".join(problems))
+    return _all_or_nothing(item, True, "; ".join(facts) or "required modules present")
+
+
+def accuracy_fraction(item: TestAccuracyItem, accuracy: float) -> float:
+    """Piecewise-linear through the thresholds, flat beyond the first and last."""
+    points = [(t.accuracy, t.fraction) for t in item.thresholds]
+    if accuracy <= points[0][0]:
+        return points[0][1]
+    for (a0, f0), (a1, f1) in pairwise(points):
+        if accuracy <= a1:
+            return f0 + (f1 - f0) * (accuracy - a0) / (a1 - a0)
+    return points[-1][1]
+
+
+def accuracy(item: TestAccuracyItem, task: TaskResult) -> ItemResult:
+    assert task.evaluation is not None
+    acc = task.evaluation.top1
+    fraction = accuracy_fraction(item, acc)
+    status: ItemStatus = "pass" if fraction >= 1 else "partial" if fraction > 0 else "fail"
+    top = item.thresholds[-1].accuracy
+    note = f" on {task.evaluation.n_images:,} test images"
+    if task.evaluation.nonfinite_rows:
+        note += f" ({task.evaluation.nonfinite_rows:,} gave NaN/Inf logits and count as wrong)"
+    return _result(item, fraction, status, f"top-1 accuracy {acc:.2f}%{note}; full points at {top:g}%")
+
+
+def claim(item: ClaimItem, task: TaskResult) -> ItemResult:
+    assert task.evaluation is not None
+    measured = task.evaluation.top1
+    claimed = task.claimed_test_accuracy
+    if claimed is None:
+        return _all_or_nothing(
+            item, False, f"no claimed_test_accuracy in submission.yaml (measured {measured:.2f}%)"
+        )
+    gap = claimed - measured
+    ok = abs(gap) <= item.tolerance
+    verdict = "within" if ok else "outside"
+    return _all_or_nothing(
+        item,
+        ok,
+        f"claimed {claimed:.2f}%, measured {measured:.2f}% "
+        f"({gap:+.2f} points, {verdict} the ±{item.tolerance:g} tolerance)",
+    )
+
+
+def _forward_ok(task: TaskResult) -> bool:
+    return task.forward_ok
+
+
+def _has_params(task: TaskResult) -> bool:
+    return task.params is not None
+
+
+def _evaluated(task: TaskResult) -> bool:
+    return task.evaluation is not None
+
+
+_SCORERS: dict[type, tuple[Callable[[Any, TaskResult], ItemResult], Callable[[TaskResult], bool]]] = {
+    ModelValidItem: (model_valid, _forward_ok),
+    ParamsLimitItem: (params_limit, _has_params),
+    FlopsLimitItem: (flops_limit, lambda t: bool(t.macs)),
+    ArchitectureItem: (architecture, lambda t: t.params is not None and bool(t.module_counts)),
+    TestAccuracyItem: (accuracy, _evaluated),
+    ClaimItem: (claim, _evaluated),
+}

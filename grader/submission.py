@@ -1,0 +1,173 @@
+"""A student's submission: its directory, manifest, tasks and content hash.
+
+Everything here reads student files as data (YAML, bytes); no student code is imported.
+Problems in the manifest become messages on the tasks they concern, never exceptions
+that stop grading, except when there is no submission directory at all.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from grader.errors import SubmissionError
+from grader.rubric import Preprocess, Rubric
+
+MANIFEST = "submission.yaml"
+_SKIPPED_DIRS = {"__pycache__", ".git", ".ipynb_checkpoints"}
+_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+
+
+class ManifestTask(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    model: str | None = None
+    weights: str | None = None
+    preprocess: Preprocess | None = None
+    claimed_test_accuracy: float | None = Field(default=None, ge=0, le=100)
+
+
+class Manifest(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    student_id: str | None = None
+    name: str | None = None
+    assignment: str | None = None
+    tasks: dict[str, ManifestTask] = Field(default_factory=dict)
+
+
+@dataclass
+class TaskEntry:
+    """One task as this submission answers it, after manifest and rubric defaults."""
+
+    id: str
+    model: str  # "file.py:Callable", relative to the submission
+    weights: str
+    preprocess: Preprocess
+    claimed_test_accuracy: float | None = None
+    error: str | None = None  # set when the manifest's entry for this task is unusable
+
+
+@dataclass
+class Submission:
+    root: Path
+    student_id: str
+    name: str | None
+    assignment: str | None
+    sha256: str
+    manifest_error: str | None = None
+    warnings: list[str] = field(default_factory=list)
+    manifest: Manifest = field(default_factory=Manifest)
+
+    def tasks(self, rubric: Rubric) -> dict[str, TaskEntry]:
+        return {task_id: self._task(task_id, rubric) for task_id in rubric.tasks}
+
+    def _task(self, task_id: str, rubric: Rubric) -> TaskEntry:
+        spec = rubric.tasks[task_id]
+        given = self.manifest.tasks.get(task_id, ManifestTask())
+        entry = TaskEntry(
+            task_id,
+            given.model or spec.model,
+            given.weights or spec.weights,
+            given.preprocess or rubric.preprocess,
+            given.claimed_test_accuracy,
+        )
+        if self.manifest_error:
+            entry.error = self.manifest_error
+            return entry
+        try:
+            _inside(self.root, entry.model.rsplit(":", 1)[0], f"tasks.{task_id}.model")
+            _inside(self.root, entry.weights, f"tasks.{task_id}.weights")
+        except ValueError as err:
+            entry.error = str(err)
+        return entry
+
+
+def load_submission(root: Path) -> Submission:
+    if not root.is_dir():
+        raise SubmissionError(f"{root} is not a directory; give the folder of one student's submission")
+    root = root.resolve()
+    sub = Submission(root, root.name, None, None, content_hash(root))
+    manifest_path = root / MANIFEST
+    if manifest_path.is_symlink():
+        sub.manifest_error = f"{MANIFEST} is a symbolic link; submit it as a regular file"
+    elif manifest_path.is_file():
+        _read_manifest(sub, manifest_path)
+    if not _ID.match(sub.student_id):
+        raise SubmissionError(
+            f"folder name {root.name!r} is not a usable student id "
+            "(letters, digits, '_', '-', '.'); rename the folder to the student id"
+        )
+    return sub
+
+
+def _read_manifest(sub: Submission, path: Path) -> None:
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        sub.manifest = Manifest.model_validate(data)
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark else ""
+        sub.manifest_error = f"{MANIFEST} is not valid YAML{where}; fix it (see docs/submission.md)"
+        return
+    except ValidationError as err:
+        first = err.errors()[0]
+        key = ".".join(str(p) for p in first["loc"])
+        sub.manifest_error = f"{MANIFEST}: {key}: {first['msg']} (see docs/submission.md)"
+        return
+    except (UnicodeDecodeError, OSError) as err:
+        sub.manifest_error = f"{MANIFEST} cannot be read ({err}); save it as UTF-8 text"
+        return
+    _apply_manifest(sub)
+
+
+def _apply_manifest(sub: Submission) -> None:
+    manifest = sub.manifest
+    sub.name, sub.assignment = manifest.name, manifest.assignment
+    if manifest.student_id and manifest.student_id != sub.student_id:
+        sub.warnings.append(
+            f"{MANIFEST} says student_id {manifest.student_id!r} but the folder is "
+            f"{sub.student_id!r}; the folder name is used"
+        )
+    for key in manifest.model_extra or {}:
+        sub.warnings.append(f"{MANIFEST}: unknown key {key!r} ignored")
+
+
+def _inside(root: Path, relative: str, key: str) -> Path:
+    """Refuse manifest paths that leave the submission, literally or through symlinks."""
+    if Path(relative).is_absolute() or ".." in Path(relative).parts:
+        raise ValueError(
+            f"{MANIFEST}: {key} {relative!r} leaves the submission folder; use a path relative to it"
+        )
+    resolved = (root / relative).resolve()
+    if not resolved.is_relative_to(root):
+        raise ValueError(
+            f"{MANIFEST}: {key} {relative!r} is a link pointing outside the submission; "
+            "submit the file itself"
+        )
+    return resolved
+
+
+def content_hash(root: Path) -> str:
+    """SHA-256 over every file's relative path and bytes; links hash their target, unfollowed."""
+    digest = hashlib.sha256()
+    for path in _files(root):
+        rel = path.relative_to(root).as_posix()
+        digest.update(rel.encode() + b"\0")
+        if path.is_symlink():
+            digest.update(b"link:" + os.readlink(path).encode())
+        else:
+            digest.update(hashlib.sha256(path.read_bytes()).digest())
+    return digest.hexdigest()
+
+
+def _files(root: Path) -> list[Path]:
+    found: list[Path] = []
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames[:] = sorted(d for d in dirnames if d not in _SKIPPED_DIRS)
+        found += [Path(dirpath) / name for name in filenames]
+    return sorted(found)
