@@ -40,9 +40,9 @@ def run(
     data_dir: Annotated[Path | None, typer.Option(help="CIFAR-10 source; default $GRADER_DATA_DIR.")] = None,
     device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = _DEFAULTS.device,
     sandbox: Annotated[str, typer.Option(help="Sandbox backend: auto or bwrap.")] = _DEFAULTS.sandbox,
-    timeout: Annotated[float, typer.Option(help="Seconds per task in the sandbox.")] = _DEFAULTS[
-        "task_timeout_s"
-    ],
+    timeout: Annotated[
+        float, typer.Option(help="Seconds per task in the sandbox.")
+    ] = _DEFAULTS.task_timeout_s,
 ) -> None:
     """Grade one submission: OUT/<student_id>/report.pdf and results.json."""
     if device not in ("auto", "cpu", "cuda"):
