@@ -1,0 +1,174 @@
+"""HTML from ``templates/report.html``, then PDF with weasyprint.
+
+Student-provided strings (names, error messages, module names, logs) reach the
+page, so the jinja environment escapes everything it prints.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import jinja2
+import numpy as np
+
+from grader.report.atomic import write_atomic
+from grader.report.figures import task_figures
+from grader.results import GradeResult, Summary, TaskResult
+
+with warnings.catch_warnings():
+    # Without the system's libharfbuzz-subset weasyprint subsets fonts with
+    # fontTools instead and says so with a DeprecationWarning at import; the PDF
+    # is the same, and the test suite turns warnings into errors.
+    warnings.filterwarnings("ignore", message="HarfBuzz-Subset", category=DeprecationWarning)
+    import weasyprint
+
+# The repository's top-level templates/, found from this file so it works whether
+# or not ``grader`` is a regular package (``grader.__file__`` is None otherwise).
+TEMPLATES_DIR = Path(__file__).resolve().parents[2] / "templates"
+LOG_TAIL_LINES = 60
+SUMMARY_RULE = "-" * 64  # torchsummary's table width
+SUMMARY_DOUBLE_RULE = "=" * 64
+
+
+def thousands(value: float | None) -> str:
+    """``11173962`` -> ``"11,173,962"``; non-integral floats keep 2 decimals."""
+    if value is None:
+        return "—"
+    if isinstance(value, int) or float(value).is_integer():
+        return f"{int(value):,}"
+    return f"{value:,.2f}"
+
+
+def percent(value: float | None) -> str:
+    """``80.756`` (already in percent) -> ``"80.76%"``."""
+    return "—" if value is None else f"{value:.2f}%"
+
+
+def score(value: float | None) -> str:
+    """Points without noise: ``12.5`` -> ``"12.5"``, ``15.0`` -> ``"15"``."""
+    if value is None:
+        return "—"
+    return f"{value:.2f}".rstrip("0").rstrip(".")
+
+
+def shape(value: Sequence[int] | None) -> str:
+    """``[-1, 32, 32, 32]``, the way torchsummary prints an output shape."""
+    return "—" if value is None else "[" + ", ".join(str(d) for d in value) + "]"
+
+
+def log_tail(text: str, lines: int = LOG_TAIL_LINES) -> str:
+    """The last ``lines`` lines, with a note saying how many were cut."""
+    kept = text.rstrip("\n").splitlines()
+    if len(kept) <= lines:
+        return "\n".join(kept)
+    return f"[… {len(kept) - lines} earlier lines omitted]\n" + "\n".join(kept[-lines:])
+
+
+def torchsummary(summary: Summary) -> str:
+    """The per-layer table in torchsummary's familiar plain-text layout."""
+    row = "{:>20}  {:>25} {:>15}"
+    lines = [SUMMARY_RULE, row.format("Layer (type)", "Output Shape", "Param #")]
+    lines.append(SUMMARY_DOUBLE_RULE)
+    lines += [row.format(r.name, shape(r.output_shape), f"{r.params:,}") for r in summary.rows]
+    lines += [
+        SUMMARY_DOUBLE_RULE,
+        f"Total params: {summary.total_params:,}",
+        f"Trainable params: {summary.trainable_params:,}",
+        f"Non-trainable params: {summary.total_params - summary.trainable_params:,}",
+        SUMMARY_RULE,
+        f"Input size (MB): {summary.input_mb:.2f}",
+        f"Forward/backward pass size (MB): {summary.forward_backward_mb:.2f}",
+        f"Params size (MB): {summary.params_mb:.2f}",
+        f"Estimated Total Size (MB): {summary.total_mb:.2f}",
+        SUMMARY_RULE,
+    ]
+    return "\n".join(lines)
+
+
+@dataclass(frozen=True)
+class Measure:
+    """One size measurement of a model, next to the rubric's limit if it sets one."""
+
+    label: str
+    value: str
+    limit: float | None
+    within: bool | None  # None when there is no limit to compare against
+    scored: bool = False
+
+
+def _measure(label: str, value: str, amount: int, limit: float | None, scored: bool) -> Measure:
+    within = None if limit is None else amount <= limit
+    return Measure(label, value, limit, within, scored)
+
+
+def measures(task: TaskResult) -> list[Measure]:
+    """Parameters and MACs per counter, each with its limit from ``task.limits``."""
+    rows = []
+    if task.params is not None:
+        value = f"{task.params:,} total, {thousands(task.trainable_params)} trainable"
+        rows.append(_measure("Parameters", value, task.params, task.limits.get("params"), True))
+    for counter, macs in task.macs.items():
+        limit = task.limits.get(f"macs:{counter}")
+        scored = counter == task.macs_counter
+        rows.append(_measure("MACs", f"{counter}: {macs:,} MACs", macs, limit, scored))
+    return rows
+
+
+def environment() -> jinja2.Environment:
+    env = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(TEMPLATES_DIR),
+        autoescape=True,
+        undefined=jinja2.StrictUndefined,  # a misspelt field fails loudly, not blank
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+    env.filters.update(
+        thousands=thousands,
+        percent=percent,
+        score=score,
+        shape=shape,
+        log_tail=log_tail,
+        torchsummary=torchsummary,
+    )
+    env.globals["measures"] = measures
+    return env
+
+
+def render_html(result: GradeResult, figures: dict[str, dict[str, str]]) -> str:
+    """The report as HTML; ``figures`` maps task id -> kind -> path relative to the page."""
+    template = environment().get_template("report.html")
+    failed = [task for task in result.tasks.values() if task.status == "error"]
+    return template.render(result=result, figures=figures, failed=failed)
+
+
+def _draw_figures(
+    result: GradeResult, out_dir: Path, test_images: np.ndarray | None
+) -> dict[str, dict[str, str]]:
+    fig_dir = out_dir / "figures"
+    figures = {}
+    for task_id, task in result.tasks.items():
+        drawn = task_figures(task, result.class_names, test_images, fig_dir)
+        figures[task_id] = {kind: path.relative_to(out_dir).as_posix() for kind, path in drawn.items()}
+    return figures
+
+
+def write_report(result: GradeResult, out_dir: Path, test_images: np.ndarray | None = None) -> Path:
+    """Write ``report.html``, ``report.pdf`` and ``figures/*.png`` into ``out_dir``.
+
+    ``test_images`` is the uint8 CIFAR-10 test split, shape (N, 32, 32, 3), indexed
+    by ``Evaluation.misclassified``; without it the misclassified grid is left out.
+    Returns the path of the PDF.
+    """
+    out_dir = out_dir.resolve()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    html = render_html(result, _draw_figures(result, out_dir, test_images))
+    write_atomic(out_dir / "report.html", html.encode("utf-8"))
+    # The trailing slash makes relative image paths resolve inside out_dir.
+    pdf = weasyprint.HTML(string=html, base_url=out_dir.as_uri() + "/").write_pdf()
+    assert pdf is not None  # write_pdf returns the bytes when given no target
+    pdf_path = out_dir / "report.pdf"
+    write_atomic(pdf_path, pdf)
+    return pdf_path
