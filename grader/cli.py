@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import logging
 import sys
+import time
 from pathlib import Path
 from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.status import Status
 from rich.table import Table
 
 from grader.config import Settings
@@ -79,9 +81,9 @@ def _run(submission: Path, rubric_name: str | None, settings: Settings) -> None:
     console.print(f"report: {pdf}\nresults: {target / 'results.json'}")
 
 
-def _stage(status: object, stage: str) -> None:
-    console.log(stage)
-    status.update(stage)  # type: ignore[attr-defined]
+def _stage(status: Status, stage: str) -> None:
+    console.print(f"[dim]{time.strftime('%H:%M:%S')}[/] {stage}", highlight=False)
+    status.update(stage)
 
 
 def _print_scores(result: object) -> None:
@@ -100,7 +102,7 @@ def _print_scores(result: object) -> None:
 
 
 def _exit(err: GraderError) -> None:
-    console.print(f"[bold red]error:[/] {err}", highlight=False)
+    console.print(f"[bold red]error:[/] {err}", highlight=False, soft_wrap=True)
     raise typer.Exit(err.exit_code)
 
 

@@ -20,15 +20,13 @@ from typing import Any
 import numpy as np
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-import grader
-from grader.analysis import COUNTERS
 from grader.config import Settings
-from grader.rubric import Rubric
+from grader.rubric import COUNTERS, Rubric
 from grader.sandbox import Backend, Job, Limits, Mount, Outcome
 from grader.submission import TaskEntry
 
 _REPORT_CAP = 4 * 2**20
-_PACKAGE_DIR = Path(grader.__file__).resolve().parent
+_PACKAGE_DIR = Path(__file__).resolve().parent  # the grader package, mounted for the harness
 
 
 class _Row(BaseModel):

@@ -15,7 +15,7 @@ override in ``submission.yaml``) and the items that score them. Item types:
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, ClassVar, Literal
+from typing import Annotated, ClassVar, Literal, get_args
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -24,6 +24,7 @@ from grader.config import RUBRICS_DIR
 from grader.errors import RubricError
 
 Counter = Literal["thop", "ptflops"]
+COUNTERS: tuple[str, ...] = get_args(Counter)  # every task is counted under each
 
 
 class _Strict(BaseModel):

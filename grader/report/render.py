@@ -6,28 +6,19 @@ page, so the jinja environment escapes everything it prints.
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import jinja2
 import numpy as np
+import weasyprint  # needs libharfbuzz-subset0 (scripts/setup.sh installs it)
 
+from grader.config import TEMPLATES_DIR
 from grader.report.atomic import write_atomic
 from grader.report.figures import task_figures
 from grader.results import GradeResult, Summary, TaskResult
 
-with warnings.catch_warnings():
-    # Without the system's libharfbuzz-subset weasyprint subsets fonts with
-    # fontTools instead and says so with a DeprecationWarning at import; the PDF
-    # is the same, and the test suite turns warnings into errors.
-    warnings.filterwarnings("ignore", message="HarfBuzz-Subset", category=DeprecationWarning)
-    import weasyprint
-
-# The repository's top-level templates/, found from this file so it works whether
-# or not ``grader`` is a regular package (``grader.__file__`` is None otherwise).
-TEMPLATES_DIR = Path(__file__).resolve().parents[2] / "templates"
 LOG_TAIL_LINES = 60
 SUMMARY_RULE = "-" * 64  # torchsummary's table width
 SUMMARY_DOUBLE_RULE = "=" * 64

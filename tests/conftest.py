@@ -1,0 +1,104 @@
+"""Shared fixtures: a small real slice of CIFAR-10 and the test submission zoo."""
+
+from __future__ import annotations
+
+import importlib.util
+import io
+import shutil
+import sys
+import tarfile
+from collections import defaultdict
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+
+FILES = Path(__file__).parent / "files"
+CIFAR_TARBALL = Path(__file__).resolve().parents[2] / "shared" / "data" / "cifar10-jpeg.tar.gz"
+TEST_PER_CLASS = 20
+TRAIN_PER_CLASS = 5
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _private_cache(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Decoded datasets go to a per-session cache, never the user's."""
+    mp = pytest.MonkeyPatch()
+    mp.setenv("GRADER_CACHE_DIR", str(tmp_path_factory.mktemp("cache")))
+    yield
+    mp.undo()
+
+
+@pytest.fixture(scope="session")
+def cifar_tarball() -> Path:
+    if not CIFAR_TARBALL.is_file():
+        pytest.fail(f"{CIFAR_TARBALL} is missing: the tests read CIFAR-10 from ../shared/data")
+    return CIFAR_TARBALL
+
+
+@pytest.fixture(scope="session")
+def small_cifar(cifar_tarball: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tarball with the first TEST_PER_CLASS test and TRAIN_PER_CLASS train images per class."""
+    wanted = {"test": TEST_PER_CLASS, "train": TRAIN_PER_CLASS}
+    taken: dict[tuple[str, str], int] = defaultdict(int)
+    target = tmp_path_factory.mktemp("data") / "cifar10-small.tar.gz"
+    with tarfile.open(cifar_tarball) as src, tarfile.open(target, "w:gz") as dst:
+        for member in src:
+            parts = member.name.split("/")
+            if not member.isfile() or len(parts) < 3 or parts[-3] not in wanted:
+                continue
+            key = (parts[-3], parts[-2])
+            if taken[key] < wanted[parts[-3]]:
+                taken[key] += 1
+                payload = src.extractfile(member).read()  # type: ignore[union-attr]
+                info = tarfile.TarInfo("cifar10/" + "/".join(parts[-3:]))
+                info.size = len(payload)
+                dst.addfile(info, io.BytesIO(payload))
+    return target
+
+
+def load_module(path: Path) -> ModuleType:
+    spec = importlib.util.spec_from_file_location(path.stem, path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # so torch.save can pickle a whole model of this module
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="session")
+def zoo(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """tests/files/zoo copied out, with one weights file per way of saving them."""
+    import torch
+    from safetensors.torch import save_file
+
+    root = tmp_path_factory.mktemp("subs") / "zoo"
+    shutil.copytree(FILES / "zoo", root)
+    weights = root / "weights"
+    weights.mkdir()
+    nets = load_module(root / "nets.py")
+    torch.manual_seed(0)
+    model = nets.TinyCNN()
+    state = model.state_dict()
+    torch.save(state, weights / "good.pt")
+    torch.save({f"module.{k}": v for k, v in state.items()}, weights / "dataparallel.pt")
+    save_file({k: v.contiguous() for k, v in state.items()}, weights / "good.safetensors")
+    torch.save({"epoch": 3, "model_state_dict": state, "best_acc": 0.5}, weights / "checkpoint.pt")
+    torch.save(model, weights / "pickled.pt")
+    broken = dict(state)
+    broken["fc.weight"] = torch.zeros(10, 99)
+    broken["extra.weight"] = broken.pop("features.0.bias")
+    torch.save(broken, weights / "mismatch.pt")
+    _save_as_if_on_gpu(state, weights / "cuda.pt")
+    return root
+
+
+def _save_as_if_on_gpu(state: dict, path: Path) -> None:
+    """Tag every storage 'cuda:0', exactly as torch.save does for tensors on a GPU."""
+    import torch
+
+    mp = pytest.MonkeyPatch()
+    mp.setattr(torch.serialization, "location_tag", lambda storage: "cuda:0")
+    try:
+        torch.save(state, path)
+    finally:
+        mp.undo()

@@ -1,0 +1,124 @@
+"""Grading the zoo end to end in the real bubblewrap sandbox: one task per failure mode.
+
+Every task runs in its own sandbox; one task's crash, hang or bad file must become that
+task's plain-words error while the others are graded normally.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from grader.config import Settings
+from grader.pipeline import Graded, grade
+from grader.rubric import load_rubric
+from tests.conftest import FILES, TEST_PER_CLASS
+
+pytestmark = pytest.mark.slow
+TIMEOUT_S = 45.0
+
+
+@pytest.fixture(scope="module")
+def graded(zoo: Path, small_cifar: Path, tmp_path_factory: pytest.TempPathFactory) -> Graded:
+    settings = Settings(
+        data_dir=small_cifar, task_timeout_s=TIMEOUT_S, cache_dir=tmp_path_factory.mktemp("cache")
+    )
+    return grade(zoo, load_rubric(FILES / "rubrics" / "zoo.yaml"), settings)
+
+
+def task(graded: Graded, task_id: str):
+    return graded.result.tasks[task_id]
+
+
+@pytest.mark.parametrize("task_id", ["good", "dataparallel", "cuda", "safetensors", "checkpoint"])
+def test_accepted_ways_of_saving_weights_give_the_same_accuracy(graded: Graded, task_id: str) -> None:
+    reference = task(graded, "good").evaluation
+    result = task(graded, task_id)
+    assert result.status == "ok", result.error
+    assert result.weights_loaded
+    assert result.evaluation.n_images == 10 * TEST_PER_CLASS
+    assert result.evaluation.top1 == reference.top1
+    assert result.evaluation.confusion == reference.confusion
+
+
+def test_good_task_is_counted_and_scored(graded: Graded) -> None:
+    good = task(graded, "good")
+    # Conv 3→8 (3×3) + BN(8) + Linear(512→10): counted by hand.
+    assert good.params == (8 * 3 * 9 + 8) + 16 + (512 * 10 + 10)
+    # thop: conv = out elements × in_ch × k²; affine BN = 4 per element; linear = in × out.
+    assert good.macs["thop"] == 8 * 32 * 32 * 27 + 4 * 8 * 32 * 32 + 512 * 10
+    assert good.summary is not None and good.summary.rows[0].name == "Conv2d-1"
+    items = {i.id: i for i in graded.result.items}
+    assert items["valid"].status == "pass" and items["valid"].score == 1
+    assert items["params"].status == "pass"
+    assert items["acc"].score == pytest.approx(2 * good.evaluation.top1 / 100, abs=0.01)
+    assert items["claim"].status == "pass" and "claimed 12.50%" in items["claim"].message
+    assert items["report"].status == "manual" and items["report"].score == 0
+
+
+@pytest.mark.parametrize(
+    ("task_id", "stage", "words"),
+    [
+        (
+            "pickled",
+            "weights",
+            "holds a whole pickled model or other Python objects; save model.state_dict()",
+        ),
+        (
+            "mismatch",
+            "weights",
+            "missing: features.0.bias; unexpected: extra.weight; shape mismatch: fc.weight",
+        ),
+        ("missing_weights", "weights", "weights/absent.pt not found in the submission"),
+        (
+            "traversal",
+            "manifest",
+            "tasks.traversal.weights '../../../etc/passwd' leaves the submission folder",
+        ),
+        ("syntax", "import", "broken.py failed to import: SyntaxError"),
+        (
+            "no_class",
+            "import",
+            "nets.py defines no ResNet18 (it defines: TinyCNN, WrongShape, Endless, NaNOut",
+        ),
+        ("sys_exit", "import", "exits.py called sys.exit(3) while being imported"),
+        ("wrong_shape", "forward", "returned shape [1, 7], expected [1, 10]"),
+        ("huge", "build", "6,166,000,010 parameters"),
+        ("endless", "timeout", f"stopped after {TIMEOUT_S:.0f} s"),
+    ],
+)
+def test_each_bad_input_is_its_tasks_plain_error(
+    graded: Graded, task_id: str, stage: str, words: str
+) -> None:
+    result = task(graded, task_id)
+    assert result.status == "error"
+    assert result.error_stage == stage
+    assert words in result.error
+
+
+def test_syntax_error_names_the_students_line(graded: Graded) -> None:
+    assert "(line 10)" in task(graded, "syntax").error
+
+
+def test_huge_model_is_counted_on_the_meta_device(graded: Graded) -> None:
+    huge = task(graded, "huge")
+    assert huge.params == 3072 * 2_000_000 + 2_000_000 + 2_000_000 * 10 + 10
+    assert huge.macs["thop"] == 3072 * 2_000_000 + 2_000_000 * 10
+    item = next(i for i in graded.result.items if i.id == "huge-params")
+    assert item.status == "fail" and "over the limit of 1,000,000" in item.message
+
+
+def test_nan_logits_count_as_wrong(graded: Graded) -> None:
+    nan = task(graded, "nan")
+    assert nan.status == "ok"
+    assert nan.evaluation.nonfinite_rows == 10 * TEST_PER_CLASS
+    assert nan.evaluation.top1 == 0.0
+
+
+def test_result_records_the_sandbox_and_its_limits(graded: Graded) -> None:
+    sandbox = graded.result.sandbox
+    assert sandbox["backend"] == "bwrap"
+    assert sandbox["limits"]["network"].startswith("none")
+    assert graded.result.class_names[0] == "airplane"
+    assert graded.test_images.shape == (10 * TEST_PER_CLASS, 32, 32, 3)
