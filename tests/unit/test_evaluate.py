@@ -1,0 +1,112 @@
+"""grader/evaluate.py against the same metrics computed with explicit loops."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from grader.data import CIFAR10_CLASSES
+from grader.evaluate import evaluate
+
+K = len(CIFAR10_CLASSES)
+
+
+def by_loops(logits: np.ndarray, labels: np.ndarray) -> dict:
+    """Reference metrics, one image at a time; a row with any NaN/Inf is wrong everywhere."""
+    n = len(labels)
+    top1 = top3 = 0
+    confusion = [[0] * K for _ in range(K)]
+    correct = [0] * K
+    seen = [0] * K
+    wrong = []
+    for i in range(n):
+        row, y = logits[i], int(labels[i])
+        seen[y] += 1
+        if not all(np.isfinite(v) for v in row):
+            wrong.append(i)
+            continue
+        order = sorted(range(K), key=lambda c: -row[c])
+        pred = order[0]
+        confusion[y][pred] += 1
+        top1 += pred == y
+        correct[y] += pred == y
+        top3 += y in order[:3]
+        if pred != y:
+            wrong.append(i)
+    return {
+        "top1": round(100 * top1 / n, 2),
+        "top3": round(100 * top3 / n, 2),
+        "confusion": confusion,
+        "per_class": {
+            c: round(100 * correct[k] / seen[k], 2) if seen[k] else 0.0 for k, c in enumerate(CIFAR10_CLASSES)
+        },
+        "wrong": wrong,
+    }
+
+
+def random_case(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    labels = rng.integers(0, K, size=n)
+    logits = rng.normal(size=(n, K)).astype(np.float32)
+    logits[np.arange(n), labels] += 1.0  # better than chance, so every metric is away from its bounds
+    return logits, labels
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_metrics_equal_the_loop_computation(seed: int) -> None:
+    logits, labels = random_case(500, seed)
+    ev = evaluate(logits, labels, CIFAR10_CLASSES, shown=10_000)
+    ref = by_loops(logits, labels)
+    assert ev.n_images == 500
+    assert (ev.top1, ev.top3) == (ref["top1"], ref["top3"])
+    assert 10 < ev.top1 < ev.top3 < 100
+    assert ev.confusion == ref["confusion"]
+    assert ev.per_class == ref["per_class"]
+    assert [i for i, _, _ in ev.misclassified] == ref["wrong"]
+    assert all(labels[i] == y and y != p for i, y, p in ev.misclassified)
+    assert ev.nonfinite_rows == 0
+
+
+def test_nonfinite_rows_count_as_wrong() -> None:
+    logits, labels = random_case(300, 7)
+    logits[5, 0] = np.nan
+    logits[17, :] = np.nan
+    logits[42, labels[42]] = np.inf  # would win the argmax, but the row is not finite
+    logits[99, 3] = -np.inf
+    ev = evaluate(logits, labels, CIFAR10_CLASSES, shown=10_000)
+    ref = by_loops(logits, labels)
+    assert ev.nonfinite_rows == 4
+    assert (ev.top1, ev.top3) == (ref["top1"], ref["top3"])
+    assert ev.per_class == ref["per_class"]
+    assert ev.confusion == ref["confusion"]
+    assert sum(map(sum, ev.confusion)) == 300 - 4
+    assert {5, 17, 42, 99} <= {i for i, _, _ in ev.misclassified}
+    assert {p for i, _, p in ev.misclassified if i in (5, 17, 42, 99)} == {-1}
+
+
+def test_all_rows_nan_scores_zero() -> None:
+    labels = np.arange(20) % K
+    ev = evaluate(np.full((20, K), np.nan, dtype=np.float32), labels, CIFAR10_CLASSES, shown=5)
+    assert (ev.top1, ev.top3, ev.nonfinite_rows) == (0.0, 0.0, 20)
+    assert set(ev.per_class.values()) == {0.0}
+
+
+@pytest.mark.parametrize("shown", [0, 1, 16])
+def test_misclassified_list_is_capped(shown: int) -> None:
+    logits, labels = random_case(400, 3)
+    ev = evaluate(logits, labels, CIFAR10_CLASSES, shown=shown)
+    assert len(ev.misclassified) == shown
+    assert [i for i, _, _ in ev.misclassified] == by_loops(logits, labels)["wrong"][:shown]
+
+
+def test_class_without_images_scores_zero_and_others_are_exact() -> None:
+    labels = np.array([0, 0, 1, 1, 1, 2])
+    logits = np.full((6, K), -1.0, dtype=np.float32)
+    logits[[0, 1, 2, 3, 4, 5], [0, 5, 1, 1, 2, 2]] = 1.0
+    ev = evaluate(logits, labels, CIFAR10_CLASSES, shown=16)
+    assert ev.per_class["airplane"] == 50.0
+    assert ev.per_class["automobile"] == 66.67
+    assert ev.per_class["bird"] == 100.0
+    assert ev.per_class["truck"] == 0.0
+    assert ev.top1 == round(100 * 4 / 6, 2)
+    assert ev.misclassified == [(1, 0, 5), (4, 1, 2)]
