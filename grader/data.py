@@ -102,7 +102,7 @@ def _decode(source: Path, split: Split) -> tuple[np.ndarray, np.ndarray, tuple[s
     if source.is_file():
         if not tarfile.is_tarfile(source):
             raise DataError(f"{source} is a file but not a tarball; {no_data_message()}")
-        return _from_members(_tar_members(source), source, split)
+        return _from_members(_tar_members(source, split), source, split)
     batches = _find_batches_dir(source)
     if batches is not None:
         return _from_pickled_batches(batches, split)
@@ -130,10 +130,11 @@ def _from_pickled_batches(folder: Path, split: Split) -> tuple[np.ndarray, np.nd
     return np.concatenate(images).transpose(0, 2, 3, 1).copy(), np.concatenate(labels), CIFAR10_CLASSES
 
 
-def _tar_members(path: Path) -> Iterator[tuple[str, bytes]]:
+def _tar_members(path: Path, split: Split) -> Iterator[tuple[str, bytes]]:
     with tarfile.open(path) as tar:
         for member in tar:
-            if member.isfile():
+            # Only the wanted split's files are read out; the rest is skipped in the stream.
+            if member.isfile() and f"{split}/" in member.name:
                 handle = tar.extractfile(member)
                 if handle is not None:
                     yield member.name, handle.read()

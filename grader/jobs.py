@@ -76,6 +76,7 @@ class HarnessReport(BaseModel):
     weights_loaded: bool = False
     logits_shape: list[int] | None = None
     harness_seconds: float | None = None
+    stage_seconds: dict[str, float] = {}
 
 
 @dataclass

@@ -135,6 +135,7 @@ def _copy_measurements(task: TaskResult, report: HarnessReport) -> None:
     task.residual_adds = report.residual_adds
     task.forward_ok, task.weights_loaded = report.forward_ok, report.weights_loaded
     task.output_shape = report.output_shape
+    task.stage_seconds = dict(report.stage_seconds)
     if report.summary:
         totals = report.summary.model_dump(exclude={"rows"})
         task.summary = Summary(rows=[LayerRow(**r.model_dump()) for r in report.summary.rows], **totals)

@@ -80,6 +80,8 @@ class TaskResult:
     claimed_test_accuracy: float | None = None
     limits: dict[str, float] = field(default_factory=dict)  # "params", "macs:<counter>"
     sandbox_seconds: float | None = None
+    # Seconds from the harness's start to the end of each stage inside the sandbox.
+    stage_seconds: dict[str, float] = field(default_factory=dict)
     log_tail: str = ""
 
     @property

@@ -26,11 +26,19 @@ class Report:
 
     def __init__(self, out_dir: Path) -> None:
         self.out_dir = out_dir
-        self.data: dict[str, Any] = {"stages_done": [], "error": None, "error_stage": None}
+        self.data: dict[str, Any] = {
+            "stages_done": [],
+            "error": None,
+            "error_stage": None,
+            "stage_seconds": {},
+        }
+        self._started = time.monotonic()
 
     def done(self, stage: str, **fields: Any) -> None:
+        """Record ``stage`` as finished, with seconds since the harness started."""
         self.data.update(fields)
         self.data["stages_done"].append(stage)
+        self.data["stage_seconds"][stage] = round(time.monotonic() - self._started, 3)
         self.flush()
 
     def failed(self, stage: str, message: str) -> None:
