@@ -11,9 +11,11 @@ under 60 s in all, including the 10,000-image evaluation and the PDF.
 from __future__ import annotations
 
 import argparse
+import os
 import platform
 import tempfile
 import time
+from itertools import pairwise
 from pathlib import Path
 
 from grader import data as datasets
@@ -44,7 +46,7 @@ def main() -> None:
             progress=lambda stage: marks.append((stage, time.monotonic())),
         )
         marks.append(("end", time.monotonic()))
-        rows += [(stage, end - start) for (stage, start), (_, end) in zip(marks, marks[1:], strict=False)]
+        rows += [(stage, end - start) for (stage, start), (_, end) in pairwise(marks)]
         for task in graded.result.tasks.values():
             rows += _harness_rows(task.id, task.stage_seconds, task.sandbox_seconds or 0.0)
         out = Path(tmp) / graded.result.student_id
@@ -81,16 +83,10 @@ def _harness_rows(task_id: str, stages: dict[str, float], sandbox_s: float) -> l
 
 
 def _print(rows: list[tuple[str, float]], student: str, tasks: dict) -> None:  # type: ignore[type-arg]
-    print(
-        f"machine: {platform.machine()}, {platform.processor() or 'cpu'}, Python {platform.python_version()}"
-    )
-    print(
-        f"submission: {student}; "
-        + ", ".join(
-            f"{t.id}: {t.params:,} params, top-1 {t.test_accuracy}% on {t.evaluation.n_images if t.evaluation else 0} images"
-            for t in tasks.values()
-        )
-    )
+    print(f"machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}")
+    for t in tasks.values():
+        images = t.evaluation.n_images if t.evaluation else 0
+        print(f"{student} {t.id}: {t.params or 0:,} params, top-1 {t.test_accuracy}% on {images:,} images")
     width = max(len(name) for name, _ in rows)
     for name, seconds in rows:
         print(f"{name:<{width}}  {seconds:7.2f} s")

@@ -37,6 +37,9 @@ def count_macs(model: nn.Module, x: torch.Tensor, counter: str) -> int:
     Both libraries attach hooks and bookkeeping buffers to the model, so they work on a
     copy and the student's model stays exactly as built.
     """
+    if counter == "ptflops" and x.is_meta:
+        # On meta, addmm decomposes into a torch.mm that ptflops also patches: Linear counts twice.
+        raise ValueError("ptflops cannot count on the meta device; use thop")
     probe = copy.deepcopy(model)
     with _quiet():
         if counter == "thop":

@@ -86,9 +86,16 @@ def load_split(source: Path, split: Split, cache_dir: Path) -> CachedSplit:
 
 
 def _cache_key(source: Path, split: Split) -> str:
-    stat = source.stat()
-    ident = f"{_CACHE_FORMAT}|{source.resolve()}|{stat.st_size}|{stat.st_mtime_ns}|{split}"
-    return hashlib.sha256(ident.encode()).hexdigest()[:16]
+    """Changes when any file of the source changes (size or mtime), not only its top folder."""
+    digest = hashlib.sha256(f"{_CACHE_FORMAT}|{source.resolve()}|{split}".encode())
+    files = sorted(p for p in source.rglob("*") if p.is_file()) if source.is_dir() else [source]
+    for path in files:
+        stat = path.stat()
+        digest.update(
+            f"|{path.relative_to(source) if source.is_dir() else ''}|{stat.st_size}|"
+            f"{stat.st_mtime_ns}".encode()
+        )
+    return digest.hexdigest()[:16]
 
 
 def _save_atomic(path: Path, array: np.ndarray) -> None:

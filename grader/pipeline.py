@@ -68,7 +68,7 @@ def grade(
         device=settings.device,
         sandbox={"backend": backend.name, "limits": enforced},
         tasks=tasks,
-        warnings=list(sub.warnings),
+        warnings=[*sub.warnings, *sub.unknown_tasks(rubric)],
         class_names=list(split.classes),
     )
     result.items = score_all(rubric, tasks)

@@ -15,7 +15,7 @@ override in ``submission.yaml``) and the items that score them. Item types:
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, ClassVar, Literal, get_args
+from typing import Annotated, Any, ClassVar, Literal, get_args
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -185,19 +185,31 @@ def _yaml_where(err: yaml.YAMLError) -> str:
 
 
 def _first_error(err: ValidationError) -> str:
-    """One line: the key path as a person writes it, then what was expected."""
-    first = err.errors()[0]
+    """One line: the key path as a person writes it, then what was expected.
+
+    A misspelt key shows up twice (unknown key + missing key); the unknown one names the typo.
+    """
+    errors = sorted(err.errors(), key=lambda e: e["type"] != "extra_forbidden")
+    first = errors[0]
     loc = [part for part in first["loc"] if not _is_union_tag(part)]
     key = ""
     for part in loc:
         key += f"[{part}]" if isinstance(part, int) else (f".{part}" if key else str(part))
     message = first["msg"].removeprefix("Value error, ")
     if first["type"] == "extra_forbidden":
-        message = "unknown key (check its spelling against docs/rubrics.md)"
+        message = "unknown key" + _missing_beside(errors, first["loc"]) + " (see docs/rubrics.md)"
     got = first.get("input")
     suffix = f" (got {got!r})" if first["type"] not in ("missing", "extra_forbidden") and _short(got) else ""
-    more = f"; {len(err.errors()) - 1} more problem(s)" if len(err.errors()) > 1 else ""
+    more = f"; {len(errors) - 1} more problem(s)" if len(errors) > 1 else ""
+    if not key and message.startswith("items["):  # cross-item checks already name their key
+        return f"{message}{suffix}{more}"
     return f"{key or 'top level'}: {message}{suffix}{more}"
+
+
+def _missing_beside(errors: list[Any], loc: tuple[Any, ...]) -> str:
+    """For a typo: the required keys missing next to it, which are what was meant."""
+    missing = [e["loc"][-1] for e in errors if e["type"] == "missing" and e["loc"][:-1] == loc[:-1]]
+    return f"; expected {', '.join(map(str, missing))}" if missing else ""
 
 
 def _is_union_tag(part: object) -> bool:

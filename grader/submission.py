@@ -63,6 +63,14 @@ class Submission:
     warnings: list[str] = field(default_factory=list)
     manifest: Manifest = field(default_factory=Manifest)
 
+    def unknown_tasks(self, rubric: Rubric) -> list[str]:
+        """Warnings for manifest tasks the rubric does not have (they would be ignored silently)."""
+        known = ", ".join(rubric.tasks)
+        return [
+            f"{MANIFEST}: tasks.{key} is not a task of {rubric.id} ({known}); it was ignored"
+            for key in sorted(self.manifest.tasks.keys() - rubric.tasks.keys())
+        ]
+
     def tasks(self, rubric: Rubric) -> dict[str, TaskEntry]:
         return {task_id: self._task(task_id, rubric) for task_id in rubric.tasks}
 
@@ -116,8 +124,9 @@ def _read_manifest(sub: Submission, path: Path) -> None:
         return
     except ValidationError as err:
         first = err.errors()[0]
-        key = ".".join(str(p) for p in first["loc"])
-        sub.manifest_error = f"{MANIFEST}: {key}: {first['msg']} (see docs/submission.md)"
+        key = ".".join(str(part) for part in first["loc"])
+        where = f"{key}: " if key else ""
+        sub.manifest_error = f"{MANIFEST}: {where}{first['msg']} (see docs/submission.md)"
         return
     except (UnicodeDecodeError, OSError) as err:
         sub.manifest_error = f"{MANIFEST} cannot be read ({err}); save it as UTF-8 text"
@@ -168,6 +177,8 @@ def content_hash(root: Path) -> str:
 def _files(root: Path) -> list[Path]:
     found: list[Path] = []
     for dirpath, dirnames, filenames in os.walk(root):
+        # A linked folder is hashed as a link (its target), like a linked file.
+        found += [Path(dirpath) / d for d in dirnames if (Path(dirpath) / d).is_symlink()]
         dirnames[:] = sorted(d for d in dirnames if d not in _SKIPPED_DIRS)
         found += [Path(dirpath) / name for name in filenames]
     return sorted(found)

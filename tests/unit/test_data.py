@@ -234,11 +234,6 @@ def test_rewritten_tarball_is_decoded_again(tree: Path, tmp_path: Path) -> None:
     np.testing.assert_array_equal(after, before[::PER_CLASS])
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the cache key uses the stat of the source folder only, so images added to "
-    "test/<class>/ are not seen once the folder has been cached",
-)
 def test_image_added_to_a_cached_folder_is_seen(sample: Sample, tmp_path: Path) -> None:
     root = write_tree(tmp_path / "data", sample)
     assert len(load_split(root, "test", tmp_path / "cache").labels()) == 50
