@@ -136,10 +136,17 @@ def _copy_measurements(task: TaskResult, report: HarnessReport) -> None:
     task.forward_ok, task.weights_loaded = report.forward_ok, report.weights_loaded
     task.output_shape = report.output_shape
     task.stage_seconds = dict(report.stage_seconds)
+    task.device = report.device
     if report.summary:
         totals = report.summary.model_dump(exclude={"rows"})
         task.summary = Summary(rows=[LayerRow(**r.model_dump()) for r in report.summary.rows], **totals)
     task.diagram = [DiagramNode(**node.model_dump()) for node in report.diagram]
+
+
+def _devices(tasks: dict[str, TaskResult], settings: Settings) -> str:
+    """The devices the models actually ran on; the setting itself if none ran."""
+    used = sorted({t.device for t in tasks.values() if t.device})
+    return ", ".join(used) or settings.device
 
 
 def _limits(rubric: Rubric, task_id: str) -> dict[str, float]:

@@ -79,6 +79,7 @@ class TaskResult:
     evaluation: Evaluation | None = None
     claimed_test_accuracy: float | None = None
     limits: dict[str, float] = field(default_factory=dict)  # "params", "macs:<counter>"
+    device: str | None = None  # where the harness ran the model ("cpu", "cuda")
     sandbox_seconds: float | None = None
     # Seconds from the harness's start to the end of each stage inside the sandbox.
     stage_seconds: dict[str, float] = field(default_factory=dict)

@@ -47,7 +47,7 @@ def test_run_writes_results_and_a_pdf_with_the_score_table(
     assert results["max_total"] == 100
     task = results["tasks"]["cnn"]
     assert task["status"] == "ok" and task["error"] is None
-    assert task["params"] == 5346 and task["macs"]["thop"] == 259072 and task["macs_counter"] == "thop"
+    assert task["params"] == 5370 and task["macs"]["thop"] == 259072 and task["macs_counter"] == "thop"
     assert 0 <= task["test_accuracy"] <= 100
     items = {i["id"]: i for i in results["items"]}
     assert set(items) == {"1", "2", "3", "4", "5"}
@@ -60,7 +60,7 @@ def test_run_writes_results_and_a_pdf_with_the_score_table(
     assert "At most 1,000,000 parameters" in text
     assert "The model builds and classifies a CIFAR-10 image" in text
     assert f"{results['total']:g} / 100" in text
-    assert "Layer (type)" in text and "5,346" in text
+    assert "Layer (type)" in text and "5,370" in text
 
 
 def test_no_data_is_one_line_naming_the_options(student: Path, tmp_path: Path) -> None:

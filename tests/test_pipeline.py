@@ -117,6 +117,8 @@ def test_nan_logits_count_as_wrong(graded: Graded) -> None:
 
 
 def test_result_records_the_sandbox_and_its_limits(graded: Graded) -> None:
+    assert graded.result.device == "cpu"  # --device auto on a machine without a GPU
+    assert task(graded, "good").device == "cpu"
     sandbox = graded.result.sandbox
     assert sandbox["backend"] == "bwrap"
     assert sandbox["limits"]["network"].startswith("none")
