@@ -37,11 +37,20 @@ class Settings:
     task_timeout_s: float = 600.0
     # Address-space limit for the sandboxed process; a CUDA torch build maps several GB
     # of virtual memory at import, so this bounds runaway allocations, not the working set.
-    memory_limit_bytes: int = 16 * 2**30
+    address_space_bytes: int = 16 * 2**30
+    # Resident memory of one job (cgroup or container limit, no swap).
+    memory_bytes: int = 6 * 2**30
+    # Processes and threads of one job: stops fork bombs; torch needs a few dozen threads.
+    max_pids: int = 256
+    # CPU share of one job, in cores.
+    cpus: float = float(os.cpu_count() or 1)
     # Models whose float32 parameters exceed this are counted on the meta device only.
     max_model_bytes: int = 4 * 2**30
-    # Largest file a sandboxed job may write (logits of 10,000 × 10 are 400 kB).
+    # Largest file a sandboxed job may write (logits of 10,000 × 10 are 400 kB), and the
+    # whole output directory.
     max_output_bytes: int = 64 * 2**20
+    # stdout + stderr kept from one job; a flood beyond this is discarded.
+    max_log_bytes: int = 1 * 2**20
     # Images per forward pass during evaluation.
     eval_batch_size: int = 500
     # Misclassified test images shown in the report.

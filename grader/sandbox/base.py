@@ -24,8 +24,15 @@ class Mount:
 
 @dataclass(frozen=True)
 class Limits:
-    address_space_bytes: int
-    file_size_bytes: int
+    """Resource caps for one job; each backend enforces what its platform allows and says so."""
+
+    address_space_bytes: int  # RLIMIT_AS; bounds runaway allocations, not the working set
+    file_size_bytes: int  # RLIMIT_FSIZE: the largest single file the job may write
+    memory_bytes: int = 8 * 2**30  # resident memory (cgroup / container), no swap
+    pids: int = 256  # processes and threads (cgroup / container)
+    cpus: float = 2.0  # CPU time share (cgroup / container)
+    output_bytes: int = 128 * 2**20  # the whole output directory
+    log_bytes: int = 1 * 2**20  # stdout + stderr kept; the rest is discarded
     open_files: int = 256
     tmpfs_bytes: int = 256 * 2**20
 
