@@ -15,6 +15,7 @@ from rich.table import Table
 
 from grader.config import Settings
 from grader.errors import GraderError, UsageError
+from grader.sandbox import CHOICES
 
 app = typer.Typer(
     add_completion=False,
@@ -41,7 +42,20 @@ def run(
     out: Annotated[Path, typer.Option(help="Reports go to OUT/<student_id>/.")] = _DEFAULTS.out_dir,
     data_dir: Annotated[Path | None, typer.Option(help="CIFAR-10 source; default $GRADER_DATA_DIR.")] = None,
     device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = _DEFAULTS.device,
-    sandbox: Annotated[str, typer.Option(help="Sandbox backend: auto or bwrap.")] = _DEFAULTS.sandbox,
+    sandbox: Annotated[
+        str,
+        typer.Option(
+            help="Sandbox backend: auto (Docker if a daemon answers, else bubblewrap), docker or bwrap."
+        ),
+    ] = _DEFAULTS.sandbox,
+    unsafe_no_sandbox: Annotated[
+        bool,
+        typer.Option("--unsafe-no-sandbox", help="Run student code with no isolation (trusted code only)."),
+    ] = False,
+    docker_image: Annotated[str, typer.Option(help="Image for the Docker backend.")] = _DEFAULTS.docker_image,
+    docker_runtime: Annotated[
+        str | None, typer.Option(help="Docker runtime, e.g. runsc for gVisor.")
+    ] = _DEFAULTS.docker_runtime,
     timeout: Annotated[
         float, typer.Option(help="Seconds per task in the sandbox.")
     ] = _DEFAULTS.task_timeout_s,
@@ -49,8 +63,16 @@ def run(
     """Grade one submission: OUT/<student_id>/report.pdf and results.json."""
     if device not in ("auto", "cpu", "cuda"):
         _exit(UsageError(f"--device {device!r}: use auto, cpu or cuda"))
+    if sandbox not in CHOICES:
+        _exit(UsageError(f"--sandbox {sandbox!r}: use {', '.join(CHOICES)} (or --unsafe-no-sandbox)"))
     settings = Settings(
-        data_dir=data_dir, out_dir=out, device=device, sandbox=sandbox, task_timeout_s=timeout
+        data_dir=data_dir,
+        out_dir=out,
+        device=device,
+        sandbox="none" if unsafe_no_sandbox else sandbox,
+        task_timeout_s=timeout,
+        docker_image=docker_image,
+        docker_runtime=docker_runtime,
     )
     try:
         _run(submission, rubric, settings)

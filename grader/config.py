@@ -31,8 +31,13 @@ class Settings:
     device: str = "auto"
     # Decoded datasets are cached here as .npy files, keyed by the source file.
     cache_dir: Path = field(default_factory=_default_cache_dir)
-    # Sandbox backend: "auto" picks the first available (bubblewrap today).
+    # Sandbox backend: "auto" is Docker when a daemon answers and has the image, else
+    # bubblewrap; "none" (no isolation) only through the CLI's --unsafe-no-sandbox.
     sandbox: str = "auto"
+    # The Docker backend's image (scripts/build_image.sh or `docker build .`) and runtime
+    # (None: the daemon's default, runc; "runsc" for gVisor where installed).
+    docker_image: str = "grader-harness:latest"
+    docker_runtime: str | None = None
     # Wall-clock limit for one task in the sandbox (build, count, load weights, evaluate).
     task_timeout_s: float = 600.0
     # Address-space limit for the sandboxed process; a CUDA torch build maps several GB

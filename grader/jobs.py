@@ -99,42 +99,55 @@ def run_task(
     out_dir = work_dir / "out"
     out_dir.mkdir(parents=True)
     job_file = work_dir / "job.json"
-    job_file.write_text(json.dumps(_job_spec(entry, rubric, settings)))
+    mounts = {
+        "submission": Mount(submission_root, "/submission"),
+        "images": Mount(images, "/data/test_images.npy"),
+        "job": Mount(job_file, "/job/job.json"),
+        "code": Mount(_PACKAGE_DIR, "/opt/grader/grader"),
+        "out": Mount(out_dir, "/out", writable=True),
+    }
+    # Inside a sandbox the job sees the mount points; without one, the host paths.
+    isolated = getattr(backend, "maps_paths", True)
+    where = {key: m.inside if isolated else str(m.host) for key, m in mounts.items()}
+    job_file.write_text(json.dumps(_job_spec(entry, rubric, settings, where)))
     job = Job(
-        argv=[sys.executable, "-m", "grader.harness", "/job/job.json"],
-        mounts=[
-            Mount(submission_root, "/submission"),
-            Mount(images, "/data/test_images.npy"),
-            Mount(job_file, "/job/job.json"),
-            Mount(_PACKAGE_DIR, "/opt/grader/grader"),
-            Mount(out_dir, "/out", writable=True),
-        ],
-        workdir="/submission",
+        argv=[sys.executable, "-m", "grader.harness", where["job"]],
+        mounts=list(mounts.values()),
+        workdir=where["submission"],
         timeout_s=settings.task_timeout_s,
-        limits=Limits(
-            address_space_bytes=settings.address_space_bytes,
-            file_size_bytes=settings.max_output_bytes,
-            memory_bytes=settings.memory_bytes,
-            pids=settings.max_pids,
-            cpus=settings.cpus,
-            output_bytes=settings.max_output_bytes,
-            log_bytes=settings.max_log_bytes,
-        ),
+        limits=_limits(settings),
         log_dir=work_dir / "logs",
-        env={"PYTHONPATH": "/opt/grader"},
-        gpu=settings.device in ("auto", "cuda"),
+        env={"PYTHONPATH": str(Path(where["code"]).parent)},
+        gpu=_wants_gpu(settings.device),
     )
     outcome = backend.run(job)
     return read_outputs(outcome, out_dir, settings, rubric.num_classes), backend.enforced(job)
 
 
-def _job_spec(entry: TaskEntry, rubric: Rubric, settings: Settings) -> dict[str, Any]:
+def _limits(settings: Settings) -> Limits:
+    return Limits(
+        address_space_bytes=settings.address_space_bytes,
+        file_size_bytes=settings.max_output_bytes,
+        memory_bytes=settings.memory_bytes,
+        pids=settings.max_pids,
+        cpus=settings.cpus,
+        output_bytes=settings.max_output_bytes,
+        log_bytes=settings.max_log_bytes,
+    )
+
+
+def _wants_gpu(device: str) -> bool:
+    """Hand the GPU to the job for --device cuda, or for auto on a machine that has one."""
+    return device == "cuda" or (device == "auto" and Path("/dev/nvidiactl").exists())
+
+
+def _job_spec(entry: TaskEntry, rubric: Rubric, settings: Settings, where: dict[str, str]) -> dict[str, Any]:
     return {
-        "submission": "/submission",
+        "submission": where["submission"],
         "model": entry.model,
         "weights": entry.weights,
-        "images": "/data/test_images.npy",
-        "out": "/out",
+        "images": where["images"],
+        "out": where["out"],
         "device": settings.device,
         "mean": list(entry.preprocess.mean),
         "std": list(entry.preprocess.std),

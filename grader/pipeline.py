@@ -22,7 +22,8 @@ from grader.evaluate import evaluate
 from grader.jobs import HarnessReport, TaskRun, run_task
 from grader.results import DiagramNode, GradeResult, LayerRow, Summary, TaskResult
 from grader.rubric import FlopsLimitItem, ParamsLimitItem, Rubric
-from grader.sandbox import Backend, pick_backend
+from grader.sandbox import Backend, UnsandboxedBackend, pick_backend
+from grader.sandbox.unsafe import WARNING as UNSANDBOXED_WARNING
 from grader.scoring import score_all
 from grader.submission import TaskEntry, load_submission
 
@@ -49,7 +50,7 @@ def grade(
     progress("loading CIFAR-10 test split")
     split = datasets.load_split(datasets.resolve_source(settings.data_dir), "test", settings.cache_dir)
     test = _TestSet(split, split.labels())
-    backend = pick_backend(settings.sandbox)
+    backend = pick_backend(settings.sandbox, settings.docker_image, settings.docker_runtime)
     tasks: dict[str, TaskResult] = {}
     enforced: dict[str, str] = {}
     for entry in sub.tasks(rubric).values():
@@ -68,7 +69,7 @@ def grade(
         device=settings.device,
         sandbox={"backend": backend.name, "limits": enforced},
         tasks=tasks,
-        warnings=[*sub.warnings, *sub.unknown_tasks(rubric)],
+        warnings=[*_sandbox_warnings(backend), *sub.warnings, *sub.unknown_tasks(rubric)],
         class_names=list(split.classes),
     )
     result.items = score_all(rubric, tasks)
@@ -141,6 +142,10 @@ def _copy_measurements(task: TaskResult, report: HarnessReport) -> None:
         totals = report.summary.model_dump(exclude={"rows"})
         task.summary = Summary(rows=[LayerRow(**r.model_dump()) for r in report.summary.rows], **totals)
     task.diagram = [DiagramNode(**node.model_dump()) for node in report.diagram]
+
+
+def _sandbox_warnings(backend: Backend) -> list[str]:
+    return [UNSANDBOXED_WARNING] if backend.name == UnsandboxedBackend.name else []
 
 
 def _devices(tasks: dict[str, TaskResult], settings: Settings) -> str:

@@ -4,6 +4,9 @@ A ``Job`` says what to run and what it may see: read-only mounts, one writable o
 directory, a time limit and resource limits. A backend runs it isolated from the host
 (no network, no view of anything not mounted) and returns an ``Outcome``. The harness
 inside reads only its mounts; the host reads only the output directory.
+
+Backends: ``docker`` (production; GPU by device request), ``bwrap`` (bubblewrap, where no
+Docker daemon runs) and ``none`` (no isolation at all; only behind --unsafe-no-sandbox).
 """
 
 from __future__ import annotations
@@ -13,17 +16,39 @@ import shutil
 from grader.errors import SandboxError
 from grader.sandbox.base import Backend, Job, Limits, Mount, Outcome
 from grader.sandbox.bwrap import BwrapBackend
+from grader.sandbox.container import DEFAULT_IMAGE, DockerBackend, docker_client
+from grader.sandbox.unsafe import UnsandboxedBackend
 
-__all__ = ["Backend", "BwrapBackend", "Job", "Limits", "Mount", "Outcome", "pick_backend"]
+__all__ = [
+    "Backend", "BwrapBackend", "DockerBackend", "Job", "Limits", "Mount", "Outcome",
+    "UnsandboxedBackend", "pick_backend",
+]  # fmt: skip
+CHOICES = ("auto", "docker", "bwrap")
 
 
-def pick_backend(name: str = "auto") -> Backend:
-    """The named backend, or for ``auto`` the first that can run here."""
+def pick_backend(name: str = "auto", image: str = DEFAULT_IMAGE, runtime: str | None = None) -> Backend:
+    """The named backend; ``auto`` is Docker when a daemon answers and has the image, else bubblewrap."""
+    if name == "docker":
+        return DockerBackend(image, runtime)
+    if name == "none":
+        return UnsandboxedBackend()
+    if name == "auto":
+        client = docker_client()
+        if client is not None and _has_image(client, image):
+            return DockerBackend(image, runtime, client)
     if name in ("auto", "bwrap"):
         if shutil.which("bwrap"):
             return BwrapBackend()
         raise SandboxError(
-            "bubblewrap is not installed: apt-get install bubblewrap "
+            "bubblewrap is not installed: apt-get install bubblewrap, or start a Docker daemon "
             "(student code only ever runs inside a sandbox)"
         )
-    raise SandboxError(f"unknown sandbox {name!r}: use auto or bwrap")
+    raise SandboxError(f"unknown sandbox {name!r}: use one of {', '.join(CHOICES)}")
+
+
+def _has_image(client: object, image: str) -> bool:
+    try:
+        client.images.get(image)  # type: ignore[attr-defined]
+        return True
+    except Exception:  # not found, or the daemon went away: fall back to bubblewrap
+        return False

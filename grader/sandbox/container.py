@@ -1,0 +1,167 @@
+"""Docker backend: one fresh container per job, through the Docker SDK.
+
+The container gets no network, a read-only root filesystem, a size-capped /tmp, all
+capabilities dropped, no-new-privileges, a non-root user, memory (no swap), process,
+CPU and ulimit caps, an init process that reaps orphans, and only the environment the
+job names. The GPU is passed by device request when grading on CUDA. The host enforces
+the wall-clock limit: at the deadline the container is killed and removed. The Docker
+socket is never mounted into a job.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import Any
+
+from grader.errors import SandboxError
+from grader.sandbox.base import Job, Outcome
+
+DEFAULT_IMAGE = "grader-harness:latest"
+# The image's interpreter: the harness and the libraries student code imports live here.
+IMAGE_PYTHON = "/opt/venv/bin/python"
+CONTAINER_UID = 10001
+_LABEL = "grader.job"
+
+
+def docker_client(timeout_s: float = 5.0) -> Any:
+    """A client whose daemon answered a ping, or None."""
+    try:
+        import docker
+
+        client = docker.from_env(timeout=int(timeout_s))
+        client.ping()
+        return client
+    except Exception:  # any failure here means "no usable daemon"
+        return None
+
+
+class DockerBackend:
+    name = "docker"
+
+    def __init__(self, image: str = DEFAULT_IMAGE, runtime: str | None = None, client: Any = None) -> None:
+        self.image = image
+        self.runtime = runtime  # e.g. "runsc" for gVisor, when the daemon has it
+        self.client = client or docker_client()
+        if self.client is None:
+            raise SandboxError("no Docker daemon answers: start dockerd, or use --sandbox bwrap")
+        self._check_image()
+
+    def _check_image(self) -> None:
+        import docker.errors
+
+        try:
+            self.client.images.get(self.image)
+        except docker.errors.ImageNotFound as err:
+            raise SandboxError(
+                f"Docker image {self.image} not found: build it with scripts/build_image.sh"
+            ) from err
+
+    def run(self, job: Job) -> Outcome:
+        _grant_writes(job)
+        container = self.client.containers.create(**self.create_args(job))
+        started = time.monotonic()
+        try:
+            container.start()
+            code, timed_out = self._wait(container, job.timeout_s)
+            seconds = time.monotonic() - started
+            container.reload()
+            oom = bool(container.attrs.get("State", {}).get("OOMKilled"))
+            stdout = _capped(container.logs(stdout=True, stderr=False), job.limits.log_bytes)
+            stderr = _capped(container.logs(stdout=False, stderr=True), job.limits.log_bytes)
+        finally:
+            container.remove(force=True)
+        return _outcome(code, timed_out, oom, seconds, stdout, stderr)
+
+    def _wait(self, container: Any, timeout_s: float) -> tuple[int | None, bool]:
+        try:
+            status = container.wait(timeout=timeout_s)
+            return int(status.get("StatusCode", -1)), False
+        except Exception:  # the SDK raises a requests timeout at the deadline
+            container.kill()
+            return None, True
+
+    def create_args(self, job: Job) -> dict[str, Any]:
+        from docker.types import DeviceRequest, Mount, Ulimit
+
+        limits = job.limits
+        args: dict[str, Any] = {
+            "image": self.image,
+            "command": [IMAGE_PYTHON, *job.argv[1:]],
+            "user": f"{CONTAINER_UID}:{CONTAINER_UID}",
+            "working_dir": job.workdir,
+            "environment": {
+                "HOME": "/tmp",
+                "LANG": "C.UTF-8",
+                "PYTHONDONTWRITEBYTECODE": "1",
+                "PYTHONUNBUFFERED": "1",
+                **job.env,
+            },
+            "network_mode": "none",
+            "read_only": True,
+            "tmpfs": {"/tmp": f"rw,nosuid,nodev,size={limits.tmpfs_bytes}"},
+            "mounts": [
+                Mount(m.inside, str(m.host), type="bind", read_only=not m.writable) for m in job.mounts
+            ],
+            "cap_drop": ["ALL"],
+            "security_opt": ["no-new-privileges"],
+            "pids_limit": limits.pids,
+            "mem_limit": limits.memory_bytes,
+            "memswap_limit": limits.memory_bytes,  # equal to mem_limit: no swap
+            "nano_cpus": int(limits.cpus * 1e9),
+            "ulimits": [
+                Ulimit(name="core", soft=0, hard=0),
+                Ulimit(name="nofile", soft=limits.open_files, hard=limits.open_files),
+                Ulimit(name="fsize", soft=limits.file_size_bytes, hard=limits.file_size_bytes),
+            ],
+            "init": True,
+            "labels": {_LABEL: "1"},
+            "log_config": {
+                "type": "json-file",
+                "config": {"max-size": str(limits.log_bytes), "max-file": "1"},
+            },
+            "detach": True,
+        }
+        if job.gpu:
+            args["device_requests"] = [DeviceRequest(count=-1, capabilities=[["gpu"]])]
+        if self.runtime:
+            args["runtime"] = self.runtime
+        return args
+
+    def enforced(self, job: Job) -> dict[str, str]:
+        limits = job.limits
+        return {
+            "network": "none (--network none)",
+            "filesystem": "read-only root; writable: /tmp (tmpfs) and the job's output directory",
+            "user": f"uid {CONTAINER_UID}, all capabilities dropped, no-new-privileges",
+            "time": f"{job.timeout_s:.0f} s",
+            "memory": f"{limits.memory_bytes / 2**30:.1f} GiB, no swap",
+            "processes": str(limits.pids),
+            "cpu": f"{limits.cpus:g} cores",
+            "largest file written": f"{limits.file_size_bytes / 2**20:.0f} MiB",
+            "open files": str(limits.open_files),
+            "/tmp size": f"{limits.tmpfs_bytes / 2**20:.0f} MiB",
+            "core dumps": "off",
+            "runtime": self.runtime or "runc",
+        }
+
+
+def _grant_writes(job: Job) -> None:
+    """The container's user must own the job's writable directory, and nothing else."""
+    for mount in job.mounts:
+        if mount.writable:
+            os.chown(mount.host, CONTAINER_UID, CONTAINER_UID)
+
+
+def _capped(data: bytes, cap: int) -> str:
+    return data[-cap:].decode("utf-8", errors="replace")
+
+
+def _outcome(code: int | None, timed_out: bool, oom: bool, seconds: float, out: str, err: str) -> Outcome:
+    # With an init process a signal death shows as 128 + n; report it like subprocess does.
+    if code is not None and code > 128:
+        code = -(code - 128)
+    outcome = Outcome(code, timed_out, seconds, out, err)
+    if oom and hasattr(outcome, "oom_killed"):
+        outcome.oom_killed = True
+    return outcome
