@@ -1,23 +1,38 @@
 #!/usr/bin/env bash
-# Installs what the grader needs on Debian 12 (run as root, or with sudo available):
-# system packages for the sandbox and PDF rendering, then a virtualenv in .venv.
+# Installs what the grader needs on Debian 12 (as root, or with sudo): system packages for the
+# bubblewrap sandbox and PDF rendering, then a virtualenv in .venv.
+#   --docker  also installs and starts a Docker daemon and builds the sandbox image
+#             (scripts/build_image.sh), for the Docker backend and its tests.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+with_docker=0
+[ "${1:-}" = "--docker" ] && with_docker=1
+sudo_cmd=""
+[ "$(id -u)" -eq 0 ] || sudo_cmd="sudo"
+
 APT_PACKAGES=(bubblewrap poppler-utils libpango-1.0-0 libpangoft2-1.0-0 libharfbuzz-subset0 fonts-dejavu-core)
+[ $with_docker = 1 ] && APT_PACKAGES+=(docker.io debootstrap)
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do
     dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
 done
 if [ ${#missing[@]} -gt 0 ]; then
-    sudo_cmd=""
-    [ "$(id -u)" -eq 0 ] || sudo_cmd="sudo"
     $sudo_cmd apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq "${missing[@]}"
+    DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
 
 PYTHON=${PYTHON:-python3}
 [ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
 # torch and torchvision are pinned exactly in pyproject.toml: a looser range pulls a multi-GB build.
 .venv/bin/pip install -q --disable-pip-version-check -e ".[dev]"
+
+if [ $with_docker = 1 ]; then
+    if ! $sudo_cmd docker info >/dev/null 2>&1; then
+        $sudo_cmd sh -c 'nohup dockerd >/var/log/dockerd.log 2>&1 &'
+        for _ in $(seq 60); do $sudo_cmd docker info >/dev/null 2>&1 && break; sleep 1; done
+        $sudo_cmd docker info >/dev/null || { echo "dockerd did not start: see /var/log/dockerd.log"; exit 1; }
+    fi
+    $sudo_cmd bash scripts/build_image.sh
+fi
 echo "setup done: .venv/bin/grader --help"

@@ -107,3 +107,28 @@ def test_bad_device_flag(student: Path) -> None:
     done = run_grader("run", str(student), "--device", "tpu")
     assert done.returncode == 2
     assert "--device 'tpu'" in done.stderr
+
+
+@pytest.mark.slow
+def test_unsafe_no_sandbox_stamps_every_report(student: Path, small_cifar: Path, tmp_path: Path) -> None:
+    done = run_grader(
+        "run", str(student), "--data-dir", str(small_cifar), "--out", str(tmp_path), "--unsafe-no-sandbox"
+    )
+    assert done.returncode == 0, done.stderr
+    results = json.loads((tmp_path / "B000000001" / "results.json").read_text())
+    assert results["sandbox"]["backend"] == "none"
+    assert any("WITHOUT a sandbox" in w for w in results["warnings"])
+    assert results["tasks"]["cnn"]["status"] == "ok"
+    text = subprocess.run(
+        ["pdftotext", str(tmp_path / "B000000001" / "report.pdf"), "-"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    assert "WITHOUT a sandbox" in text
+
+
+def test_unknown_sandbox_is_a_usage_error(student: Path) -> None:
+    done = run_grader("run", str(student), "--sandbox", "chroot")
+    assert done.returncode == 2
+    assert "--sandbox 'chroot'" in done.stderr and "--unsafe-no-sandbox" in done.stderr
