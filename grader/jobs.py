@@ -77,6 +77,7 @@ class HarnessReport(BaseModel):
     logits_shape: list[int] | None = None
     harness_seconds: float | None = None
     stage_seconds: dict[str, float] = {}
+    started_at: float | None = None
 
 
 @dataclass

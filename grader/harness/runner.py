@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
-import sys
+import shutil
 import time
 import traceback
 from pathlib import Path
 from typing import Any
+
+from grader.harness import reaper
 
 REPORT = "report.json"
 LOGITS = "logits.npy"
@@ -33,6 +36,9 @@ class Report:
             "stage_seconds": {},
         }
         self._started = time.monotonic()
+        self.logits: bytes | None = None
+        # Wall clock (shared with the host) so the host can measure the sandbox's start-up.
+        self.data["started_at"] = time.time()
 
     def done(self, stage: str, **fields: Any) -> None:
         """Record ``stage`` as finished, with seconds since the harness started."""
@@ -47,15 +53,52 @@ class Report:
         self.flush()
 
     def flush(self) -> None:
-        tmp = self.out_dir / (REPORT + ".tmp")
-        tmp.write_text(json.dumps(self.data))
-        os.replace(tmp, self.out_dir / REPORT)
+        self._write(REPORT, json.dumps(self.data).encode())
+
+    def save_logits(self, data: bytes) -> None:
+        """Write the logits file; its bytes are kept to be written again by ``seal``."""
+        self.logits = data
+        self._write(LOGITS, data)
+
+    def seal(self) -> None:
+        """The last word, once no other process of the job is left to overwrite it."""
+        if self.logits is not None:
+            self._write(LOGITS, self.logits)
+        self.flush()
+
+    def _write(self, name: str, data: bytes) -> None:
+        """Replace ``name`` atomically; if the submission filled or blocked the output
+        directory, what it left there is removed and the write tried once more."""
+        try:
+            _replace(self.out_dir / name, data)
+        except OSError:
+            _clear_foreign(self.out_dir)
+            _replace(self.out_dir / name, data)
+
+
+def _replace(path: Path, data: bytes) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)
+
+
+def _clear_foreign(out_dir: Path) -> None:
+    """Everything in ``out_dir`` but the harness's own regular files."""
+    for entry in os.scandir(out_dir):
+        if entry.name in (REPORT, LOGITS) and entry.is_file(follow_symlinks=False):
+            continue
+        with contextlib.suppress(OSError):
+            if entry.is_dir(follow_symlinks=False):
+                shutil.rmtree(entry.path)
+            else:
+                os.unlink(entry.path)
 
 
 def main(argv: list[str]) -> int:
     job = json.loads(Path(argv[0]).read_text())
     report = Report(Path(job["out"]))
     started = time.monotonic()
+    reaper.adopt_orphans()
     try:
         from grader.harness.stages import run_task
 
@@ -65,7 +108,7 @@ def main(argv: list[str]) -> int:
     except BaseException as exc:  # student code may raise anything, even SystemExit
         traceback.print_exc()
         report.failed("harness", f"{type(exc).__name__}: {exc}")
+    reaper.end_descendants()
     report.data["harness_seconds"] = round(time.monotonic() - started, 3)
-    report.flush()
-    sys.stdout.flush()
+    report.seal()
     return 0
