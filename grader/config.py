@@ -40,6 +40,9 @@ class Settings:
     docker_runtime: str | None = None
     # Wall-clock limit for one task in the sandbox (build, count, load weights, evaluate).
     task_timeout_s: float = 600.0
+    # Wall-clock limit for one retraining when its recipe sets no budget_s; a recipe's budget
+    # plus task_timeout_s otherwise (start-up and the final test evaluation).
+    train_timeout_s: float = 3600.0
     # Address-space limit for the sandboxed process; a CUDA torch build maps several GB
     # of virtual memory at import, so this bounds runaway allocations, not the working set.
     address_space_bytes: int = 16 * 2**30

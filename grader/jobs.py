@@ -55,6 +55,26 @@ class _Block(BaseModel):
     params: int
 
 
+class _Epoch(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    epoch: int
+    train_loss: float
+    train_acc: float
+    val_loss: float | None
+    val_acc: float | None
+    lr: float
+    seconds: float
+
+
+class _Training(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    history: list[_Epoch]
+    stopped_early: str | None
+    images_per_second: float
+    channels_last: bool
+    resumed_from_epoch: int | None
+
+
 class HarnessReport(BaseModel):
     """What the harness may say; anything else in report.json is refused."""
 
@@ -78,6 +98,34 @@ class HarnessReport(BaseModel):
     harness_seconds: float | None = None
     stage_seconds: dict[str, float] = {}
     started_at: float | None = None
+    training: _Training | None = None
+
+
+@dataclass(frozen=True)
+class TrainingInputs:
+    """What a retraining job adds: the recipe, the labeled training split, a checkpoint folder."""
+
+    recipe: dict[str, Any]
+    train_images: Path
+    train_labels: Path  # training labels may enter the sandbox; test labels never do
+    checkpoints: Path  # kept on the host between attempts, so a killed job resumes
+    timeout_s: float
+
+    def mounts(self) -> dict[str, Mount]:
+        return {
+            "train_images": Mount(self.train_images, "/data/train_images.npy"),
+            "train_labels": Mount(self.train_labels, "/data/train_labels.npy"),
+            "checkpoints": Mount(self.checkpoints, "/checkpoints", writable=True),
+        }
+
+    def spec(self, where: dict[str, str]) -> dict[str, Any]:
+        return {
+            "mode": "train",
+            "recipe": self.recipe,
+            "train_images": where["train_images"],
+            "train_labels": where["train_labels"],
+            "checkpoints": where["checkpoints"],
+        }
 
 
 @dataclass
@@ -96,7 +144,9 @@ def run_task(
     rubric: Rubric,
     settings: Settings,
     work_dir: Path,
+    training: TrainingInputs | None = None,
 ) -> tuple[TaskRun, dict[str, str]]:
+    """Evaluate the submitted weights, or with ``training``, retrain the model from scratch."""
     out_dir = work_dir / "out"
     out_dir.mkdir(parents=True)
     job_file = work_dir / "job.json"
@@ -107,15 +157,20 @@ def run_task(
         "code": Mount(_PACKAGE_DIR, "/opt/grader/grader"),
         "out": Mount(out_dir, "/out", writable=True),
     }
+    if training is not None:
+        mounts |= training.mounts()
     # Inside a sandbox the job sees the mount points; without one, the host paths.
     isolated = getattr(backend, "maps_paths", True)
     where = {key: m.inside if isolated else str(m.host) for key, m in mounts.items()}
-    job_file.write_text(json.dumps(_job_spec(entry, rubric, settings, where)))
+    spec = _job_spec(entry, rubric, settings, where)
+    if training is not None:
+        spec |= training.spec(where)
+    job_file.write_text(json.dumps(spec))
     job = Job(
         argv=[sys.executable, "-m", "grader.harness", where["job"]],
         mounts=list(mounts.values()),
         workdir=where["submission"],
-        timeout_s=settings.task_timeout_s,
+        timeout_s=training.timeout_s if training else settings.task_timeout_s,
         limits=_limits(settings),
         log_dir=work_dir / "logs",
         env={"PYTHONPATH": str(Path(where["code"]).parent)},

@@ -17,10 +17,11 @@ from pathlib import Path
 import numpy as np
 
 from grader import data as datasets
+from grader import retraining
 from grader.config import Settings
 from grader.evaluate import evaluate
 from grader.jobs import HarnessReport, TaskRun, run_task
-from grader.results import DiagramNode, GradeResult, LayerRow, Summary, TaskResult
+from grader.results import DiagramNode, GradeResult, LayerRow, Summary, TaskResult, TrainingRun
 from grader.rubric import FlopsLimitItem, ParamsLimitItem, Rubric
 from grader.sandbox import Backend, UnsandboxedBackend, pick_backend
 from grader.sandbox.unsafe import WARNING as UNSANDBOXED_WARNING
@@ -48,15 +49,21 @@ def grade(
     progress("reading submission")
     sub = load_submission(submission_dir)
     progress("loading CIFAR-10 test split")
-    split = datasets.load_split(datasets.resolve_source(settings.data_dir), "test", settings.cache_dir)
+    source = datasets.resolve_source(settings.data_dir)
+    split = datasets.load_split(source, "test", settings.cache_dir)
     test = _TestSet(split, split.labels())
     backend = pick_backend(settings.sandbox, settings.docker_image, settings.docker_runtime)
+    entries = sub.tasks(rubric)
     tasks: dict[str, TaskResult] = {}
     enforced: dict[str, str] = {}
-    for entry in sub.tasks(rubric).values():
+    for entry in entries.values():
         progress(f"{entry.id}: build, count and evaluate in the {backend.name} sandbox")
         tasks[entry.id], enforced = _grade_task(entry, sub.root, rubric, settings, backend, test)
         tasks[entry.id].limits = _limits(rubric, entry.id)
+    warnings = [*_sandbox_warnings(backend), *sub.warnings, *sub.unknown_tasks(rubric)]
+    baselines = _retrain(
+        rubric, entries, tasks, sub.root, settings, backend, test, source, progress, warnings
+    )
     progress("scoring")
     result = GradeResult(
         student_id=sub.student_id,
@@ -66,14 +73,49 @@ def grade(
         submission_sha256=sub.sha256,
         grader_version=version("grader"),
         graded_at=datetime.now(UTC).isoformat(timespec="seconds"),
-        device=settings.device,
+        device=_devices(tasks, settings),
         sandbox={"backend": backend.name, "limits": enforced},
         tasks=tasks,
-        warnings=[*_sandbox_warnings(backend), *sub.warnings, *sub.unknown_tasks(rubric)],
+        warnings=warnings,
         class_names=list(split.classes),
+        baselines=baselines,
     )
-    result.items = score_all(rubric, tasks)
+    result.items = score_all(rubric, tasks, baselines)
     return Graded(result, split.images())
+
+
+def _retrain(
+    rubric: Rubric,
+    entries: dict[str, TaskEntry],
+    tasks: dict[str, TaskResult],
+    root: Path,
+    settings: Settings,
+    backend: Backend,
+    test: _TestSet,
+    source: Path,
+    progress: Progress,
+    warnings: list[str],
+) -> dict[str, TrainingRun]:
+    """The retrainings the rubric asks for, and the reference baselines beside them."""
+    plans = {}
+    for task_id, entry in entries.items():
+        plans[task_id], notes = retraining.plan(rubric, task_id, entry.recipe)
+        warnings += notes
+        tasks[task_id].reported_experiments = dict(entry.reported_experiments)
+    if not any(plans.values()) and not rubric.training.baselines:
+        return {}
+    progress("loading CIFAR-10 train split")
+    train_split = datasets.load_split(source, "train", settings.cache_dir)
+    ctx = retraining.Context(backend, rubric, settings, test.split, test.labels, train_split)
+    for task_id, recipes in plans.items():
+        if recipes:
+            progress(f"{task_id}: retraining ({len(recipes)} run(s)) in the {backend.name} sandbox")
+            retraining.retrain_task(tasks[task_id], entries[task_id], root, recipes, ctx)
+    baselines = {}
+    for task_id, ref in rubric.training.baselines.items():
+        progress(f"{task_id}: reference baseline {ref} (cached after its first run)")
+        baselines[task_id] = retraining.baseline(task_id, ref, ctx)
+    return baselines
 
 
 def _grade_task(

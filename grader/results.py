@@ -57,6 +57,32 @@ class Evaluation:
 
 
 @dataclass
+class EpochRecord:
+    epoch: int
+    train_loss: float
+    train_acc: float  # percent
+    val_loss: float | None
+    val_acc: float | None
+    lr: float
+    seconds: float
+
+
+@dataclass
+class TrainingRun:
+    """One retraining of a model under one recipe, measured by the grader."""
+
+    label: str  # e.g. "retrain", "experiment:+augmentation", "scaling:0.0625"
+    recipe: dict[str, Any]
+    history: list[EpochRecord] = field(default_factory=list)
+    test_accuracy: float | None = None  # percent, computed on the host from the logits
+    error: str | None = None
+    stopped_early: str | None = None
+    images_per_second: float | None = None
+    resumed_from_epoch: int | None = None
+    seconds: float | None = None
+
+
+@dataclass
 class TaskResult:
     id: str
     title: str
@@ -81,6 +107,9 @@ class TaskResult:
     limits: dict[str, float] = field(default_factory=dict)  # "params", "macs:<counter>"
     device: str | None = None  # where the harness ran the model ("cpu", "cuda")
     sandbox_seconds: float | None = None
+    # Retrainings of this task's model, by label; experiment results the student reported.
+    training: dict[str, TrainingRun] = field(default_factory=dict)
+    reported_experiments: dict[str, float] = field(default_factory=dict)
     # Seconds from the harness's start to the end of each stage inside the sandbox.
     stage_seconds: dict[str, float] = field(default_factory=dict)
     log_tail: str = ""
@@ -123,6 +152,7 @@ class GradeResult:
     items: list[ItemResult] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     class_names: list[str] = field(default_factory=list)
+    baselines: dict[str, TrainingRun] = field(default_factory=dict)  # task id -> reference model run
 
     @property
     def total(self) -> float:

@@ -22,6 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from grader.config import RUBRICS_DIR
 from grader.errors import RubricError
+from grader.recipe import Recipe, StudentBounds
 
 Counter = Literal["thop", "ptflops"]
 COUNTERS: tuple[str, ...] = get_args(Counter)  # every task is counted under each
@@ -109,6 +110,75 @@ class ClaimItem(_Item):
     tolerance: float = Field(default=1.0, ge=0, description="percentage points")
 
 
+class RatioThreshold(_Strict):
+    ratio: float = Field(ge=0, le=2)  # student accuracy / baseline accuracy
+    fraction: float = Field(ge=0, le=1)
+
+
+class RetrainItem(_Item):
+    """Retrain the task's model under the rubric's recipe (plus the student's allowed changes)."""
+
+    type: Literal["retrain"]
+    changes: dict[str, Any] = Field(default_factory=dict, description="recipe fields for this item")
+    use_student_recipe: bool = True
+    thresholds: list[Threshold] = Field(default_factory=list)
+    ratio_thresholds: list[RatioThreshold] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _scored_somehow(self) -> RetrainItem:
+        if not self.thresholds and not self.ratio_thresholds:
+            raise ValueError("give thresholds (accuracy) and/or ratio_thresholds (to the baseline)")
+        return self
+
+
+class CurvesItem(_Item):
+    """The four epoch curves of the task's retraining, drawn next to the baseline's."""
+
+    type: Literal["curves"]
+    min_epochs: int = Field(default=2, ge=1)
+
+
+class ExperimentItem(_Item):
+    """A grid of recipe variants retrained on the student's model (e.g. the lab's ablations)."""
+
+    type: Literal["experiment"]
+    variants: dict[str, dict[str, Any]] = Field(min_length=1)
+    baseline: str
+    tolerance: float = Field(default=3.0, ge=0, description="percentage points")
+    completeness_weight: float = Field(default=0.5, ge=0, le=1)
+
+    @model_validator(mode="after")
+    def _baseline_is_a_variant(self) -> ExperimentItem:
+        if self.baseline not in self.variants:
+            raise ValueError(f"baseline {self.baseline!r} is not one of the variants")
+        return self
+
+
+class ScalingItem(_Item):
+    """Model sizes × training-data fractions → the dataset-size vs accuracy plot."""
+
+    type: Literal["scaling"]
+    tasks: list[str] = Field(min_length=1, description="the model sizes, as task ids")
+    fractions: list[float] = Field(min_length=2)
+
+    @field_validator("fractions")
+    @classmethod
+    def _fractions(cls, value: list[float]) -> list[float]:
+        if any(not 0 < f <= 1 for f in value) or value != sorted(set(value)):
+            raise ValueError("fractions must be increasing, each in (0, 1]")
+        return value
+
+
+class Training(_Strict):
+    """How the grader retrains: the base recipe, what students may change, the baselines."""
+
+    recipe: Recipe = Recipe()
+    student: StudentBounds = StudentBounds()
+    baselines: dict[str, str] = Field(
+        default_factory=dict, description="task id -> reference model, e.g. resnet18.py:ResNet18"
+    )
+
+
 class ManualItem(_Item):
     type: Literal["manual"]
     guidance: str = ""
@@ -121,6 +191,10 @@ Item = Annotated[
     | ArchitectureItem
     | TestAccuracyItem
     | ClaimItem
+    | RetrainItem
+    | CurvesItem
+    | ExperimentItem
+    | ScalingItem
     | ManualItem,
     Field(discriminator="type"),
 ]
@@ -132,6 +206,7 @@ class Rubric(_Strict):
     num_classes: int = Field(default=10, gt=1)
     preprocess: Preprocess = Preprocess()
     tasks: dict[str, TaskSpec] = Field(min_length=1)
+    training: Training = Training()
     items: list[Item] = Field(min_length=1)
 
     @model_validator(mode="after")
@@ -144,6 +219,12 @@ class Rubric(_Strict):
             if item.type != "manual" and item.task not in self.tasks:
                 known = ", ".join(self.tasks)
                 raise ValueError(f"items[{index}].task: {item.task!r} is not a task ({known})")
+            for task in getattr(item, "tasks", []):
+                if task not in self.tasks:
+                    raise ValueError(f"items[{index}].tasks: {task!r} is not a task")
+        for task in self.training.baselines:
+            if task not in self.tasks:
+                raise ValueError(f"training.baselines: {task!r} is not a task")
         return self
 
     @property
@@ -213,7 +294,19 @@ def _missing_beside(errors: list[Any], loc: tuple[Any, ...]) -> str:
 
 
 def _is_union_tag(part: object) -> bool:
-    tags = {"model_valid", "params_limit", "flops_limit", "architecture", "test_accuracy", "claim", "manual"}
+    tags = {
+        "model_valid",
+        "params_limit",
+        "flops_limit",
+        "architecture",
+        "test_accuracy",
+        "claim",
+        "retrain",
+        "curves",
+        "experiment",
+        "scaling",
+        "manual",
+    }
     return isinstance(part, str) and part in tags
 
 

@@ -6,33 +6,52 @@ before the item's evidence existed scores 0 with status ``error`` and the task's
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from itertools import pairwise
 from typing import Any
 
-from grader.results import ItemResult, ItemStatus, TaskResult
+from grader.results import ItemResult, ItemStatus, TaskResult, TrainingRun
 from grader.rubric import (
     ArchitectureItem,
     ClaimItem,
+    CurvesItem,
+    ExperimentItem,
     FlopsLimitItem,
     ManualItem,
     ModelValidItem,
     ParamsLimitItem,
+    RetrainItem,
     Rubric,
+    ScalingItem,
     TestAccuracyItem,
 )
 
 
-def score_all(rubric: Rubric, tasks: dict[str, TaskResult]) -> list[ItemResult]:
-    return [score_item(item, tasks.get(item.task or "")) for item in rubric.items]
+@dataclass
+class Evidence:
+    """Everything measured for one submission that an item may look at beyond its own task."""
+
+    tasks: dict[str, TaskResult]
+    baselines: dict[str, TrainingRun] = field(default_factory=dict)
 
 
-def score_item(item: Any, task: TaskResult | None) -> ItemResult:
+def score_all(
+    rubric: Rubric, tasks: dict[str, TaskResult], baselines: dict[str, TrainingRun] | None = None
+) -> list[ItemResult]:
+    evidence = Evidence(tasks, baselines or {})
+    return [score_item(item, tasks.get(item.task or ""), evidence) for item in rubric.items]
+
+
+def score_item(item: Any, task: TaskResult | None, evidence: Evidence | None = None) -> ItemResult:
     if isinstance(item, ManualItem):
         return _result(
             item, 0.0, "manual", "pending TA review" + (f": {item.guidance}" if item.guidance else "")
         )
     assert task is not None  # the rubric validator ties every scored item to a task
+    if isinstance(item, TRAINING_ITEMS):
+        return score_training(item, task, evidence or Evidence({task.id: task}))
     scorer, needs = _SCORERS[type(item)]
     if not needs(task):
         reason = task.error or "the evidence for this item was not produced"
@@ -100,14 +119,18 @@ def architecture(item: ArchitectureItem, task: TaskResult) -> ItemResult:
     return _all_or_nothing(item, True, "; ".join(facts) or "required modules present")
 
 
-def accuracy_fraction(item: TestAccuracyItem, accuracy: float) -> float:
+def accuracy_fraction(item: TestAccuracyItem | RetrainItem, accuracy: float) -> float:
     """Piecewise-linear through the thresholds, flat beyond the first and last."""
-    points = [(t.accuracy, t.fraction) for t in item.thresholds]
-    if accuracy <= points[0][0]:
+    return interpolate([(t.accuracy, t.fraction) for t in item.thresholds], accuracy)
+
+
+def interpolate(points: list[tuple[float, float]], x: float) -> float:
+    """The polyline through ``points`` (x increasing) at ``x``, constant outside them."""
+    if x <= points[0][0]:
         return points[0][1]
-    for (a0, f0), (a1, f1) in pairwise(points):
-        if accuracy <= a1:
-            return f0 + (f1 - f0) * (accuracy - a0) / (a1 - a0)
+    for (x0, f0), (x1, f1) in pairwise(points):
+        if x <= x1:
+            return f0 + (f1 - f0) * (x - x0) / (x1 - x0)
     return points[-1][1]
 
 
@@ -162,3 +185,101 @@ _SCORERS: dict[type, tuple[Callable[[Any, TaskResult], ItemResult], Callable[[Ta
     TestAccuracyItem: (accuracy, _evaluated),
     ClaimItem: (claim, _evaluated),
 }
+
+
+# --- items scored from retraining (the runs are made by pipeline.py) -----------------------
+
+TRAINING_ITEMS = (RetrainItem, CurvesItem, ExperimentItem, ScalingItem)
+
+
+def score_training(item: Any, task: TaskResult, evidence: Evidence) -> ItemResult:
+    if isinstance(item, RetrainItem):
+        return retrain(item, task.training.get("retrain"), evidence.baselines.get(task.id))
+    if isinstance(item, CurvesItem):
+        return curves(item, task.training.get("retrain"))
+    if isinstance(item, ExperimentItem):
+        return experiment(item, task)
+    return scaling(item, evidence.tasks)
+
+
+def _run_problem(run: TrainingRun | None) -> str | None:
+    if run is None:
+        return "the model was not retrained (it did not build in the sandbox)"
+    if run.error or run.test_accuracy is None:
+        return run.error or "the retraining produced no test accuracy"
+    return None
+
+
+def retrain(item: RetrainItem, run: TrainingRun | None, baseline: TrainingRun | None) -> ItemResult:
+    problem = _run_problem(run)
+    if problem or run is None or run.test_accuracy is None:
+        return _result(item, 0.0, "error", problem or "")
+    acc = run.test_accuracy
+    parts, notes = [], [f"retrained for {len(run.history)} epochs: test accuracy {acc:.2f}%"]
+    if item.thresholds:
+        parts.append(accuracy_fraction(item, acc))
+    if item.ratio_thresholds:
+        base = baseline.test_accuracy if baseline else None
+        if not base:
+            notes.append("no baseline accuracy to compare with")
+            parts.append(0.0)
+        else:
+            ratio = acc / base
+            notes.append(f"{ratio:.2f}× the reference model's {base:.2f}%")
+            parts.append(interpolate([(t.ratio, t.fraction) for t in item.ratio_thresholds], ratio))
+    if run.stopped_early:
+        notes.append(f"stopped early: {run.stopped_early}")
+    fraction = sum(parts) / len(parts)
+    status: ItemStatus = "pass" if fraction >= 1 else "partial" if fraction > 0 else "fail"
+    return _result(item, fraction, status, "; ".join(notes))
+
+
+def curves(item: CurvesItem, run: TrainingRun | None) -> ItemResult:
+    problem = _run_problem(run)
+    if problem or run is None:
+        return _result(item, 0.0, "error", problem or "")
+    epochs = len(run.history)
+    finite = all(
+        math.isfinite(v)
+        for e in run.history
+        for v in (e.train_loss, e.train_acc, e.val_loss or 0.0, e.val_acc or 0.0)
+    )
+    if epochs < item.min_epochs or not finite:
+        why = (
+            f"{epochs} epoch(s), {item.min_epochs} needed" if finite else "a loss or accuracy became NaN/Inf"
+        )
+        return _all_or_nothing(item, False, f"the epoch curves cannot be drawn: {why}")
+    return _all_or_nothing(
+        item, True, f"train/val loss and accuracy over {epochs} epochs, drawn beside the baseline"
+    )
+
+
+def experiment(item: ExperimentItem, task: TaskResult) -> ItemResult:
+    runs = {name: task.training.get(f"experiment:{name}") for name in item.variants}
+    measured = {n: r.test_accuracy for n, r in runs.items() if r is not None and r.test_accuracy is not None}
+    complete = len(measured) / len(item.variants)
+    reported = {n: a for n, a in task.reported_experiments.items() if n in item.variants}
+    supported = [n for n, a in reported.items() if n in measured and abs(a - measured[n]) <= item.tolerance]
+    agreement = len(supported) / len(reported) if reported else 0.0
+    fraction = item.completeness_weight * complete + (1 - item.completeness_weight) * agreement
+    message = (
+        f"{len(measured)} of {len(item.variants)} variants retrained; {len(supported)} of "
+        f"{len(reported)} reported results within ±{item.tolerance:g} points of the measurement"
+    )
+    if not reported:
+        message += " (no experiments: reported in submission.yaml)"
+    status: ItemStatus = "pass" if fraction >= 1 else "partial" if fraction > 0 else "fail"
+    return _result(item, fraction, status, message)
+
+
+def scaling(item: ScalingItem, tasks: dict[str, TaskResult]) -> ItemResult:
+    expected = [(t, f) for t in item.tasks for f in item.fractions]
+    done = [
+        (t, f) for t, f in expected
+        if (run := tasks[t].training.get(f"scaling:{f:g}")) is not None and run.test_accuracy is not None
+    ]  # fmt: skip
+    fraction = len(done) / len(expected)
+    status: ItemStatus = "pass" if fraction >= 1 else "partial" if fraction > 0 else "fail"
+    return _result(
+        item, fraction, status, f"{len(done)} of {len(expected)} model-size × data-fraction runs measured"
+    )

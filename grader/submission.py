@@ -12,6 +12,7 @@ import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -30,6 +31,10 @@ class ManifestTask(BaseModel):
     weights: str | None = None
     preprocess: Preprocess | None = None
     claimed_test_accuracy: float | None = Field(default=None, ge=0, le=100)
+    # How the student trained (the rubric decides which fields it honours when retraining).
+    recipe: dict[str, Any] | None = None
+    # Test accuracies the student reports for the rubric's experiment variants, by name.
+    experiments: dict[str, float] = Field(default_factory=dict)
 
 
 class Manifest(BaseModel):
@@ -50,6 +55,8 @@ class TaskEntry:
     preprocess: Preprocess
     claimed_test_accuracy: float | None = None
     error: str | None = None  # set when the manifest's entry for this task is unusable
+    recipe: dict[str, Any] | None = None
+    reported_experiments: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass
@@ -83,6 +90,8 @@ class Submission:
             given.weights or spec.weights,
             given.preprocess or rubric.preprocess,
             given.claimed_test_accuracy,
+            recipe=given.recipe,
+            reported_experiments=dict(given.experiments),
         )
         if self.manifest_error:
             entry.error = self.manifest_error

@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import jinja2
 import numpy as np
@@ -17,6 +18,7 @@ import weasyprint  # needs libharfbuzz-subset0 (scripts/setup.sh installs it)
 from grader.config import TEMPLATES_DIR
 from grader.report.atomic import write_atomic
 from grader.report.figures import task_figures
+from grader.report.training_figures import scaling_plot, training_figures
 from grader.results import GradeResult, Summary, TaskResult
 
 LOG_TAIL_LINES = 60
@@ -108,6 +110,29 @@ def measures(task: TaskResult) -> list[Measure]:
     return rows
 
 
+def recipe_summary(recipe: dict[str, Any]) -> str:
+    """One line a TA can compare across runs: optimizer, schedule, epochs, augmentation, data."""
+    augment = [
+        name
+        for name, on in (
+            ("crop", recipe.get("crop_padding")),
+            ("flip", recipe.get("flip")),
+            ("cutout", recipe.get("cutout")),
+        )
+        if on
+    ]
+    parts = [
+        f"{recipe.get('optimizer')} lr {recipe.get('lr'):g}",
+        str(recipe.get("schedule")),
+        f"{recipe.get('epochs')} ep",
+        "+".join(augment) or "no augmentation",
+        "normalized" if recipe.get("normalize") else "not normalized",
+    ]
+    if recipe.get("train_fraction", 1) != 1:
+        parts.append(f"{recipe['train_fraction']:g} of the data")
+    return ", ".join(parts)
+
+
 def environment() -> jinja2.Environment:
     env = jinja2.Environment(
         loader=jinja2.FileSystemLoader(TEMPLATES_DIR),
@@ -123,6 +148,7 @@ def environment() -> jinja2.Environment:
         shape=shape,
         log_tail=log_tail,
         torchsummary=torchsummary,
+        recipe=recipe_summary,
     )
     env.globals["measures"] = measures
     return env
@@ -142,7 +168,11 @@ def _draw_figures(
     figures = {}
     for task_id, task in result.tasks.items():
         drawn = task_figures(task, result.class_names, test_images, fig_dir)
+        drawn |= training_figures(result, task_id, fig_dir)
         figures[task_id] = {kind: path.relative_to(out_dir).as_posix() for kind, path in drawn.items()}
+    scaling = scaling_plot(result, fig_dir / "scaling.png")
+    if scaling is not None:
+        figures["_result"] = {"scaling": scaling.relative_to(out_dir).as_posix()}
     return figures
 
 

@@ -1,0 +1,176 @@
+"""Retraining: which runs a rubric asks for, running them in the sandbox, cached baselines.
+
+Every run trains a model from fresh weights under one validated recipe, inside the same
+sandbox as the evaluation (training labels go in, test labels never do) and is scored from
+test logits on the host. Identical recipes on one task train once. A run's checkpoints live
+on the host under the cache folder until it finishes, so a killed run resumes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import tempfile
+from dataclasses import asdict, dataclass, replace
+from importlib.metadata import version
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from grader import data as datasets
+from grader.config import REPO_ROOT, Settings
+from grader.evaluate import evaluate
+from grader.jobs import TaskRun, TrainingInputs, run_task
+from grader.recipe import Recipe
+from grader.results import EpochRecord, TaskResult, TrainingRun
+from grader.rubric import CurvesItem, ExperimentItem, RetrainItem, Rubric, ScalingItem
+from grader.sandbox import Backend
+from grader.submission import TaskEntry
+
+REFERENCE_DIR = REPO_ROOT / "reference_models"
+
+
+@dataclass
+class Context:
+    """What every run of one grading shares."""
+
+    backend: Backend
+    rubric: Rubric
+    settings: Settings
+    test: datasets.CachedSplit
+    test_labels: np.ndarray
+    train: datasets.CachedSplit
+
+
+def plan(
+    rubric: Rubric, task_id: str, student_recipe: dict[str, Any] | None
+) -> tuple[dict[str, Recipe], list[str]]:
+    """The recipes to train for ``task_id``, by run label, and warnings about the student's recipe."""
+    base = rubric.training.recipe
+    runs: dict[str, Recipe] = {}
+    warnings: list[str] = []
+    for item in rubric.items:
+        if isinstance(item, RetrainItem | CurvesItem) and item.task == task_id:
+            recipe, warning = _retrain_recipe(rubric, item, student_recipe)
+            runs.setdefault("retrain", recipe)
+            warnings += [warning] if warning else []
+        elif isinstance(item, ExperimentItem) and item.task == task_id:
+            runs |= {
+                f"experiment:{name}": base.with_changes(changes) for name, changes in item.variants.items()
+            }
+        elif isinstance(item, ScalingItem) and task_id in item.tasks:
+            runs |= {f"scaling:{f:g}": base.with_changes({"train_fraction": f}) for f in item.fractions}
+    return runs, warnings
+
+
+def _retrain_recipe(
+    rubric: Rubric, item: RetrainItem | CurvesItem, asked: dict[str, Any] | None
+) -> tuple[Recipe, str | None]:
+    recipe = rubric.training.recipe.with_changes(getattr(item, "changes", {}))
+    if not asked or not getattr(item, "use_student_recipe", True):
+        return recipe, None
+    try:
+        return rubric.training.student.apply(recipe, asked), None
+    except ValueError as err:
+        return (
+            recipe,
+            f"submission.yaml: tasks.{item.task}.recipe was not used ({err}); the rubric's recipe was",
+        )
+
+
+def retrain_task(
+    task: TaskResult, entry: TaskEntry, root: Path, recipes: dict[str, Recipe], ctx: Context
+) -> None:
+    """Fill ``task.training``; a model that never built gets each run's reason instead."""
+    if not task.forward_ok:
+        reason = f"not retrained: the model did not build and run ({task.error})"
+        task.training = {
+            label: TrainingRun(label, r.model_dump(mode="json"), error=reason) for label, r in recipes.items()
+        }
+        return
+    done: dict[str, TrainingRun] = {}
+    for label, recipe in recipes.items():
+        key = recipe.model_dump_json()
+        if key not in done:
+            done[key] = run_one(entry, root, recipe, ctx, _key(ctx, entry, recipe, task.id))
+        task.training[label] = replace(done[key], label=label)
+
+
+def run_one(entry: TaskEntry, root: Path, recipe: Recipe, ctx: Context, key: str) -> TrainingRun:
+    checkpoints = ctx.settings.cache_dir / "checkpoints" / key
+    checkpoints.mkdir(parents=True, exist_ok=True)
+    budget = recipe.budget_s or ctx.settings.train_timeout_s
+    inputs = TrainingInputs(
+        recipe.model_dump(mode="json"),
+        ctx.train.images_path,
+        ctx.train.labels_path,
+        checkpoints,
+        timeout_s=budget + ctx.settings.task_timeout_s,
+    )
+    with tempfile.TemporaryDirectory(prefix="grader-train-") as work:
+        run, _ = run_task(
+            ctx.backend, entry, root, ctx.test.images_path, ctx.rubric, ctx.settings, Path(work), inputs
+        )
+    result = _absorb(TrainingRun("", recipe.model_dump(mode="json")), run, ctx)
+    if result.error is None:
+        shutil.rmtree(checkpoints, ignore_errors=True)  # finished: nothing left to resume
+    return result
+
+
+def _absorb(result: TrainingRun, run: TaskRun, ctx: Context) -> TrainingRun:
+    report = run.report
+    result.seconds = round(run.outcome.seconds, 2)
+    if report is not None and report.training is not None:
+        result.history = [EpochRecord(**e.model_dump()) for e in report.training.history]
+        result.stopped_early = report.training.stopped_early
+        result.images_per_second = round(report.training.images_per_second, 1)
+        result.resumed_from_epoch = report.training.resumed_from_epoch
+    if run.outcome.timed_out:
+        result.error = f"stopped after {run.outcome.seconds:.0f} s: over the training time limit"
+    elif report is not None and report.error:
+        result.error = f"{report.error} (stage: {report.error_stage})"
+    elif run.problem or run.logits is None:
+        result.error = run.problem or "no test logits came back from the training job"
+    else:
+        result.test_accuracy = evaluate(run.logits, ctx.test_labels, ctx.test.classes, 0).top1
+    return result
+
+
+def _key(ctx: Context, entry: TaskEntry, recipe: Recipe, *extra: str) -> str:
+    """Names a run's checkpoints: same code, weights-free recipe and data → same folder."""
+    ident = json.dumps(
+        [entry.model, recipe.model_dump(mode="json"), ctx.train.images_path.name, version("grader"), *extra]
+    )
+    return hashlib.sha256(ident.encode()).hexdigest()[:24]
+
+
+def baseline(task_id: str, ref: str, ctx: Context) -> TrainingRun:
+    """The reference model's run under the rubric's recipe; trained once, then read from the cache."""
+    recipe = ctx.rubric.training.recipe
+    model_file = REFERENCE_DIR / ref.split(":", 1)[0]
+    ident = json.dumps(
+        [
+            ref,
+            model_file.read_text(),
+            recipe.model_dump(mode="json"),
+            ctx.train.images_path.name,
+            version("grader"),
+        ]
+    )
+    cache = ctx.settings.cache_dir / "baselines" / f"{hashlib.sha256(ident.encode()).hexdigest()[:24]}.json"
+    if cache.is_file():
+        return load_run(json.loads(cache.read_text()))
+    entry = TaskEntry(task_id, ref, weights="", preprocess=ctx.rubric.preprocess)
+    result = run_one(entry, REFERENCE_DIR, recipe, ctx, cache.stem)
+    result.label = f"baseline:{ref}"
+    if result.error is None:
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        cache.write_text(json.dumps(asdict(result)))
+    return result
+
+
+def load_run(data: dict[str, Any]) -> TrainingRun:
+    history = [EpochRecord(**e) for e in data.pop("history")]
+    return TrainingRun(**data, history=history)
