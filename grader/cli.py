@@ -27,11 +27,6 @@ _DEFAULTS = Settings()
 log = logging.getLogger("grader")
 
 
-@app.callback()
-def _root() -> None:
-    """Keeps ``run`` a subcommand even while it is the only one."""
-
-
 @app.command()
 def run(
     submission: Annotated[Path, typer.Argument(help="A student's submission folder (named by student id).")],
@@ -101,6 +96,37 @@ def _run(submission: Path, rubric_name: str | None, settings: Settings) -> None:
         pdf = write_report(graded.result, target, graded.test_images)
     _print_scores(graded.result)
     console.print(f"report: {pdf}\nresults: {target / 'results.json'}")
+
+
+@app.command()
+def baselines(
+    rubric: Annotated[str, typer.Option(help="Rubric YAML file or name in rubrics/.")],
+    data_dir: Annotated[Path | None, typer.Option(help="CIFAR-10 source; default $GRADER_DATA_DIR.")] = None,
+    device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = _DEFAULTS.device,
+    sandbox: Annotated[str, typer.Option(help="auto, docker or bwrap.")] = _DEFAULTS.sandbox,
+) -> None:
+    """Train the rubric's reference models once; later gradings reuse the cached results."""
+    from grader.pipeline import train_baselines
+    from grader.rubric import find_rubric, load_rubric
+
+    settings = Settings(data_dir=data_dir, device=device, sandbox=sandbox)
+    try:
+        parsed = load_rubric(find_rubric(rubric))
+        with console.status("starting") as status:
+            runs = train_baselines(parsed, settings, progress=lambda stage: _stage(status, stage))
+    except GraderError as err:
+        _exit(err)
+    if not runs:
+        console.print(f"{parsed.id} names no baselines (training.baselines)")
+    table = Table(title=f"baselines of {parsed.id}")
+    for column in ("task", "model", "epochs", "test accuracy", "note"):
+        table.add_column(column)
+    for task_id, run in runs.items():
+        acc = f"{run.test_accuracy:.2f}%" if run.test_accuracy is not None else "—"
+        table.add_row(task_id, run.label, str(len(run.history)), acc, run.error or "")
+    console.print(table)
+    if any(run.error for run in runs.values()):
+        raise typer.Exit(1)
 
 
 def _stage(status: Status, stage: str) -> None:

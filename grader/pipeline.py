@@ -84,6 +84,25 @@ def grade(
     return Graded(result, split.images())
 
 
+def train_baselines(
+    rubric: Rubric, settings: Settings, progress: Progress = lambda _stage: None
+) -> dict[str, TrainingRun]:
+    """Train (or read from the cache) every reference baseline the rubric names."""
+    if not rubric.training.baselines:
+        return {}
+    source = datasets.resolve_source(settings.data_dir)
+    progress("loading CIFAR-10")
+    test = datasets.load_split(source, "test", settings.cache_dir)
+    train_split = datasets.load_split(source, "train", settings.cache_dir)
+    backend = pick_backend(settings.sandbox, settings.docker_image, settings.docker_runtime)
+    ctx = retraining.Context(backend, rubric, settings, test, test.labels(), train_split)
+    runs = {}
+    for task_id, ref in rubric.training.baselines.items():
+        progress(f"{task_id}: training {ref} in the {backend.name} sandbox")
+        runs[task_id] = retraining.baseline(task_id, ref, ctx)
+    return runs
+
+
 def _retrain(
     rubric: Rubric,
     entries: dict[str, TaskEntry],
