@@ -6,7 +6,7 @@ import logging
 import sys
 import time
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -51,6 +51,10 @@ def run(
     docker_runtime: Annotated[
         str | None, typer.Option(help="Docker runtime, e.g. runsc for gVisor.")
     ] = _DEFAULTS.docker_runtime,
+    recipe: Annotated[
+        list[str] | None,
+        typer.Option(help="KEY=VALUE forced on every retraining, e.g. epochs=1 (repeatable)."),
+    ] = None,
     timeout: Annotated[
         float, typer.Option(help="Seconds per task in the sandbox.")
     ] = _DEFAULTS.task_timeout_s,
@@ -68,11 +72,33 @@ def run(
         task_timeout_s=timeout,
         docker_image=docker_image,
         docker_runtime=docker_runtime,
+        recipe_overrides=_recipe_overrides(recipe or []),
     )
     try:
         _run(submission, rubric, settings)
     except GraderError as err:
         _exit(err)
+
+
+def _recipe_overrides(pairs: list[str]) -> dict[str, Any]:
+    """``["epochs=1", "flip=false"]`` → a validated dict of recipe fields."""
+    import yaml
+    from pydantic import ValidationError
+
+    from grader.recipe import Recipe
+
+    overrides = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep:
+            _exit(UsageError(f"--recipe {pair!r}: expected KEY=VALUE, e.g. --recipe epochs=1"))
+        overrides[key.strip()] = yaml.safe_load(value)
+    try:
+        Recipe().with_changes(overrides)
+    except ValidationError as err:
+        first = err.errors()[0]
+        _exit(UsageError(f"--recipe {'.'.join(map(str, first['loc']))}: {first['msg']}"))
+    return overrides
 
 
 def _run(submission: Path, rubric_name: str | None, settings: Settings) -> None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 RUBRICS_DIR = REPO_ROOT / "rubrics"
@@ -40,6 +41,9 @@ class Settings:
     docker_runtime: str | None = None
     # Wall-clock limit for one task in the sandbox (build, count, load weights, evaluate).
     task_timeout_s: float = 600.0
+    # Recipe fields forced on every retraining and baseline (e.g. {"epochs": 1} for a quick
+    # check on a CPU); applied after the rubric's and the student's choices.
+    recipe_overrides: dict[str, Any] = field(default_factory=dict)
     # Wall-clock limit for one retraining when its recipe sets no budget_s; a recipe's budget
     # plus task_timeout_s otherwise (start-up and the final test evaluation).
     train_timeout_s: float = 3600.0

@@ -118,7 +118,7 @@ def _retrain(
     """The retrainings the rubric asks for, and the reference baselines beside them."""
     plans = {}
     for task_id, entry in entries.items():
-        plans[task_id], notes = retraining.plan(rubric, task_id, entry.recipe)
+        plans[task_id], notes = retraining.plan(rubric, task_id, entry.recipe, settings.recipe_overrides)
         warnings += notes
         tasks[task_id].reported_experiments = dict(entry.reported_experiments)
     if not any(plans.values()) and not rubric.training.baselines:

@@ -45,9 +45,15 @@ class Context:
 
 
 def plan(
-    rubric: Rubric, task_id: str, student_recipe: dict[str, Any] | None
+    rubric: Rubric,
+    task_id: str,
+    student_recipe: dict[str, Any] | None,
+    overrides: dict[str, Any] | None = None,
 ) -> tuple[dict[str, Recipe], list[str]]:
-    """The recipes to train for ``task_id``, by run label, and warnings about the student's recipe."""
+    """The recipes to train for ``task_id``, by run label, and warnings about the student's recipe.
+
+    ``overrides`` (Settings.recipe_overrides) are applied last, to every run.
+    """
     base = rubric.training.recipe
     runs: dict[str, Recipe] = {}
     warnings: list[str] = []
@@ -62,7 +68,7 @@ def plan(
             }
         elif isinstance(item, ScalingItem) and task_id in item.tasks:
             runs |= {f"scaling:{f:g}": base.with_changes({"train_fraction": f}) for f in item.fractions}
-    return runs, warnings
+    return {label: recipe.with_changes(overrides or {}) for label, recipe in runs.items()}, warnings
 
 
 def _retrain_recipe(
@@ -148,7 +154,7 @@ def _key(ctx: Context, entry: TaskEntry, recipe: Recipe, *extra: str) -> str:
 
 def baseline(task_id: str, ref: str, ctx: Context) -> TrainingRun:
     """The reference model's run under the rubric's recipe; trained once, then read from the cache."""
-    recipe = ctx.rubric.training.recipe
+    recipe = ctx.rubric.training.recipe.with_changes(ctx.settings.recipe_overrides)
     model_file = REFERENCE_DIR / ref.split(":", 1)[0]
     ident = json.dumps(
         [

@@ -225,7 +225,26 @@ class Rubric(_Strict):
         for task in self.training.baselines:
             if task not in self.tasks:
                 raise ValueError(f"training.baselines: {task!r} is not a task")
+        self._check_recipes()
         return self
+
+    def _check_recipes(self) -> None:
+        """Every recipe change must make a valid recipe; a variant name means one recipe per task."""
+        variants: dict[tuple[str | None, str], dict[str, Any]] = {}
+        for index, item in enumerate(self.items):
+            changes = {"changes": getattr(item, "changes", {})}
+            changes |= {f"variants.{n}": c for n, c in getattr(item, "variants", {}).items()}
+            for key, change in changes.items():
+                try:
+                    self.training.recipe.with_changes(change)
+                except ValidationError as err:
+                    raise ValueError(f"items[{index}].{key}: {_first_error(err)}") from None
+            for name, change in getattr(item, "variants", {}).items():
+                if variants.setdefault((item.task, name), change) != change:
+                    raise ValueError(
+                        f"items[{index}].variants.{name}: another item of task {item.task} "
+                        "names a different recipe the same way; rename one"
+                    )
 
     @property
     def max_total(self) -> float:
