@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import inspect
+import io
 import sys
 import traceback
 from pathlib import Path
@@ -14,7 +15,7 @@ import torch
 from torch import nn
 
 from grader import analysis
-from grader.harness.runner import LOGITS, Report, StageFailure
+from grader.harness.runner import Report, StageFailure
 from grader.harness.weights import load_state_dict
 
 
@@ -28,7 +29,9 @@ def run_task(job: dict[str, Any], report: Report) -> None:
     load_state_dict(model, Path(job["submission"]) / job["weights"], job["weights"])
     report.done("weights", weights_loaded=True)
     logits = infer(model.to(device), job, device)
-    np.save(Path(job["out"]) / LOGITS, logits, allow_pickle=False)
+    buffer = io.BytesIO()
+    np.save(buffer, logits, allow_pickle=False)
+    report.save_logits(buffer.getvalue())
     report.done("inference", logits_shape=list(logits.shape))
 
 
