@@ -1,4 +1,13 @@
-"""bubblewrap backend: fresh namespaces for each job, nothing visible but its mounts."""
+"""bubblewrap backend: fresh namespaces for each job, nothing visible but its mounts.
+
+The job's uid 1000 is, outside its user namespace, the uid that started the grader (root
+on CI). It holds no capability, but the kernel still treats it as that uid where it
+checks the uid alone: /proc/sys files and root-only /proc files. So /proc/sys is bound
+read-only and root-only /proc files are covered, on top of what bubblewrap does. The
+root, /dev and everything bound from the host are read-only; /tmp, /dev/shm and the
+output directory are size-capped. bwrap is started with an empty environment, because
+the job can read the environment of its PID 1, which is bwrap.
+"""
 
 from __future__ import annotations
 
@@ -6,74 +15,116 @@ import glob
 import sys
 from pathlib import Path
 
-from grader.sandbox.base import Job, Outcome, run_process
+from grader.sandbox import outdir
+from grader.sandbox.base import Job, Mount, Outcome, run_process
 
 # Merged-/usr Debian: the system's libraries and tools all live under /usr.
 _SYSTEM_RO = ["/usr", "/etc/ld.so.cache", "/etc/ld.so.conf", "/etc/ld.so.conf.d", "/etc/alternatives"]
 _USR_LINKS = {"/lib": "usr/lib", "/lib64": "usr/lib64", "/bin": "usr/bin", "/sbin": "usr/sbin"}
 _SANDBOX_UID = 1000
+# Readable by root only, so readable by the job: kernel memory layout, timers of host processes.
+_PROC_HIDDEN = [
+    "/proc/kmsg", "/proc/slabinfo", "/proc/kpagecount", "/proc/kpageflags", "/proc/kpagecgroup",
+    "/proc/timer_list", "/proc/vmallocinfo", "/proc/pagetypeinfo", "/proc/mtrr", "/proc/kcore",
+    "/proc/sched_debug", "/proc/keys", "/proc/sysrq-trigger",
+]  # fmt: skip
+_HOST_ENV = {"PATH": "/usr/bin:/bin"}
+_UNDECIDED = "set when the job runs"
 
 
 class BwrapBackend:
     name = "bwrap"
 
-    def run(self, job: Job) -> Outcome:
-        return run_process(self.command(job), job)
+    def __init__(self) -> None:
+        self._last: tuple[Job, dict[str, str]] | None = None
 
-    def command(self, job: Job) -> list[str]:
-        argv = [
-            "bwrap",
-            "--unshare-all",
-            "--unshare-user",
-            "--uid",
-            str(_SANDBOX_UID),
-            "--gid",
-            str(_SANDBOX_UID),
-            "--die-with-parent",
-            "--new-session",
-            "--cap-drop",
-            "ALL",
-            "--clearenv",
-            "--proc",
-            "/proc",
-            "--dev",
-            "/dev",
-            "--size",
-            str(job.limits.tmpfs_bytes),
-            "--tmpfs",
-            "/tmp",
-        ]
-        for path in _SYSTEM_RO + _python_dirs():
-            if Path(path).exists():
-                argv += ["--ro-bind", path, path]
-        for link, target in _USR_LINKS.items():
-            if Path(link).is_symlink():
-                argv += ["--symlink", target, link]
-        for mount in job.mounts:
+    def run(self, job: Job) -> Outcome:
+        writable = next((m for m in job.mounts if m.writable), None)
+        if writable is None:
+            outcome = run_process(self.command(job), job, env=_HOST_ENV)
+            return self._remember(job, outcome, "no output directory")
+        with outdir.capped(writable, job.limits.output_bytes) as (staged, cap):
+            mounts = [staged if m is writable else m for m in job.mounts]
+            outcome = run_process(self.command(job, mounts), job, env=_HOST_ENV)
+        return self._remember(job, outcome, cap)
+
+    def _remember(self, job: Job, outcome: Outcome, output_cap: str) -> Outcome:
+        outcome.in_force["output directory"] = output_cap
+        self._last = (job, dict(outcome.in_force))
+        return outcome
+
+    def command(self, job: Job, mounts: list[Mount] | None = None) -> list[str]:
+        """The bwrap command line; ``mounts`` replaces the job's (the backend's tmpfs output)."""
+        argv = ["bwrap", *_isolation(job)]
+        argv += _system_binds()
+        for mount in job.mounts if mounts is None else mounts:
             argv += ["--bind" if mount.writable else "--ro-bind", str(mount.host), mount.inside]
         if job.gpu:
             for device in sorted(glob.glob("/dev/nvidia*")):
                 argv += ["--dev-bind", device, device]
-        env = {
-            "HOME": "/tmp",
-            "PATH": "/usr/bin:/bin",
-            "LANG": "C.UTF-8",
-            "PYTHONDONTWRITEBYTECODE": "1",
-            "PYTHONUNBUFFERED": "1",
-            **job.env,
-        }
-        for key, value in env.items():
-            argv += ["--setenv", key, value]
+        argv += _environment(job)
+        # Last: once every mount point exists, / and /dev become read-only.
+        argv += ["--remount-ro", "/dev", "--remount-ro", "/"]
         return [*argv, "--chdir", job.workdir, "--", *job.argv]
 
     def enforced(self, job: Job) -> dict[str, str]:
+        ran = self._last[1] if self._last is not None and self._last[0] is job else {}
+        limits = job.limits
         return {
             "network": "none (own network namespace)",
-            "filesystem": "read-only binds; writable: /tmp (tmpfs) and the job's output directory",
-            "user": f"uid {_SANDBOX_UID} in a user namespace, all capabilities dropped",
+            "filesystem": "read-only root and binds; writable: /tmp, /dev/shm and the output directory",
+            "user": f"uid {_SANDBOX_UID} in a user namespace, all capabilities dropped, no nested namespaces",
+            "kernel settings": "/proc/sys read-only; root-only /proc files hidden",
             "time": f"{job.timeout_s:.0f} s",
-            **job.limits.as_dict(),
+            "memory": ran.get("memory", _UNDECIDED),
+            "processes": ran.get("processes", _UNDECIDED),
+            "cpu": ran.get("cpu", _UNDECIDED),
+            "output directory": ran.get("output directory", _UNDECIDED),
+            "log kept": f"{limits.log_bytes / 2**20:.0f} MiB (first and last lines)",
+            **limits.as_dict(),
         }
+
+
+def _isolation(job: Job) -> list[str]:
+    size = str(job.limits.tmpfs_bytes)
+    argv = [
+        "--unshare-all", "--unshare-user", "--disable-userns",
+        "--uid", str(_SANDBOX_UID), "--gid", str(_SANDBOX_UID),
+        "--die-with-parent", "--new-session", "--cap-drop", "ALL", "--clearenv",
+        "--proc", "/proc", "--ro-bind", "/proc/sys", "/proc/sys",
+        "--dev", "/dev", "--size", size, "--tmpfs", "/dev/shm",
+        "--size", size, "--tmpfs", "/tmp",
+    ]  # fmt: skip
+    for path in _PROC_HIDDEN:
+        if Path(path).exists():
+            argv += ["--ro-bind", "/dev/null", path]
+    return argv
+
+
+def _system_binds() -> list[str]:
+    argv = []
+    for path in _SYSTEM_RO + _python_dirs():
+        if Path(path).exists():
+            argv += ["--ro-bind", path, path]
+    for link, target in _USR_LINKS.items():
+        if Path(link).is_symlink():
+            argv += ["--symlink", target, link]
+    return argv
+
+
+def _environment(job: Job) -> list[str]:
+    env = {
+        "HOME": "/tmp",
+        "PATH": "/usr/bin:/bin",
+        "LANG": "C.UTF-8",
+        "PYTHONDONTWRITEBYTECODE": "1",
+        "PYTHONUNBUFFERED": "1",
+        **job.env,
+    }
+    argv = []
+    for key, value in env.items():
+        argv += ["--setenv", key, value]
+    return argv
 
 
 def _python_dirs() -> list[str]:
