@@ -61,6 +61,8 @@ class Settings:
     # Largest file a sandboxed job may write (logits of 10,000 × 10 are 400 kB), and the
     # whole output directory.
     max_output_bytes: int = 64 * 2**20
+    # Largest checkpoint file a retraining may write (ResNet18 with SGD momentum is ~90 MB).
+    max_checkpoint_bytes: int = 2 * 2**30
     # stdout + stderr kept from one job; a flood beyond this is discarded.
     max_log_bytes: int = 1 * 2**20
     # Images per forward pass during evaluation.

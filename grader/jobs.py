@@ -171,7 +171,7 @@ def run_task(
         mounts=list(mounts.values()),
         workdir=where["submission"],
         timeout_s=training.timeout_s if training else settings.task_timeout_s,
-        limits=_limits(settings),
+        limits=_limits(settings, training is not None),
         log_dir=work_dir / "logs",
         env={"PYTHONPATH": str(Path(where["code"]).parent)},
         gpu=_wants_gpu(settings.device),
@@ -180,10 +180,12 @@ def run_task(
     return read_outputs(outcome, out_dir, settings, rubric.num_classes), backend.enforced(job)
 
 
-def _limits(settings: Settings) -> Limits:
+def _limits(settings: Settings, training: bool) -> Limits:
+    # A training job writes checkpoints (weights and optimizer state) besides its outputs.
+    largest_file = max(settings.max_output_bytes, settings.max_checkpoint_bytes if training else 0)
     return Limits(
         address_space_bytes=settings.address_space_bytes,
-        file_size_bytes=settings.max_output_bytes,
+        file_size_bytes=largest_file,
         memory_bytes=settings.memory_bytes,
         pids=settings.max_pids,
         cpus=settings.cpus,
