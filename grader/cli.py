@@ -51,6 +51,9 @@ def run(
     docker_runtime: Annotated[
         str | None, typer.Option(help="Docker runtime, e.g. runsc for gVisor.")
     ] = _DEFAULTS.docker_runtime,
+    skip_training: Annotated[
+        bool, typer.Option("--skip-training", help="Leave out retraining (its items are left for a TA).")
+    ] = False,
     recipe: Annotated[
         list[str] | None,
         typer.Option(help="KEY=VALUE forced on every retraining, e.g. epochs=1 (repeatable)."),
@@ -73,6 +76,7 @@ def run(
         docker_image=docker_image,
         docker_runtime=docker_runtime,
         recipe_overrides=_recipe_overrides(recipe or []),
+        skip_training=skip_training,
     )
     try:
         _run(submission, rubric, settings)

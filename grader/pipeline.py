@@ -80,7 +80,9 @@ def grade(
         class_names=list(split.classes),
         baselines=baselines,
     )
-    result.items = score_all(rubric, tasks, baselines)
+    if settings.skip_training:
+        warnings.append("retraining was skipped (--skip-training): those items are left for a TA")
+    result.items = score_all(rubric, tasks, baselines, settings.skip_training)
     return Graded(result, split.images())
 
 
@@ -121,7 +123,7 @@ def _retrain(
         plans[task_id], notes = retraining.plan(rubric, task_id, entry.recipe, settings.recipe_overrides)
         warnings += notes
         tasks[task_id].reported_experiments = dict(entry.reported_experiments)
-    if not any(plans.values()) and not rubric.training.baselines:
+    if settings.skip_training or (not any(plans.values()) and not rubric.training.baselines):
         return {}
     progress("loading CIFAR-10 train split")
     train_split = datasets.load_split(source, "train", settings.cache_dir)

@@ -35,12 +35,16 @@ class Evidence:
 
     tasks: dict[str, TaskResult]
     baselines: dict[str, TrainingRun] = field(default_factory=dict)
+    training_skipped: bool = False
 
 
 def score_all(
-    rubric: Rubric, tasks: dict[str, TaskResult], baselines: dict[str, TrainingRun] | None = None
+    rubric: Rubric,
+    tasks: dict[str, TaskResult],
+    baselines: dict[str, TrainingRun] | None = None,
+    training_skipped: bool = False,
 ) -> list[ItemResult]:
-    evidence = Evidence(tasks, baselines or {})
+    evidence = Evidence(tasks, baselines or {}, training_skipped)
     return [score_item(item, tasks.get(item.task or ""), evidence) for item in rubric.items]
 
 
@@ -193,6 +197,14 @@ TRAINING_ITEMS = (RetrainItem, CurvesItem, ExperimentItem, ScalingItem)
 
 
 def score_training(item: Any, task: TaskResult, evidence: Evidence) -> ItemResult:
+    if evidence.training_skipped:
+        return _result(
+            item,
+            0.0,
+            "manual",
+            "not checked: retraining was skipped (--skip-training); "
+            "grade again without it, or a TA scores this item",
+        )
     if isinstance(item, RetrainItem):
         return retrain(item, task.training.get("retrain"), evidence.baselines.get(task.id))
     if isinstance(item, CurvesItem):
