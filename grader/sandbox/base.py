@@ -144,8 +144,8 @@ def _run(
         proc.wait(timeout=job.timeout_s)
     except subprocess.TimeoutExpired:
         timed_out = True
+    seconds = time.monotonic() - started  # until the job ended or its deadline, not the cleanup
     _end(proc, group)
-    seconds = time.monotonic() - started
     stdout, stderr = (
         _keep(out.finish(), job.log_dir / "stdout.log"),
         _keep(err.finish(), job.log_dir / "stderr.log"),

@@ -39,17 +39,22 @@ class BwrapBackend:
         self._last: tuple[Job, dict[str, str]] | None = None
 
     def run(self, job: Job) -> Outcome:
-        writable = next((m for m in job.mounts if m.writable), None)
-        if writable is None:
+        """The first writable mount (the output folder) gets a size-capped tmpfs; any
+        other writable mount (a training job's checkpoints) is bound as it is."""
+        writable = [m for m in job.mounts if m.writable]
+        if not writable:
             outcome = run_process(self.command(job), job, env=_HOST_ENV)
-            return self._remember(job, outcome, "no output directory")
-        with outdir.capped(writable, job.limits.output_bytes) as (staged, cap):
-            mounts = [staged if m is writable else m for m in job.mounts]
+            return self._remember(job, outcome, {})
+        with outdir.capped(writable[0], job.limits.output_bytes) as (staged, cap):
+            mounts = [staged if m is writable[0] else m for m in job.mounts]
             outcome = run_process(self.command(job, mounts), job, env=_HOST_ENV)
-        return self._remember(job, outcome, cap)
+        caps = {"output directory": cap}
+        for mount in writable[1:]:
+            caps[f"{mount.inside} size"] = "NOT enforced: bound as it is; each file ≤ the largest-file limit"
+        return self._remember(job, outcome, caps)
 
-    def _remember(self, job: Job, outcome: Outcome, output_cap: str) -> Outcome:
-        outcome.in_force["output directory"] = output_cap
+    def _remember(self, job: Job, outcome: Outcome, caps: dict[str, str]) -> Outcome:
+        outcome.in_force.update(caps)
         self._last = (job, dict(outcome.in_force))
         return outcome
 
@@ -69,10 +74,10 @@ class BwrapBackend:
 
     def enforced(self, job: Job) -> dict[str, str]:
         ran = self._last[1] if self._last is not None and self._last[0] is job else {}
-        limits = job.limits
+        writable = ", ".join(["/tmp", "/dev/shm", *(m.inside for m in job.mounts if m.writable)])
         return {
             "network": "none (own network namespace)",
-            "filesystem": "read-only root and binds; writable: /tmp, /dev/shm and the output directory",
+            "filesystem": f"read-only root and binds; writable: {writable}",
             "user": f"uid {_SANDBOX_UID} in a user namespace, all capabilities dropped, no nested namespaces",
             "kernel settings": "/proc/sys read-only; root-only /proc files hidden",
             "time": f"{job.timeout_s:.0f} s",
@@ -80,8 +85,9 @@ class BwrapBackend:
             "processes": ran.get("processes", _UNDECIDED),
             "cpu": ran.get("cpu", _UNDECIDED),
             "output directory": ran.get("output directory", _UNDECIDED),
-            "log kept": f"{limits.log_bytes / 2**20:.0f} MiB (first and last lines)",
-            **limits.as_dict(),
+            **{k: v for k, v in ran.items() if k.endswith(" size")},
+            "log kept": f"{job.limits.log_bytes / 2**20:.0f} MiB (first and last lines)",
+            **job.limits.as_dict(),
         }
 
 

@@ -6,8 +6,11 @@ is a ratio with a wide margin, because the machine running the tests is shared.
 
 from __future__ import annotations
 
+import sys
+
 import pytest
 
+from grader.sandbox import BwrapBackend, Job, Limits, Mount
 from tests.sandbox.conftest import leftovers, processes_with
 
 MiB = 2**20
@@ -198,3 +201,27 @@ def test_hard_links_and_deep_folders_do_not_multiply_on_the_host(run_script) -> 
     assert sum(p.stat().st_size for p in files) == 4 * MiB  # the cap: 4 of the 1,001 names
     deepest = max(len(p.relative_to(ran.out).parts) for p in ran.out.rglob("*"))
     assert deepest == 8
+
+
+def test_a_second_writable_mount_is_bound_as_it_is_and_said_to_be_uncapped(tmp_path) -> None:
+    out, checkpoints = tmp_path / "out", tmp_path / "checkpoints"
+    out.mkdir()
+    checkpoints.mkdir()
+    (checkpoints / "epoch1.pt").write_text("from an earlier attempt")
+    script = "open('/out/a', 'w').write('a'); open('/ckpt/epoch2.pt', 'w').write('b')"
+    job = Job(
+        [sys.executable, "-c", script],
+        [Mount(out, "/out", writable=True), Mount(checkpoints, "/ckpt", writable=True)],
+        "/",
+        60,
+        Limits(8 * 2**30, 2**20),
+        tmp_path / "logs",
+    )
+    backend = BwrapBackend()
+    assert backend.run(job).returncode == 0
+    assert (out / "a").read_text() == "a"
+    assert sorted(p.name for p in checkpoints.iterdir()) == ["epoch1.pt", "epoch2.pt"]
+    enforced = backend.enforced(job)
+    assert enforced["output directory"] == "128 MiB (tmpfs)"
+    assert enforced["/ckpt size"].startswith("NOT enforced")
+    assert enforced["filesystem"].endswith("writable: /tmp, /dev/shm, /out, /ckpt")
