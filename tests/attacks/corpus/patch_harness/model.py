@@ -1,0 +1,9 @@
+"""Tampers with the grader's own counters inside the sandbox: the model claims 1 parameter."""
+
+from common import TinyCNN as Net
+
+import grader.analysis
+
+grader.analysis.count_params = lambda model: (1, 1)
+
+__all__ = ["Net"]

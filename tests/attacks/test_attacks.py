@@ -1,0 +1,245 @@
+"""Hostile and broken submissions graded through the real pipeline, once per sandbox backend.
+
+Each attack is one task of one student (tests/attacks/corpus/<task>/model.py, rubric
+attacks.yaml), so it runs in a sandbox of its own. For every attack the expected end
+is asserted: the stage and plain words it fails with, or, where the attack is only
+meant to fake a result, that the result is exactly what honest logits give. Around
+it all: the honest task and the other student are graded normally, nothing on the host
+changed, no canary appears in any output and no process of any job is left.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from tests.attacks.grading import (
+    ATTACKER,
+    CANARY_ENV,
+    CANARY_FILE_TEXT,
+    MEMORY_BYTES,
+    OTHER,
+    TIMEOUT_S,
+    Corpus,
+    grade_corpus,
+)
+from tests.attacks.weights import PAYLOAD_MARKER
+from tests.conftest import TEST_PER_CLASS
+
+BACKENDS = ["bwrap"]
+
+
+def _unavailable(backend: str) -> str | None:
+    """Why ``backend`` cannot run here, or None."""
+    if backend == "bwrap" and shutil.which("bwrap") is None:
+        return "bubblewrap is not installed (apt-get install bubblewrap)"
+    if backend == "docker":
+        if shutil.which("docker") is None:
+            return "docker is not installed"
+        if subprocess.run(["docker", "info"], capture_output=True, timeout=60).returncode != 0:
+            return "`docker info` failed: no Docker daemon answers"
+    return None
+
+
+@pytest.fixture(scope="module", params=BACKENDS)
+def corpus(request: pytest.FixtureRequest, small_cifar: Path, tmp_path_factory) -> Corpus:
+    reason = _unavailable(request.param)
+    if reason:
+        pytest.skip(reason)
+    return grade_corpus(request.param, small_cifar, tmp_path_factory)
+
+
+pytestmark = pytest.mark.slow
+
+PICKLED = "holds a whole pickled model or other Python objects; save model.state_dict() instead"
+UNREADABLE = "could not be read as PyTorch weights (RuntimeError: "
+OUTSIDE = "is a link pointing outside the submission; submit the file itself"
+NOT_FOUND = "failed to import: FileNotFoundError: [Errno 2] No such file or directory:"
+
+# task -> (stage, words in the error); every one of these tasks ends in status "error".
+FAILS = {
+    "pickle_reduce": ("weights", "pickle_reduce/weights.pt " + PICKLED),
+    "pickle_exec_global": ("weights", "pickle_exec_global/weights.pt " + PICKLED),
+    "legacy_pickle": ("weights", "legacy_pickle/weights.pt " + PICKLED),
+    "weights_oob_view": ("weights", "weights_oob_view/weights.pt " + UNREADABLE),
+    "torchscript_weights": ("weights", "Cannot use ``weights_only=True`` with TorchScript archives"),
+    "safetensors_header": ("weights", "weights.safetensors is not a readable .safetensors file"),
+    "symlink_weights": ("manifest", "tasks.symlink_weights.weights 'symlink_weights/weights.pt' " + OUTSIDE),
+    "symlink_model": ("manifest", "tasks.symlink_model.model 'symlink_model/model.py' " + OUTSIDE),
+    "manifest_traversal": (
+        "manifest",
+        "tasks.manifest_traversal.model '../../../escape.py' leaves the submission folder",
+    ),
+    "net_connect": ("import", "failed to import: ConnectionRefusedError: [Errno 111] Connection refused"),
+    "net_dns": ("import", "failed to import: gaierror: [Errno -3] Temporary failure in name resolution"),
+    "net_http": ("import", "failed to import: URLError: <urlopen error [Errno 101] Network is unreachable>"),
+    "read_labels": ("import", NOT_FOUND),
+    "read_canary": ("import", NOT_FOUND),
+    "read_other_submission": ("import", NOT_FOUND),
+    "read_grader_output": ("import", NOT_FOUND),
+    "symlink_dir": ("import", NOT_FOUND),
+    "proc_environ": ("import", "failed to import: RuntimeError: environment seen: "),
+    "proc_sys_write": ("import", "failed to import: OSError: [Errno 30] Read-only file system"),
+    "fake_logits_pickle": ("sandbox", "the logits file was not a plain .npy array"),
+    "fork_bomb": ("import", "failed to import: BlockingIOError: [Errno 11] Resource temporarily unavailable"),
+    "address_space_bomb": ("build", "Net() raised RuntimeError: "),
+    "disk_fill_tmp": ("import", "failed to import: OSError: [Errno 28] No space left on device"),
+    "endless_init": ("timeout", f"stopped after {TIMEOUT_S:.0f} s: the task did not finish"),
+    "endless_forward": ("timeout", f"stopped after {TIMEOUT_S:.0f} s: the task did not finish"),
+    "sys_exit_zero": ("import", "model.py called sys.exit(0) while being imported"),
+    "os_exit_zero": ("sandbox", "ended after stage 'start' without finishing (exit code 0)"),
+    "wrong_shape": ("forward", "returned shape [1, 7], expected [1, 10] (one logit per class)"),
+    "missing_package": ("import", "ModuleNotFoundError: No module named 'tensorflow_addons'"),
+    "too_large": ("build", "6,166,000,010 parameters (23.0 GiB in float32)"),
+}
+# Attacks meant to fake or disturb a result, or to outlive the job: graded as the honest network.
+HONEST_RESULT = [
+    "patch_argmax",
+    "forged_report",
+    "late_forgery",
+    "disk_fill_out",
+    "stdout_flood",
+    "ignores_sigterm",
+    "kill_everything",
+    "symlink_in_out",
+]
+
+
+@pytest.mark.parametrize(("task_id", "stage", "words"), [(k, *v) for k, v in FAILS.items()])
+def test_each_attack_fails_in_plain_words(corpus: Corpus, task_id: str, stage: str, words: str) -> None:
+    task = corpus.task(task_id)
+    assert task.status == "error", f"{task_id}: {task.error}"
+    assert (task.error_stage, words in (task.error or "")) == (stage, True), task.error
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="grader/jobs.py does not yet turn Outcome.resource_problem() into the task's error",
+)
+def test_memory_bomb_says_it_ran_out_of_memory(corpus: Corpus) -> None:
+    task = corpus.task("memory_bomb")
+    assert task.status == "error" and task.error_stage == "sandbox"
+    assert f"ran out of memory (limit {MEMORY_BYTES / 2**30:.1f} GiB)" in task.error
+
+
+def test_memory_bomb_is_stopped_by_the_memory_limit(corpus: Corpus) -> None:
+    task = corpus.task("memory_bomb")
+    outcome = corpus.jobs[(ATTACKER, "memory_bomb")].outcome
+    assert task.status == "error" and task.evaluation is None
+    assert outcome.oom_killed and outcome.returncode == -9 and not outcome.timed_out
+    assert outcome.memory_limit_bytes == MEMORY_BYTES
+    assert outcome.seconds < TIMEOUT_S
+
+
+def test_honest_task_is_graded_like_the_other_students(corpus: Corpus) -> None:
+    mine, theirs = corpus.task("honest"), corpus.other.result.tasks["honest"]
+    assert mine.status == theirs.status == "ok"
+    assert mine.evaluation.n_images == 10 * TEST_PER_CLASS
+    assert mine.evaluation.top1 == theirs.evaluation.top1
+    assert mine.evaluation.confusion == theirs.evaluation.confusion
+    assert mine.params == theirs.params == (8 * 3 * 9 + 8) + 16 + (512 * 10 + 10)
+
+
+@pytest.mark.parametrize("task_id", HONEST_RESULT)
+def test_faking_or_disturbing_gets_exactly_the_honest_result(corpus: Corpus, task_id: str) -> None:
+    honest, task = corpus.task("honest"), corpus.task(task_id)
+    assert task.status == "ok", task.error
+    assert task.params == honest.params and task.macs == honest.macs
+    assert task.evaluation.top1 == honest.evaluation.top1
+    assert task.evaluation.confusion == honest.evaluation.confusion
+
+
+def test_forged_reports_do_not_raise_a_score(corpus: Corpus) -> None:
+    items = {item.id: item for item in corpus.attacker.result.items}
+    assert items["forged-params"].status == "fail" and items["late-params"].status == "fail"
+    honest_accuracy = corpus.task("honest").evaluation.top1
+    assert items["forged-acc"].score == pytest.approx(honest_accuracy / 100, abs=0.01)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="parameters and MACs are counted in the student's own process (SECURITY.md)",
+)
+def test_tampering_with_the_counters_in_process_is_caught(corpus: Corpus) -> None:
+    assert corpus.task("patch_harness").params == corpus.task("honest").params
+
+
+def test_nan_logits_count_as_wrong(corpus: Corpus) -> None:
+    task = corpus.task("nan_output")
+    assert task.status == "ok"
+    assert task.evaluation.top1 == 0.0 and task.evaluation.nonfinite_rows == 10 * TEST_PER_CLASS
+
+
+def test_too_large_model_is_counted_without_being_built(corpus: Corpus) -> None:
+    task = corpus.task("too_large")
+    assert task.params == 3072 * 2_000_000 + 2_000_000 + 2_000_000 * 10 + 10
+    assert corpus.jobs[(ATTACKER, "too_large")].outcome.seconds < TIMEOUT_S
+
+
+def test_no_weights_payload_ran(corpus: Corpus) -> None:
+    for (_, task_id), job in corpus.jobs.items():
+        assert PAYLOAD_MARKER.encode() not in job.logs, task_id
+        assert "pwned" not in job.outputs, task_id
+
+
+def test_network_reaches_nothing(corpus: Corpus) -> None:
+    assert corpus.accepted == []
+
+
+def test_environment_of_the_grader_is_not_visible(corpus: Corpus) -> None:
+    seen = corpus.task("proc_environ").error.split("environment seen: ", 1)[1]
+    assert CANARY_ENV[0] not in seen and "PYTHONPATH" in seen
+
+
+def test_output_folders_hold_only_what_the_harness_wrote(corpus: Corpus) -> None:
+    """Links and files a job planted are not handed to the host; a full folder was cleared."""
+    assert set(corpus.jobs[(ATTACKER, "symlink_in_out")].outputs) == {"report.json", "logits.npy"}
+    assert set(corpus.jobs[(ATTACKER, "disk_fill_out")].outputs) == {"report.json", "logits.npy"}
+
+
+def test_a_log_flood_is_kept_to_its_cap(corpus: Corpus) -> None:
+    job = corpus.jobs[(ATTACKER, "stdout_flood")]
+    assert job.outcome.log_bytes_dropped >= 128 * 2**20 - 2**20
+    assert len(job.logs) < 2**20 + 2**10
+
+
+def test_nothing_on_the_host_changed(corpus: Corpus) -> None:
+    changed = {
+        k for k in corpus.before.keys() | corpus.after.keys() if corpus.before.get(k) != corpus.after.get(k)
+    }
+    assert changed == set()
+    assert corpus.bystander_alive
+
+
+def test_no_canary_in_any_output(corpus: Corpus) -> None:
+    secrets = [CANARY_ENV[1], CANARY_FILE_TEXT]
+    texts = {"results.json": corpus.results_json}
+    for (student, task_id), job in corpus.jobs.items():
+        texts[f"{student}/{task_id} logs"] = job.logs.decode(errors="replace")
+        for name, content in job.outputs.items():
+            texts[f"{student}/{task_id}/{name}"] = content.decode(errors="replace")
+    leaks = [(where, secret) for where, text in texts.items() for secret in secrets if secret in text]
+    assert leaks == []
+
+
+def test_no_process_of_any_job_survives(corpus: Corpus) -> None:
+    assert corpus.leftover_processes == []
+
+
+def test_every_task_ran_in_a_sandbox_of_its_own(corpus: Corpus) -> None:
+    sandboxed = {task_id for student, task_id in corpus.jobs if student == ATTACKER}
+    manifest_refused = {"symlink_weights", "symlink_model", "manifest_traversal"}
+    assert sandboxed == set(corpus.attacker.result.tasks) - manifest_refused
+    assert (OTHER, "honest") in corpus.jobs
+    assert corpus.attacker.result.sandbox["backend"] == corpus.backend
+
+
+def test_limits_in_force_are_recorded(corpus: Corpus) -> None:
+    limits = corpus.attacker.result.sandbox["limits"]
+    if corpus.backend == "bwrap":
+        assert limits["memory"].startswith("1.0 GiB, no swap")
+        assert limits["processes"].startswith("256 ")
+        assert limits["output directory"] == "64 MiB (tmpfs)"
