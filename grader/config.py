@@ -40,7 +40,7 @@ class Settings:
     docker_image: str = "grader-harness:latest"
     docker_runtime: str | None = None
     # Wall-clock limit for one task in the sandbox (build, count, load weights, evaluate).
-    task_timeout_s: float = 600.0
+    task_timeout_s: float = 1800.0
     # Leave out every retraining (quick checks); those items are then left for a TA.
     skip_training: bool = False
     # Recipe fields forced on every retraining and baseline (e.g. {"epochs": 1} for a quick
