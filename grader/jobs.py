@@ -72,6 +72,7 @@ class _Training(BaseModel):
     stopped_early: str | None
     images_per_second: float
     channels_last: bool
+    nchw_after: str | None = None
     resumed_from_epoch: int | None
 
 
@@ -228,6 +229,8 @@ def read_outputs(outcome: Outcome, out_dir: Path, settings: Settings, num_classe
 
 
 def _silent_exit(outcome: Outcome) -> str:
+    if outcome.resource_problem():
+        return outcome.resource_problem() or ""
     if outcome.timed_out:
         return f"stopped after {outcome.seconds:.0f} s without reporting (time limit)"
     code = outcome.returncode

@@ -177,6 +177,8 @@ def _absorb(task: TaskResult, run: TaskRun) -> None:
             f"stopped after {run.outcome.seconds:.0f} s: the task did not finish within "
             "the time limit (an endless loop in __init__ or forward?)",
         )
+    elif run.outcome.resource_problem():
+        task.fail("resources", run.outcome.resource_problem() or "")
     elif report is not None and report.error:
         task.fail(report.error_stage or "harness", report.error)
     elif run.problem:

@@ -113,7 +113,8 @@ def test_memory_bomb_is_killed_by_the_memory_limit(backend: DockerBackend, tmp_p
     outcome = backend.run(make_job(tmp_path, [sys.executable, "-c", script], memory=256 * 2**20))
     assert not outcome.timed_out
     assert outcome.returncode == -9
-    assert getattr(outcome, "oom_killed", True)
+    assert outcome.oom_killed
+    assert "ran out of memory (limit 0.2 GiB)" in (outcome.resource_problem() or "")
 
 
 def test_limits_reach_the_container_spec(backend: DockerBackend, tmp_path: Path) -> None:

@@ -71,7 +71,10 @@ class DockerBackend:
             stderr = _capped(container.logs(stdout=False, stderr=True), job.limits.log_bytes)
         finally:
             container.remove(force=True)
-        return _outcome(code, timed_out, oom, seconds, stdout, stderr)
+        outcome = _outcome(code, timed_out, seconds, stdout, stderr)
+        outcome.oom_killed = oom
+        outcome.memory_limit_bytes = job.limits.memory_bytes
+        return outcome
 
     def _wait(self, container: Any, timeout_s: float) -> tuple[int | None, bool]:
         try:
@@ -157,11 +160,8 @@ def _capped(data: bytes, cap: int) -> str:
     return data[-cap:].decode("utf-8", errors="replace")
 
 
-def _outcome(code: int | None, timed_out: bool, oom: bool, seconds: float, out: str, err: str) -> Outcome:
+def _outcome(code: int | None, timed_out: bool, seconds: float, out: str, err: str) -> Outcome:
     # With an init process a signal death shows as 128 + n; report it like subprocess does.
     if code is not None and code > 128:
         code = -(code - 128)
-    outcome = Outcome(code, timed_out, seconds, out, err)
-    if oom and hasattr(outcome, "oom_killed"):
-        outcome.oom_killed = True
-    return outcome
+    return Outcome(code, timed_out, seconds, out, err)
