@@ -1,0 +1,367 @@
+"""Training and evaluation throughput of grader/train.py against the loop students write
+(prints a table; not a test).
+
+    .venv/bin/python benchmarks/train_throughput.py [--data-dir PATH] [--rounds N] [--threads N] [--explore]
+
+Both sides train the same model (a fresh copy, same seed) with the same recipe: SGD with Nesterov
+momentum, the same batch size, random crop (padding 4), horizontal flip and normalization. The
+students' side is torchvision's ``DataLoader`` over a Dataset that serves the uint8 images the way
+``torchvision.datasets.CIFAR10`` does (PIL image → RandomCrop → RandomHorizontalFlip → ToTensor →
+Normalize), ``num_workers=2``, shuffled, NCHW model; its first batch (worker start-up) is not
+timed. The engine is ``grader.train.train``: once with the model forced NCHW, once with the
+layout its probe picks. The variants alternate round by round and the best round counts, since
+other jobs share the machine.
+
+FLOP convention: thop's MACs of one image × 2 (multiply and add) × 3 for training (the backward
+pass costs about twice the forward), × 1 for evaluation; the ceiling is the best of several
+2048×2048 float32 ``torch.mm`` on this machine (2·n³ FLOP each). Targets on a 2-core CPU:
+engine ≥ 1.4× the DataLoader loop for the seed-000 CNN, and ≥ 50 % of measured matmul FLOP/s.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+from torchvision import transforms
+
+from grader.analysis import count_macs, count_params
+from grader.config import REPO_ROOT, Settings
+from grader.data import load_split
+from grader.train import Recipe, infer, probe_layout, train
+
+DEFAULT_DATA = REPO_ROOT.parent / "shared" / "data" / "cifar10-jpeg.tar.gz"
+CPU = torch.device("cpu")
+RECIPE = Recipe(schedule="none", epochs=1, val_size=0)  # SGD, Nesterov, crop 4, flip, normalize
+
+
+# --- the models, written the way students write them ------------------------------------------
+
+
+class SeedCNN(nn.Module):
+    """The seed-000 CNN: 3 × (conv3x3-BN-ReLU-maxpool) with 32/64/128 channels, Linear(2048, 10)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv1, self.bn1 = nn.Conv2d(3, 32, 3, padding=1), nn.BatchNorm2d(32)
+        self.conv2, self.bn2 = nn.Conv2d(32, 64, 3, padding=1), nn.BatchNorm2d(64)
+        self.conv3, self.bn3 = nn.Conv2d(64, 128, 3, padding=1), nn.BatchNorm2d(128)
+        self.relu, self.pool = nn.ReLU(), nn.MaxPool2d(2)
+        self.fc = nn.Linear(128 * 4 * 4, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.pool(self.relu(self.bn1(self.conv1(x))))
+        out = self.pool(self.relu(self.bn2(self.conv2(out))))
+        out = self.pool(self.relu(self.bn3(self.conv3(out))))
+        return self.fc(out.view(out.size(0), -1))
+
+
+class BasicBlock(nn.Module):
+    def __init__(self, cin: int, cout: int, stride: int) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(cout)
+        self.conv2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(cout)
+        self.shortcut = nn.Sequential()
+        if stride != 1 or cin != cout:
+            self.shortcut = nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = F.relu(self.bn1(self.conv1(x)))
+        return F.relu(self.bn2(self.conv2(out)) + self.shortcut(x))
+
+
+class ResNet18(nn.Module):
+    """ResNet18 for 32×32 images: 3×3 stem, no max pooling."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv1, self.bn1 = nn.Conv2d(3, 64, 3, 1, 1, bias=False), nn.BatchNorm2d(64)
+        widths, blocks, cin = (64, 128, 256, 512), [], 64
+        for i, cout in enumerate(widths):
+            blocks += [BasicBlock(cin, cout, 1 if i == 0 else 2), BasicBlock(cout, cout, 1)]
+            cin = cout
+        self.layers = nn.Sequential(*blocks)
+        self.fc = nn.Linear(512, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = F.adaptive_avg_pool2d(self.layers(F.relu(self.bn1(self.conv1(x)))), 1)
+        return self.fc(out.view(out.size(0), -1))
+
+
+@dataclass(frozen=True)
+class Case:
+    name: str
+    make: Callable[[], nn.Module]
+    params: int  # checked, so the table is about the model it names
+    batch_size: int
+    train_steps: int  # timed per round and side
+    eval_images: int
+    eval_batch: int
+
+
+CASES = (
+    Case("seed-000 CNN", SeedCNN, 114_186, batch_size=256, train_steps=8, eval_images=3000, eval_batch=1000),
+    Case("ResNet18", ResNet18, 11_173_962, batch_size=64, train_steps=2, eval_images=250, eval_batch=250),
+)
+
+
+# --- the students' side -----------------------------------------------------------------------
+
+
+class StudentCIFAR(Dataset):
+    """uint8 (N, 32, 32, 3) images served as torchvision.datasets.CIFAR10 serves them."""
+
+    def __init__(self, images: np.ndarray, labels: np.ndarray, transform: Callable) -> None:
+        self.images, self.labels, self.transform = images, labels, transform
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
+        return self.transform(Image.fromarray(self.images[i])), int(self.labels[i])
+
+
+def _student_transform(augment: bool) -> transforms.Compose:
+    steps = [transforms.RandomCrop(32, padding=4), transforms.RandomHorizontalFlip()] if augment else []
+    return transforms.Compose([*steps, transforms.ToTensor(), transforms.Normalize(RECIPE.mean, RECIPE.std)])
+
+
+def loader_train(case: Case, images: np.ndarray, labels: np.ndarray) -> float:
+    """Images/s of the DataLoader loop over ``case.train_steps`` batches after the first."""
+    n = (case.train_steps + 1) * case.batch_size
+    data = StudentCIFAR(images[:n], labels[:n], _student_transform(augment=True))
+    loader = DataLoader(data, batch_size=case.batch_size, shuffle=True, num_workers=2)
+    torch.manual_seed(0)
+    model = case.make().train()
+    opt = torch.optim.SGD(
+        model.parameters(),
+        lr=RECIPE.lr,
+        momentum=RECIPE.momentum,
+        nesterov=True,
+        weight_decay=RECIPE.weight_decay,
+    )
+    started = 0.0
+    for step, (x, y) in enumerate(loader):
+        if step == 1:
+            started = time.perf_counter()
+        loss = F.cross_entropy(model(x), y)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+    return case.train_steps * case.batch_size / (time.perf_counter() - started)
+
+
+def loader_eval(case: Case, images: np.ndarray, labels: np.ndarray) -> float:
+    data = StudentCIFAR(images[: case.eval_images], labels, _student_transform(augment=False))
+    loader = DataLoader(data, batch_size=case.eval_batch, shuffle=False, num_workers=2)
+    torch.manual_seed(0)
+    model = case.make().eval()
+    started = time.perf_counter()
+    with torch.no_grad():
+        for x, _ in loader:
+            model(x)
+    return case.eval_images / (time.perf_counter() - started)
+
+
+# --- the engine ---------------------------------------------------------------------------------
+
+
+def engine_train(
+    case: Case, images: np.ndarray, labels: np.ndarray, channels_last: bool | None, steps: int | None = None
+) -> tuple[float, str]:
+    """Images/s of one engine epoch of ``steps`` batches, and the layout it trained in."""
+    n = (steps or case.train_steps) * case.batch_size
+    recipe = Recipe.from_dict({**RECIPE.identity(), "batch_size": case.batch_size})
+    torch.manual_seed(0)
+    result = train(
+        case.make(),
+        images[:n],
+        labels[:n],
+        images[:0],
+        labels[:0],
+        recipe,
+        CPU,
+        None,
+        lambda line: None,
+        channels_last,
+    )
+    return result.images_per_second, _layout_name(result.channels_last, result.nchw_after)
+
+
+def engine_eval(case: Case, images: np.ndarray) -> float:
+    torch.manual_seed(0)
+    model = case.make()
+    layout = probe_layout(model.train(), torch.randn(2, 3, 32, 32), CPU)
+    started = time.perf_counter()
+    infer(model, images[: case.eval_images], RECIPE, CPU, case.eval_batch, layout.channels_last)
+    seconds = time.perf_counter() - started
+    layout.undo(model)
+    return case.eval_images / seconds
+
+
+def _layout_name(channels_last: bool, nchw_after: str | None) -> str:
+    if not channels_last:
+        return "NCHW"
+    return "channels_last" + (f", NCHW after {nchw_after}" if nchw_after else "")
+
+
+# --- measuring ----------------------------------------------------------------------------------
+
+
+def matmul_flops(n: int = 2048, repeats: int = 7) -> float:
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    torch.mm(a, b)
+    best = float("inf")
+    for _ in range(repeats):
+        started = time.perf_counter()
+        torch.mm(a, b)
+        best = min(best, time.perf_counter() - started)
+    return 2 * n**3 / best
+
+
+def best_of(rounds: int, variants: Mapping[str, Callable[[], float]]) -> dict[str, float]:
+    """Each variant once per round, alternating, so load from other jobs hits them alike."""
+    best = dict.fromkeys(variants, 0.0)
+    for _ in range(rounds):
+        for name, run in variants.items():
+            best[name] = max(best[name], run())
+    return best
+
+
+def machine() -> str:
+    cpu = next(
+        (
+            line.split(":", 1)[1].strip()
+            for line in Path("/proc/cpuinfo").read_text().splitlines()
+            if "model name" in line
+        ),
+        platform.processor(),
+    )
+    load = " / ".join(f"{x:.2f}" for x in os.getloadavg())
+    return (
+        f"{cpu}; {os.cpu_count()} cores ({len(os.sched_getaffinity(0))} usable); torch {torch.__version__}, "
+        f"{torch.get_num_threads()} threads; load average {load} (1/5/15 min)"
+    )
+
+
+def print_training(case: Case, best: dict[str, float], layout: str, macs: int, ceiling: float) -> None:
+    loop, nchw, auto = best["loop"], best["nchw"], best["auto"]
+    flops = auto * 6 * macs
+    print(
+        f"{case.name:<13} {case.batch_size:>5} {loop:>10.1f} {nchw:>12.1f} {auto:>12.1f} "
+        f"{auto / loop:>7.2f}x {nchw / loop:>7.2f}x {flops / 1e9:>8.1f} {flops / ceiling:>7.1%}   {layout}"
+    )
+
+
+def print_eval(case: Case, best: dict[str, float], macs: int, ceiling: float) -> None:
+    loop, engine = best["loop"], best["engine"]
+    flops = engine * 2 * macs
+    print(
+        f"{case.name:<13} {case.eval_batch:>5} {loop:>10.1f} {engine:>12.1f} {engine / loop:>7.2f}x "
+        f"{flops / 1e9:>8.1f} {flops / ceiling:>7.1%}"
+    )
+
+
+def load_train_split(source: Path) -> tuple[np.ndarray, np.ndarray]:
+    cached = load_split(source, "train", Settings().cache_dir)
+    images, labels = cached.images(), cached.labels()
+    order = np.random.default_rng(0).permutation(len(labels))  # classes are stored in runs
+    return images[order], labels[order]
+
+
+def explore(images: np.ndarray, labels: np.ndarray, rounds: int) -> None:
+    """The seed-000 CNN under other thread counts and batch sizes (both sides at the same count)."""
+    case, threads = CASES[0], torch.get_num_threads()
+    print(f"\nexplore: {case.name} training, images/s (best of {rounds}); the engine in its probed layout")
+    print(f"{'threads':>7} {'loop 256':>9} " + " ".join(f"{f'engine {b}':>11}" for b in (128, 256, 512)))
+    for count in (1, 2):
+        torch.set_num_threads(count)
+        variants = {"loop": partial(loader_train, case, images, labels)}
+        for batch in (128, 256, 512):
+            sized = Case(
+                **{**case.__dict__, "batch_size": batch, "train_steps": case.train_steps * 256 // batch}
+            )
+            variants[str(batch)] = partial(_engine_ips, sized, images, labels, None)
+        best = best_of(rounds, variants)
+        print(
+            f"{count:>7} {best['loop']:>9.1f} " + " ".join(f"{best[str(b)]:>11.1f}" for b in (128, 256, 512))
+        )
+    torch.set_num_threads(threads)
+
+
+def _engine_ips(case: Case, images: np.ndarray, labels: np.ndarray, channels_last: bool | None) -> float:
+    return engine_train(case, images, labels, channels_last)[0]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data-dir", type=Path, default=DEFAULT_DATA)
+    parser.add_argument(
+        "--rounds", type=int, default=2, help="alternating rounds per comparison (best counts)"
+    )
+    parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's)")
+    parser.add_argument("--explore", action="store_true", help="also try other thread counts and batch sizes")
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    started = time.monotonic()
+    print(f"machine: {machine()}")
+    images, labels = load_train_split(args.data_dir)
+    ceiling = matmul_flops()
+    print(f"matmul 2048×2048 float32, best of 7: {ceiling / 1e9:.1f} GFLOP/s (the ceiling below)")
+    macs = {case.name: _checked_macs(case) for case in CASES}
+    print(f"\ntraining, images/s (best of {args.rounds} rounds); GFLOP/s = engine auto × 6 × thop MACs")
+    print(
+        f"{'model':<13} {'batch':>5} {'DataLoader':>10} {'engine NCHW':>12} {'engine auto':>12} "
+        f"{'auto/DL':>8} {'NCHW/DL':>8} {'GFLOP/s':>8} {'of mm':>7}   layout picked by the probe"
+    )
+    for case in CASES:
+        _, layout = engine_train(case, images, labels, None, steps=1)  # warms oneDNN's kernel caches
+        engine_train(case, images, labels, False, steps=1)
+        variants = {
+            "loop": partial(loader_train, case, images, labels),
+            "nchw": partial(_engine_ips, case, images, labels, False),
+            "auto": partial(_engine_ips, case, images, labels, None),
+        }
+        print_training(case, best_of(args.rounds, variants), layout, macs[case.name], ceiling)
+    print(f"\nevaluation, images/s (best of {args.rounds}); GFLOP/s = engine × 2 × thop MACs")
+    print(
+        f"{'model':<13} {'batch':>5} {'DataLoader':>10} {'engine infer':>12} {'eng/DL':>8} "
+        f"{'GFLOP/s':>8} {'of mm':>7}"
+    )
+    for case in CASES:
+        variants = {
+            "loop": partial(loader_eval, case, images, labels),
+            "engine": partial(engine_eval, case, images),
+        }
+        print_eval(case, best_of(args.rounds, variants), macs[case.name], ceiling)
+    if args.explore:
+        explore(images, labels, args.rounds)
+    load = " / ".join(f"{x:.2f}" for x in os.getloadavg())
+    print(f"\nload average after: {load}; {time.monotonic() - started:.0f} s in all")
+
+
+def _checked_macs(case: Case) -> int:
+    model = case.make()
+    params = count_params(model)[0]
+    if params != case.params:
+        raise SystemExit(f"{case.name} has {params:,} parameters, expected {case.params:,}")
+    return count_macs(model, torch.zeros(1, 3, 32, 32), "thop")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,671 @@
+"""The training engine; it runs inside the sandbox, so it imports only torch, numpy and the stdlib.
+
+The airbench way: the images are put on the device once, as one uint8 tensor, and every batch
+is gathered, converted, normalized and augmented there with a few whole-batch tensor ops (no
+DataLoader, no PIL, no worker processes). On CUDA the model runs channels_last under bf16
+autocast; on the CPU in float32.
+
+Schedules are one ``LambdaLR`` stepped after every optimizer step, so the lr is a pure function
+of the step (``lr_factor``): linear warmup over ``warmup_epochs``, then cosine or one-cycle over
+the remaining steps, or step/multistep decays that change only at epoch boundaries (the same
+lrs ``StepLR``/``MultiStepLR`` stepped once per epoch would give). Epochs drop the last partial
+batch, so BatchNorm never sees a batch of one.
+
+Repeatability: shuffling and augmentation draw from a generator seeded by (seed, epoch), the
+global torch RNG (dropout) is seeded at the start and checkpointed with everything else, and
+the CPU runs with deterministic algorithms. An interrupted run resumed from its last
+checkpoint therefore ends with the same weights and history, bit for bit, as one that was not.
+"""
+
+from __future__ import annotations
+
+import bisect
+import contextlib
+import math
+import os
+import time
+import zlib
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.hooks import RemovableHandle
+
+OPTIMIZERS = ("sgd", "adam", "adamw")
+SCHEDULES = ("none", "step", "multistep", "cosine", "onecycle")
+# channels_last on the CPU, when the model allows it: benchmarks/train_throughput.py measures both.
+CPU_CHANNELS_LAST = True
+_CHECKPOINT_FORMAT = 1
+_CHECKPOINT_GLOB = "epoch-[0-9][0-9][0-9][0-9].pt"
+
+
+@dataclass
+class Recipe:
+    """How to train; plain data, so the host can validate the rubric and pass it as a dict."""
+
+    optimizer: str = "sgd"  # "sgd" | "adam" | "adamw"; momentum and nesterov are SGD's only
+    lr: float = 0.05  # peak lr, reached after warmup
+    momentum: float = 0.9
+    nesterov: bool = True
+    weight_decay: float = 5e-4  # L2 for sgd/adam, decoupled for adamw
+    schedule: str = "cosine"  # "none" | "step" | "multistep" | "cosine" | "onecycle"
+    step_size: int = 10  # epochs, for "step"
+    milestones: list[int] = field(default_factory=lambda: [5, 8])  # epochs, for "multistep"
+    gamma: float = 0.1
+    warmup_epochs: float = 0.0  # linear warmup before any schedule
+    epochs: int = 10
+    batch_size: int = 256
+    label_smoothing: float = 0.0
+    crop_padding: int = 4  # zero padding, as torchvision's RandomCrop(32, padding=4); 0 = no crop
+    flip: bool = True
+    cutout: int = 0  # side of the cutout square, 0 = off
+    normalize: bool = True
+    mean: tuple[float, float, float] = (0.4914, 0.4822, 0.4465)
+    std: tuple[float, float, float] = (0.2470, 0.2435, 0.2616)
+    train_fraction: float = 1.0  # a fixed, seeded, class-stratified subset of what val leaves
+    val_size: int = 5000  # fixed validation split carved from train (seeded, stratified)
+    seed: int = 0
+    budget_s: float | None = None  # stop after the epoch during which training time passes this
+
+    def __post_init__(self) -> None:
+        if self.optimizer not in OPTIMIZERS:
+            raise ValueError(f"optimizer {self.optimizer!r}: expected one of {', '.join(OPTIMIZERS)}")
+        if self.schedule not in SCHEDULES:
+            raise ValueError(f"schedule {self.schedule!r}: expected one of {', '.join(SCHEDULES)}")
+        if not 0.0 < self.train_fraction <= 1.0:
+            raise ValueError(f"train_fraction {self.train_fraction}: expected a number in (0, 1]")
+        if self.epochs < 1 or self.batch_size < 1:
+            raise ValueError(f"epochs {self.epochs}, batch_size {self.batch_size}: both must be ≥ 1")
+        self.milestones = [int(m) for m in self.milestones]
+        self.mean = (float(self.mean[0]), float(self.mean[1]), float(self.mean[2]))
+        self.std = (float(self.std[0]), float(self.std[1]), float(self.std[2]))
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> Recipe:
+        known = [f.name for f in fields(cls)]
+        unknown = sorted(set(d) - set(known))
+        if unknown:
+            raise ValueError(f"unknown recipe keys: {', '.join(unknown)} (known: {', '.join(known)})")
+        return cls(**d)
+
+    def identity(self) -> dict[str, Any]:
+        """What a checkpoint must agree with to be resumed; the budget may change between runs."""
+        return {k: v for k, v in asdict(self).items() if k != "budget_s"}
+
+
+@dataclass
+class EpochStats:
+    epoch: int  # 1-based
+    train_loss: float  # on the augmented batches, in train mode
+    train_acc: float  # percent
+    val_loss: float | None  # None without a validation set
+    val_acc: float | None
+    lr: float  # at the epoch's last step
+    seconds: float  # training and validation
+
+
+@dataclass
+class TrainResult:
+    history: list[EpochStats]
+    stopped_early: str | None
+    images_per_second: float  # training steps of this call only
+    channels_last: bool
+    nchw_after: str | None  # the module after which activations go back to NCHW (see probe_layout)
+    resumed_from_epoch: int | None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+# --- data -----------------------------------------------------------------------------------
+
+
+def split_train_val(labels: np.ndarray, recipe: Recipe) -> tuple[np.ndarray, np.ndarray]:
+    """(train, val) index arrays into ``labels``, class-stratified and fixed by ``recipe.seed``.
+
+    The validation split does not depend on ``train_fraction``, so runs on 1/16, 1/2 and all
+    of the rest are validated on the same images.
+    """
+    labels = np.asarray(labels)
+    everything = np.arange(len(labels))
+    val = _stratified(labels, everything, recipe.val_size, np.random.default_rng([recipe.seed, 0]))
+    rest = np.setdiff1d(everything, val)
+    count = round(recipe.train_fraction * len(rest))
+    if count < 1:
+        raise ValueError(f"train_fraction {recipe.train_fraction} of {len(rest)} images leaves none")
+    train = _stratified(labels, rest, count, np.random.default_rng([recipe.seed, 1]))
+    return train, val
+
+
+def _stratified(labels: np.ndarray, pool: np.ndarray, count: int, rng: np.random.Generator) -> np.ndarray:
+    """``count`` of ``pool``, each class in proportion to its share (largest remainder), sorted."""
+    if not 0 <= count <= len(pool):
+        raise ValueError(f"cannot take {count} images out of {len(pool)}")
+    if count == 0:
+        return np.empty(0, dtype=np.int64)
+    classes, sizes = np.unique(labels[pool], return_counts=True)
+    quota = sizes * count / len(pool)
+    take = np.floor(quota).astype(np.int64)
+    take[np.argsort(take - quota, kind="stable")[: count - take.sum()]] += 1
+    picked = [rng.permutation(pool[labels[pool] == c])[:k] for c, k in zip(classes, take, strict=True)]
+    return np.sort(np.concatenate(picked)).astype(np.int64)
+
+
+def to_device(images: np.ndarray | torch.Tensor, device: torch.device) -> torch.Tensor:
+    """(N, 3, H, W) uint8 on ``device``; (N, H, W, 3) input keeps its memory, i.e. channels_last."""
+    if isinstance(images, np.ndarray) and not images.flags.writeable:
+        images = images.copy()  # torch refuses to share read-only numpy memory
+    x = torch.as_tensor(images)
+    if x.dtype != torch.uint8 or x.ndim != 4 or 3 not in (x.shape[1], x.shape[3]):
+        raise ValueError(
+            f"images: expected uint8 (N, 3, H, W) or (N, H, W, 3), got {x.dtype} {list(x.shape)}"
+        )
+    if x.shape[1] != 3:
+        x = x.permute(0, 3, 1, 2)  # (N, C, H, W)
+    return x.to(device)
+
+
+# --- augmentation: whole-batch ops; the random draws are arguments so tests can fix them ---
+
+
+def random_crop(x: torch.Tensor, pad: int, dy: torch.Tensor, dx: torch.Tensor) -> torch.Tensor:
+    """Each sample's (H, W) window at offset (dy, dx) ∈ [0, 2·pad]² of its zero-padded self."""
+    if pad == 0:
+        return x
+    b, _, h, w = x.shape
+    padded = F.pad(x, (pad, pad, pad, pad))  # (B, C, H+2p, W+2p)
+    windows = padded.unfold(2, h, 1).unfold(3, w, 1)  # (B, C, 2p+1, 2p+1, H, W), a view
+    return windows[torch.arange(b, device=x.device), :, dy, dx]  # (B, C, H, W)
+
+
+def flip(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Mirror left-right the samples where ``mask`` (B,) is true."""
+    return torch.where(mask.view(-1, 1, 1, 1), x.flip(3), x)
+
+
+def cutout(x: torch.Tensor, side: int, cy: torch.Tensor, cx: torch.Tensor) -> torch.Tensor:
+    """Zero a side×side square centred on (cy, cx), clipped at the border (DeVries & Taylor 2017)."""
+    h, w = x.shape[-2:]
+    top, left = (cy - side // 2).view(-1, 1, 1, 1), (cx - side // 2).view(-1, 1, 1, 1)
+    rows = torch.arange(h, device=x.device).view(1, 1, h, 1)
+    cols = torch.arange(w, device=x.device).view(1, 1, 1, w)
+    inside = (rows >= top) & (rows < top + side) & (cols >= left) & (cols < left + side)  # (B, 1, H, W)
+    return x.masked_fill(inside, 0.0)
+
+
+@dataclass
+class _Normalizer:
+    """(x / 255 - mean) / std folded into one multiply-add: x · scale + shift."""
+
+    scale: torch.Tensor  # (1, C, 1, 1)
+    shift: torch.Tensor
+
+    @classmethod
+    def of(cls, recipe: Recipe, device: torch.device) -> _Normalizer:
+        mean = torch.tensor(recipe.mean if recipe.normalize else (0.0, 0.0, 0.0), device=device)
+        std = torch.tensor(recipe.std if recipe.normalize else (1.0, 1.0, 1.0), device=device)
+        return cls((1 / (255 * std)).view(1, -1, 1, 1), (-mean / std).view(1, -1, 1, 1))
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.addcmul(self.shift, x.float(), self.scale)
+
+
+def augment(x: torch.Tensor, recipe: Recipe, norm: _Normalizer, gen: torch.Generator) -> torch.Tensor:
+    """uint8 (B, C, H, W) → augmented float; crop and flip on uint8, cutout after normalizing."""
+    b, dev = len(x), x.device
+    if recipe.crop_padding:
+        span = 2 * recipe.crop_padding + 1
+        dy = torch.randint(span, (b,), generator=gen, device=dev)
+        dx = torch.randint(span, (b,), generator=gen, device=dev)
+        x = random_crop(x, recipe.crop_padding, dy, dx)
+    if recipe.flip:
+        x = flip(x, torch.rand(b, generator=gen, device=dev) < 0.5)
+    out = norm(x)
+    if recipe.cutout:
+        cy = torch.randint(x.shape[2], (b,), generator=gen, device=dev)
+        cx = torch.randint(x.shape[3], (b,), generator=gen, device=dev)
+        out = cutout(out, recipe.cutout, cy, cx)
+    return out
+
+
+# --- schedule -------------------------------------------------------------------------------
+
+
+def lr_factor(step: int, recipe: Recipe, steps_per_epoch: int) -> float:
+    """Multiplier of ``recipe.lr`` for optimizer step ``step`` (0-based)."""
+    warm = round(recipe.warmup_epochs * steps_per_epoch)
+    if step < warm:
+        return (step + 1) / warm
+    progress = (step - warm) / max(1, recipe.epochs * steps_per_epoch - warm)
+    epoch = step // steps_per_epoch
+    if recipe.schedule == "step":
+        return recipe.gamma ** (epoch // recipe.step_size)
+    if recipe.schedule == "multistep":
+        return recipe.gamma ** bisect.bisect_right(sorted(recipe.milestones), epoch)
+    if recipe.schedule == "cosine":
+        return 0.5 * (1 + math.cos(math.pi * progress))
+    if recipe.schedule == "onecycle":
+        return _one_cycle(progress)
+    return 1.0
+
+
+def _one_cycle(p: float, rise: float = 0.3, start: float = 1 / 25, end: float = 1 / 25e4) -> float:
+    """OneCycleLR's lr (cosine up from lr/25 over 30 %, cosine down to lr/25e4); momentum stays."""
+    if p < rise:
+        return start + (1 - start) * (1 - math.cos(math.pi * p / rise)) / 2
+    return end + (1 - end) * (1 + math.cos(math.pi * (p - rise) / (1 - rise))) / 2
+
+
+def _optimizer(model: nn.Module, recipe: Recipe) -> torch.optim.Optimizer:
+    params, wd = model.parameters(), recipe.weight_decay
+    if recipe.optimizer == "adam":
+        return torch.optim.Adam(params, lr=recipe.lr, weight_decay=wd)
+    if recipe.optimizer == "adamw":
+        return torch.optim.AdamW(params, lr=recipe.lr, weight_decay=wd)
+    nesterov = recipe.nesterov and recipe.momentum > 0  # torch refuses Nesterov without momentum
+    return torch.optim.SGD(params, lr=recipe.lr, momentum=recipe.momentum, nesterov=nesterov, weight_decay=wd)
+
+
+# --- device behaviour -----------------------------------------------------------------------
+
+
+def _autocast(device: torch.device) -> contextlib.AbstractContextManager[Any]:
+    if device.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+@contextlib.contextmanager
+def _deterministic(device: torch.device) -> Iterator[None]:
+    """Deterministic kernels on the CPU (a warning, not an error, for ops that have none)."""
+    if device.type != "cpu":
+        yield
+        return
+    before = (
+        torch.are_deterministic_algorithms_enabled(),
+        torch.is_deterministic_algorithms_warn_only_enabled(),
+        torch._C._get_mkldnn_deterministic(),
+    )
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    torch._C._set_mkldnn_deterministic(True)  # oneDNN's own switch; the global one leaves it
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(before[0], warn_only=before[1])
+        torch._C._set_mkldnn_deterministic(before[2])
+
+
+def _memory_format(channels_last: bool) -> torch.memory_format:
+    return torch.channels_last if channels_last else torch.contiguous_format
+
+
+@dataclass
+class Layout:
+    """The memory format a model trains in, and where it has to go back to NCHW."""
+
+    channels_last: bool = False
+    nchw_after: str | None = None  # the module whose outputs are made NCHW, for a later .view
+    _hook: RemovableHandle | None = field(default=None, repr=False, compare=False)
+
+    def apply(self, model: nn.Module) -> None:
+        model.to(memory_format=_memory_format(self.channels_last))
+        if self.nchw_after is not None and self._hook is None:
+            self._hook = model.get_submodule(self.nchw_after).register_forward_hook(_to_nchw)
+
+    def undo(self, model: nn.Module) -> None:
+        """Back to the plain NCHW model the student wrote."""
+        if self._hook is not None:
+            self._hook.remove()
+            self._hook = None
+        model.to(memory_format=torch.contiguous_format)
+
+
+def _to_nchw(module: nn.Module, inputs: Any, output: Any) -> Any:
+    return output.contiguous() if isinstance(output, torch.Tensor) else output
+
+
+def probe_layout(model: nn.Module, sample: torch.Tensor, device: torch.device) -> Layout:
+    """channels_last if a forward in the model's current mode allows it, else NCHW; left applied.
+
+    Students' ``x.view(x.size(0), -1)`` raises on channels_last activations: the probe then makes
+    the output of the last module that produced a 4-D tensor NCHW again and tries once more, so
+    the convolutions still run channels_last. Batch-norm updates of the probe are undone.
+    """
+    saved = {name: b.clone() for name, b in model.named_buffers()}
+    try:
+        return _probe(model, sample.contiguous(memory_format=torch.channels_last), device)
+    finally:
+        with torch.no_grad():
+            for name, b in model.named_buffers():
+                b.copy_(saved[name])
+
+
+def _probe(model: nn.Module, x: torch.Tensor, device: torch.device) -> Layout:
+    Layout(channels_last=True).apply(model)
+    ok, last = _forward(model, x, device)
+    if ok:
+        return Layout(channels_last=True)
+    if last is not None:
+        hooked = Layout(channels_last=True, nchw_after=last)
+        hooked.apply(model)
+        if _forward(model, x, device)[0]:
+            return hooked
+        hooked.undo(model)
+    model.to(memory_format=torch.contiguous_format)
+    return Layout(channels_last=False)
+
+
+def _forward(model: nn.Module, x: torch.Tensor, device: torch.device) -> tuple[bool, str | None]:
+    """Whether a forward succeeds, and the last module before the end or the error with a 4-D output."""
+    names = {module: name for name, module in model.named_modules() if name}
+    last: list[str] = []
+
+    def note(module: nn.Module, inputs: Any, output: Any) -> None:
+        if isinstance(output, torch.Tensor) and output.dim() == 4:
+            last.append(names[module])
+
+    handles = [module.register_forward_hook(note) for module in names]
+    try:
+        with torch.no_grad(), _autocast(device):
+            model(x)
+        return True, None
+    except RuntimeError:
+        return False, last[-1] if last else None
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
+# --- inference ------------------------------------------------------------------------------
+
+
+def infer(
+    model: nn.Module,
+    images_uint8: np.ndarray | torch.Tensor,
+    recipe: Recipe,
+    device: torch.device,
+    batch_size: int = 1000,
+    channels_last: bool = False,
+) -> torch.Tensor:
+    """Logits (N, classes), float32 on the CPU, in eval mode; the model's mode is restored after.
+
+    ``channels_last`` runs the model in the layout ``probe_layout`` picks (so ``TrainResult
+    .channels_last`` can be passed on as it is) and hands it back NCHW.
+    """
+    data, norm = to_device(images_uint8, device), _Normalizer.of(recipe, device)
+    was_training = model.training
+    model.eval()
+    layout = probe_layout(model, norm(data[:2]), device) if channels_last else Layout()
+    try:
+        return _logits(model, data, norm, layout.channels_last, batch_size)
+    finally:
+        if channels_last:
+            layout.undo(model)
+        model.train(was_training)
+
+
+def _logits(
+    model: nn.Module, data: torch.Tensor, norm: _Normalizer, channels_last: bool, batch_size: int
+) -> torch.Tensor:
+    """The model as it is, in large chunks, without autograd's bookkeeping."""
+    fmt, chunks = _memory_format(channels_last), []
+    with torch.inference_mode(), _autocast(data.device):
+        for chunk in data.split(batch_size):  # (B, C, H, W) uint8
+            chunks.append(model(norm(chunk).contiguous(memory_format=fmt)).float().cpu())
+    return torch.cat(chunks)
+
+
+def _evaluate(run: _Run) -> tuple[float | None, float | None]:
+    if len(run.val_y) == 0:
+        return None, None
+    run.model.eval()
+    logits = _logits(run.model, run.val_x, run.norm, run.layout.channels_last, batch_size=1000)
+    run.model.train()
+    labels = run.val_y.cpu()
+    loss = F.cross_entropy(logits, labels).item()
+    return loss, (logits.argmax(1) == labels).float().mean().item() * 100
+
+
+# --- training -------------------------------------------------------------------------------
+
+
+@dataclass
+class _Run:
+    """Everything one training run carries from epoch to epoch."""
+
+    model: nn.Module
+    recipe: Recipe
+    device: torch.device
+    train_x: torch.Tensor  # (N, C, H, W) uint8 on the device
+    train_y: torch.Tensor  # (N,) int64 on the device
+    val_x: torch.Tensor
+    val_y: torch.Tensor
+    norm: _Normalizer
+    layout: Layout
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LambdaLR
+    history: list[EpochStats] = field(default_factory=list)
+    train_seconds: float = 0.0
+    images_seen: int = 0
+
+    @property
+    def steps_per_epoch(self) -> int:
+        return _steps_per_epoch(len(self.train_x), self.recipe)
+
+
+def _epoch_generator(seed: int, epoch: int, device: torch.device) -> torch.Generator:
+    """Independent streams per (seed, epoch), so a resumed epoch replays the same draws."""
+    gen = torch.Generator(device=device)
+    gen.manual_seed(int(np.random.SeedSequence([seed, epoch]).generate_state(1)[0]))
+    return gen
+
+
+def _train_epoch(run: _Run, epoch: int) -> tuple[float, float, float]:
+    """One pass over the shuffled training set; returns (loss, accuracy %, last lr)."""
+    r, model = run.recipe, run.model
+    gen = _epoch_generator(r.seed, epoch, run.device)
+    order = torch.randperm(len(run.train_x), generator=gen, device=run.device)
+    fmt, size = _memory_format(run.layout.channels_last), min(r.batch_size, len(run.train_x))
+    loss_sum = torch.zeros((), device=run.device)
+    correct = torch.zeros((), dtype=torch.int64, device=run.device)
+    lr = 0.0
+    model.train()
+    for step in range(run.steps_per_epoch):
+        idx = order[step * size : (step + 1) * size]
+        x = augment(run.train_x[idx], r, run.norm, gen).contiguous(memory_format=fmt)  # (B, C, H, W)
+        y = run.train_y[idx]
+        with _autocast(run.device):
+            logits = model(x)
+        loss = F.cross_entropy(logits.float(), y, label_smoothing=r.label_smoothing)
+        run.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        run.optimizer.step()
+        lr = run.optimizer.param_groups[0]["lr"]
+        run.scheduler.step()
+        loss_sum += loss.detach() * len(y)
+        correct += (logits.argmax(1) == y).sum()
+    seen = run.steps_per_epoch * size
+    run.images_seen += seen
+    return loss_sum.item() / seen, correct.item() / seen * 100, lr
+
+
+def _save_checkpoint(run: _Run, directory: Path, data_key: int) -> None:
+    """Written to a temporary file and renamed, so a kill never leaves a half checkpoint."""
+    epoch = len(run.history)
+    state = {
+        "format": _CHECKPOINT_FORMAT,
+        "epoch": epoch,
+        "recipe": run.recipe.identity(),
+        "data": data_key,
+        "layout": [run.layout.channels_last, run.layout.nchw_after],
+        "model": run.model.state_dict(),
+        "optimizer": run.optimizer.state_dict(),
+        "scheduler": run.scheduler.state_dict(),
+        "history": [asdict(h) for h in run.history],
+        "rng_cpu": torch.get_rng_state(),
+        "rng_cuda": torch.cuda.get_rng_state_all() if run.device.type == "cuda" else [],
+    }
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / f"epoch-{epoch:04d}.pt"
+    tmp = directory / f".{path.name}.{os.getpid()}.tmp"
+    with open(tmp, "wb") as f:
+        torch.save(state, f)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    for old in directory.glob(_CHECKPOINT_GLOB):
+        if old != path:
+            old.unlink()
+
+
+def _load_checkpoint(directory: Path | None, device: torch.device) -> dict[str, Any] | None:
+    paths = sorted(directory.glob(_CHECKPOINT_GLOB)) if directory is not None else []
+    if not paths:
+        return None
+    return torch.load(paths[-1], map_location=device, weights_only=True)
+
+
+def _resume(run: _Run, state: dict[str, Any], data_key: int) -> None:
+    """Restore a checkpoint; one of another recipe or dataset would silently mix two runs."""
+    differs = [k for k, v in run.recipe.identity().items() if state["recipe"].get(k) != v]
+    if state["data"] != data_key:
+        differs.append("training/validation data")
+    if differs:
+        raise ValueError(
+            f"the checkpoint directory holds a run with a different {', '.join(differs)}; "
+            "resume with the same recipe and data, or use an empty directory"
+        )
+    run.model.load_state_dict(state["model"])
+    run.optimizer.load_state_dict(state["optimizer"])
+    run.scheduler.load_state_dict(state["scheduler"])
+    run.history = [EpochStats(**h) for h in state["history"]]
+    torch.set_rng_state(state["rng_cpu"].cpu())
+    if run.device.type == "cuda" and state["rng_cuda"]:
+        torch.cuda.set_rng_state_all([s.cpu() for s in state["rng_cuda"]])
+
+
+def _data_key(*tensors: torch.Tensor) -> int:
+    """Sizes and labels of the data a checkpoint was trained on."""
+    key = 0
+    for t in tensors:
+        key = zlib.crc32(str(list(t.shape)).encode(), key)
+        if t.dtype == torch.int64:
+            key = zlib.crc32(t.cpu().numpy().tobytes(), key)
+    return key
+
+
+def _budget_spent(run: _Run) -> str | None:
+    budget, spent = run.recipe.budget_s, sum(h.seconds for h in run.history)
+    if budget is None or spent <= budget or len(run.history) >= run.recipe.epochs:
+        return None
+    return (
+        f"time budget of {budget:g} s used up after epoch {len(run.history)} of "
+        f"{run.recipe.epochs} ({spent:.1f} s)"
+    )
+
+
+def _prepare(
+    model: nn.Module,
+    data: tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor],
+    recipe: Recipe,
+    device: torch.device,
+    channels_last: bool | None,
+    resumed: dict[str, Any] | None,
+) -> _Run:
+    """Model on the device in its memory format, optimizer and schedule, global RNG seeded."""
+    model.to(device)
+    norm = _Normalizer.of(recipe, device)
+    want = channels_last if channels_last is not None else device.type == "cuda" or CPU_CHANNELS_LAST
+    if resumed is not None:
+        layout = Layout(*resumed["layout"])  # the layout picks the kernels, hence the numbers
+        layout.apply(model)
+    elif want:
+        layout = probe_layout(model.train(), norm(data[0][:2]), device)
+    else:
+        layout = Layout(channels_last=False)
+    torch.manual_seed(recipe.seed)
+    optimizer = _optimizer(model, recipe)
+    steps = _steps_per_epoch(len(data[0]), recipe)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_factor(step, recipe, steps))
+    return _Run(model, recipe, device, *data, norm, layout, optimizer, scheduler)
+
+
+def _steps_per_epoch(n: int, recipe: Recipe) -> int:
+    return max(1, n // recipe.batch_size)
+
+
+def train(
+    model: nn.Module,
+    train_x: np.ndarray | torch.Tensor,
+    train_y: np.ndarray | torch.Tensor,
+    val_x: np.ndarray | torch.Tensor,
+    val_y: np.ndarray | torch.Tensor,
+    recipe: Recipe,
+    device: torch.device,
+    checkpoint_dir: Path | None,
+    log: Callable[[str], Any] = print,
+    channels_last: bool | None = None,
+) -> TrainResult:
+    """Train ``model`` in place, resuming from the latest checkpoint in ``checkpoint_dir``.
+
+    ``channels_last``: None tries it on CUDA (and on the CPU if ``CPU_CHANNELS_LAST``), True
+    tries it anywhere, False never (see ``probe_layout``). The model is handed back NCHW.
+    """
+    data = (
+        to_device(train_x, device),
+        torch.as_tensor(train_y, dtype=torch.int64).to(device),
+        to_device(val_x, device),
+        torch.as_tensor(val_y, dtype=torch.int64).to(device),
+    )
+    data_key = _data_key(*data)
+    with _deterministic(device):
+        state = _load_checkpoint(checkpoint_dir, device)
+        run = _prepare(model, data, recipe, device, channels_last, state)
+        try:
+            if state is not None:
+                _resume(run, state, data_key)
+            stopped = _epochs(run, checkpoint_dir, data_key, log)
+        finally:
+            run.layout.undo(model)
+    seconds = run.train_seconds
+    return TrainResult(
+        history=run.history,
+        stopped_early=stopped,
+        images_per_second=run.images_seen / seconds if seconds else 0.0,
+        channels_last=run.layout.channels_last,
+        nchw_after=run.layout.nchw_after,
+        resumed_from_epoch=None if state is None else int(state["epoch"]),
+    )
+
+
+def _epochs(run: _Run, checkpoint_dir: Path | None, data_key: int, log: Callable[[str], Any]) -> str | None:
+    """Run the remaining epochs; the reason for stopping before the last one, if any."""
+    while len(run.history) < run.recipe.epochs:
+        stopped = _budget_spent(run)
+        if stopped:
+            log(stopped)
+            return stopped
+        epoch = len(run.history) + 1
+        started = time.perf_counter()
+        train_loss, train_acc, lr = _train_epoch(run, epoch)
+        run.train_seconds += time.perf_counter() - started
+        val_loss, val_acc = _evaluate(run)
+        stats = EpochStats(epoch, train_loss, train_acc, val_loss, val_acc, lr, time.perf_counter() - started)
+        run.history.append(stats)
+        if checkpoint_dir is not None:
+            _save_checkpoint(run, checkpoint_dir, data_key)
+        log(_describe(stats, run.recipe.epochs))
+    return None
+
+
+def _describe(s: EpochStats, epochs: int) -> str:
+    val = "" if s.val_loss is None else f"  val loss {s.val_loss:.4f} acc {s.val_acc:.2f}%"
+    return (
+        f"epoch {s.epoch}/{epochs}  train loss {s.train_loss:.4f} acc {s.train_acc:.2f}%{val}"
+        f"  lr {s.lr:.4g}  {s.seconds:.1f} s"
+    )
