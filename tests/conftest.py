@@ -38,9 +38,19 @@ def cifar_tarball() -> Path:
 @pytest.fixture(scope="session")
 def small_cifar(cifar_tarball: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tarball with the first TEST_PER_CLASS test and TRAIN_PER_CLASS train images per class."""
-    wanted = {"test": TEST_PER_CLASS, "train": TRAIN_PER_CLASS}
-    taken: dict[tuple[str, str], int] = defaultdict(int)
     target = tmp_path_factory.mktemp("data") / "cifar10-small.tar.gz"
+    return _slice(cifar_tarball, target, {"test": TEST_PER_CLASS, "train": TRAIN_PER_CLASS})
+
+
+@pytest.fixture(scope="session")
+def train_cifar(cifar_tarball: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Enough training images per class for the retraining tests (60), and the same test slice."""
+    target = tmp_path_factory.mktemp("data") / "cifar10-train.tar.gz"
+    return _slice(cifar_tarball, target, {"test": TEST_PER_CLASS, "train": 60})
+
+
+def _slice(cifar_tarball: Path, target: Path, wanted: dict[str, int]) -> Path:
+    taken: dict[tuple[str, str], int] = defaultdict(int)
     with tarfile.open(cifar_tarball) as src, tarfile.open(target, "w:gz") as dst:
         for member in src:
             parts = member.name.split("/")

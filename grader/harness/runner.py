@@ -100,9 +100,14 @@ def main(argv: list[str]) -> int:
     started = time.monotonic()
     reaper.adopt_orphans()
     try:
-        from grader.harness.stages import run_task
+        if job.get("mode") == "train":
+            from grader.harness.training import run_training
 
-        run_task(job, report)
+            run_training(job, report)
+        else:
+            from grader.harness.stages import run_task
+
+            run_task(job, report)
     except StageFailure as failure:
         report.failed(failure.stage, failure.message)
     except BaseException as exc:  # student code may raise anything, even SystemExit

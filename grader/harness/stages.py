@@ -20,7 +20,7 @@ from grader.harness.weights import load_state_dict
 
 
 def run_task(job: dict[str, Any], report: Report) -> None:
-    device = _pick_device(job["device"])
+    device = pick_device(job["device"])
     report.done("start", device=str(device), torch_version=torch.__version__)
     factory = import_factory(Path(job["submission"]), job["model"])
     report.done("import")
@@ -35,7 +35,7 @@ def run_task(job: dict[str, Any], report: Report) -> None:
     report.done("inference", logits_shape=list(logits.shape))
 
 
-def _pick_device(requested: str) -> torch.device:
+def pick_device(requested: str) -> torch.device:
     if requested == "auto":
         requested = "cuda" if torch.cuda.is_available() else "cpu"
     if requested == "cuda" and not torch.cuda.is_available():
@@ -102,6 +102,13 @@ def build(factory: Any, job: dict[str, Any], report: Report) -> nn.Module:
     model.eval()
     total, trainable = analysis.count_params(model)
     report.done("build", params=total, trainable_params=trainable)
+    return model
+
+
+def build_fresh(factory: Any, name: str) -> nn.Module:
+    """The model with freshly initialised weights, as the student's code builds it."""
+    model = _call(factory, name, meta=False)
+    assert model is not None
     return model
 
 
