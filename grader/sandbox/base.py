@@ -108,7 +108,7 @@ def run_process(argv: list[str], job: Job, env: dict[str, str] | None = None) ->
     """Run ``argv`` under the job's rlimits and, where possible, its own cgroup.
 
     When it exits, or at the deadline, every process of the job is killed: its process
-    group, and with a cgroup every process in it (daemons that left the group included).
+    group, and with a cgroup every process in it (daemons that left the process group too).
     ``env`` replaces the grader's environment for the started process (None: inherit).
     """
     group, in_force = cgroups.create(job.limits)

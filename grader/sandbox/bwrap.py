@@ -5,8 +5,8 @@ on CI). It holds no capability, but the kernel still treats it as that uid where
 checks the uid alone: /proc/sys files and root-only /proc files. So /proc/sys is bound
 read-only and root-only /proc files are covered, on top of what bubblewrap does. The
 root, /dev and everything bound from the host are read-only; /tmp, /dev/shm and the
-output directory are size-capped. bwrap is started with an empty environment, because
-the job can read the environment of its PID 1, which is bwrap.
+output directory are size-capped. bwrap is started with nothing in its environment but
+PATH, because the job can read the environment of its PID 1, which is bwrap.
 """
 
 from __future__ import annotations

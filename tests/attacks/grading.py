@@ -41,6 +41,7 @@ CANARY_ENV = ("GRADER_ATTACK_CANARY", "env-canary-0f9a3c")
 CANARY_FILE_TEXT = "file-canary-77d1e4"
 MARKERS = ("late-forgery-9d2e", "ignores-sigterm-41b7")  # in the argv of processes jobs start
 TIMEOUT_S = 40.0
+_READ_CAP = 16 * 2**20  # of one job's outputs: its report is a few kB, its logits 8 kB
 MEMORY_BYTES = 2**30
 
 
@@ -50,7 +51,8 @@ class JobRecord:
 
     outcome: Any
     logs: bytes  # stdout.log + stderr.log as kept
-    outputs: dict[str, bytes]  # output folder: relative path -> bytes (links as their target)
+    outputs: dict[str, bytes]  # output folder: relative path -> first bytes (links: their target)
+    output_bytes: int  # the size of every regular file in the output folder, in all
 
 
 @dataclass
@@ -170,22 +172,28 @@ def _record_jobs(mp: pytest.MonkeyPatch) -> dict[tuple[str, str], JobRecord]:
     def recording(backend, entry, submission_root, images, rubric, settings, work_dir):
         run, enforced = real(backend, entry, submission_root, images, rubric, settings, work_dir)
         logs = b"".join(p.read_bytes() for p in sorted((work_dir / "logs").glob("*.log")))
-        jobs[(submission_root.name, entry.id)] = JobRecord(run.outcome, logs, _files(work_dir / "out"))
+        outputs, size = _files(work_dir / "out")
+        jobs[(submission_root.name, entry.id)] = JobRecord(run.outcome, logs, outputs, size)
         return run, enforced
 
     mp.setattr(grader.pipeline, "run_task", recording)
     return jobs
 
 
-def _files(folder: Path) -> dict[str, bytes]:
-    found = {}
+def _files(folder: Path) -> tuple[dict[str, bytes], int]:
+    """Up to _READ_CAP bytes of the folder's files (a backend without an output cap may
+    leave gigabytes in thousands of files), and the size of all of them."""
+    found, size, budget = {}, 0, _READ_CAP
     for path in sorted(folder.rglob("*")):
         name = path.relative_to(folder).as_posix()
         if path.is_symlink():
             found[name] = b"link:" + os.readlink(path).encode()
         elif path.is_file():
-            found[name] = path.read_bytes()
-    return found
+            size += path.stat().st_size
+            with open(path, "rb") as f:
+                found[name] = f.read(budget)
+            budget -= len(found[name])
+    return found, size
 
 
 def _grade_in_parallel(attacker: Path, other: Path, settings: Settings) -> tuple[Graded, Graded]:

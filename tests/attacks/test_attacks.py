@@ -200,6 +200,11 @@ def test_output_folders_hold_only_what_the_harness_wrote(corpus: Corpus) -> None
     assert set(corpus.jobs[(ATTACKER, "disk_fill_out")].outputs) == {"report.json", "logits.npy"}
 
 
+def test_output_folders_stay_within_their_cap(corpus: Corpus) -> None:
+    over = {task: job.output_bytes for (_, task), job in corpus.jobs.items() if job.output_bytes > 64 * 2**20}
+    assert over == {}  # Settings.max_output_bytes
+
+
 def test_a_log_flood_is_kept_to_its_cap(corpus: Corpus) -> None:
     job = corpus.jobs[(ATTACKER, "stdout_flood")]
     assert job.outcome.log_bytes_dropped >= 128 * 2**20 - 2**20
