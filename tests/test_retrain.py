@@ -24,7 +24,7 @@ from grader.rubric import find_rubric, load_rubric
 from tests.conftest import FILES, load_module
 
 pytestmark = pytest.mark.slow
-QUICK = {"epochs": 1, "batch_size": 50, "val_size": 50, "train_fraction": 0.2}
+QUICK = {"epochs": 2, "batch_size": 50, "val_size": 50, "train_fraction": 0.2}
 
 
 @pytest.fixture(scope="module")
@@ -55,7 +55,7 @@ def test_both_models_and_baselines_are_retrained(graded: Graded) -> None:
     for task_id in ("task1", "task2"):
         run = result.tasks[task_id].training["retrain"]
         assert run.error is None, run.error
-        assert len(run.history) == 1 and run.recipe["epochs"] == 1
+        assert len(run.history) == 2 and run.recipe["epochs"] == 2
         assert 0 <= run.test_accuracy <= 100
         baseline = result.baselines[task_id]
         assert baseline.error is None and baseline.test_accuracy is not None
@@ -96,8 +96,9 @@ def test_report_draws_curves_beside_the_baseline(graded: Graded, tmp_path: Path)
     text = subprocess.run(
         ["pdftotext", "-layout", str(pdf), "-"], capture_output=True, text=True, check=True
     ).stdout
-    assert "Retraining by the grader" in text
-    assert "experiment:no-augmentation" in text and "90.67%" in text  # reported beside measured
+    squashed = "".join(text.split())  # table cells wrap long run names across lines
+    assert "Retrainingbythegrader" in squashed
+    assert "experiment:no-augmentation" in squashed and "90.67%" in squashed  # reported beside measured
 
 
 def test_killed_retraining_resumes_to_the_same_numbers(train_cifar: Path, tmp_path: Path) -> None:
