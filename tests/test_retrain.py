@@ -93,10 +93,11 @@ def test_report_draws_curves_beside_the_baseline(graded: Graded, tmp_path: Path)
     pdf = write_report(graded.result, tmp_path, graded.test_images)
     assert (tmp_path / "figures" / "task1_curves.png").stat().st_size > 10_000
     assert (tmp_path / "figures" / "task2_experiments.png").stat().st_size > 10_000
+    # Reading order with spaces dropped: table cells wrap long run names across lines.
     text = subprocess.run(
-        ["pdftotext", "-layout", str(pdf), "-"], capture_output=True, text=True, check=True
+        ["pdftotext", "-raw", str(pdf), "-"], capture_output=True, text=True, check=True
     ).stdout
-    squashed = "".join(text.split())  # table cells wrap long run names across lines
+    squashed = "".join(text.split())
     assert "Retrainingbythegrader" in squashed
     assert "experiment:no-augmentation" in squashed and "90.67%" in squashed  # reported beside measured
 
