@@ -57,7 +57,7 @@ def rubric_error(path: Path, pattern: str) -> str:
 
 
 @pytest.mark.parametrize(
-    ("name", "tasks", "items", "total"), [("eai-lab2", 2, 14, 100), ("cifar10-cnn", 1, 5, 100)]
+    ("name", "tasks", "items", "total"), [("eai-lab2", 2, 16, 100), ("cifar10-cnn", 1, 5, 100)]
 )
 def test_shipped_rubrics_load(name: str, tasks: int, items: int, total: int) -> None:
     rubric = load_rubric(find_rubric(name))

@@ -253,6 +253,9 @@ def test_score_all_on_the_eai_rubric(eai_rubric: Any) -> None:
     )
     results = {r.id: r for r in score_all(eai_rubric, {"task1": task1, "task2": task2})}
     scores = {key: results[key].score for key in ("1", "2a", "2b", "4", "5a", "5b")}
-    assert scores == {"1": 5, "2a": 2.0, "2b": 1, "4": 5, "5a": 4, "5b": 0}
+    assert scores == {"1": 5, "2a": 1.5, "2b": 1, "4": 5, "5a": 3, "5b": 0}
     assert sum(r.max_score for r in results.values()) == 100
-    assert sum(r.max_score for r in results.values() if r.status == "manual") == 80
+    assert sum(r.max_score for r in results.values() if r.status == "manual") == 25  # items 3, 6, 8
+    # No retraining happened here: its items say so instead of scoring.
+    assert results["2c"].status == "error" and "not retrained" in results["2c"].message
+    assert results["7a"].score == 0 and "0 of 2 variants retrained" in results["7a"].message
