@@ -78,7 +78,7 @@ def _harness_rows(task_id: str, stages: dict[str, float], sandbox_s: float) -> l
         label = "python + torch start" if stage == "start" else stage
         rows.append((f"  {task_id} in sandbox: {label}", at - previous))
         previous = at
-    rows.append((f"  {task_id} in sandbox: bwrap setup and exit", sandbox_s - previous))
+    rows.append((f"  {task_id} in sandbox: sandbox setup and exit", sandbox_s - previous))
     return rows
 
 
