@@ -115,14 +115,10 @@ def test_each_attack_fails_in_plain_words(corpus: Corpus, task_id: str, stage: s
     assert (task.error_stage, words in (task.error or "")) == (stage, True), task.error
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="grader/jobs.py does not yet turn Outcome.resource_problem() into the task's error",
-)
 def test_memory_bomb_says_it_ran_out_of_memory(corpus: Corpus) -> None:
     task = corpus.task("memory_bomb")
-    assert task.status == "error" and task.error_stage == "sandbox"
-    assert f"ran out of memory (limit {MEMORY_BYTES / 2**30:.1f} GiB)" in task.error
+    assert task.status == "error" and task.error_stage == "resources"
+    assert task.error.startswith(f"ran out of memory (limit {MEMORY_BYTES / 2**30:.1f} GiB)")
 
 
 def test_memory_bomb_is_stopped_by_the_memory_limit(corpus: Corpus) -> None:
