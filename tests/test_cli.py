@@ -39,7 +39,9 @@ def student(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_run_writes_results_and_a_pdf_with_the_score_table(
     student: Path, small_cifar: Path, tmp_path: Path
 ) -> None:
-    done = run_grader("run", str(student), "--data-dir", str(small_cifar), "--out", str(tmp_path))
+    done = run_grader(
+        "run", str(student), "--data-dir", str(small_cifar), "--out", str(tmp_path), "--sandbox", "bwrap"
+    )
     assert done.returncode == 0, done.stderr
     out = tmp_path / "B000000001"
     results = json.loads((out / "results.json").read_text())

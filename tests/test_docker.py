@@ -151,3 +151,20 @@ def test_grading_in_docker_matches_bubblewrap(
     assert results["docker"].tasks["cnn"].evaluation == results["bwrap"].tasks["cnn"].evaluation
     assert results["docker"].tasks["cnn"].macs == results["bwrap"].tasks["cnn"].macs
     assert [i.score for i in results["docker"].items] == [i.score for i in results["bwrap"].items]
+
+
+def test_output_folder_is_capped(backend: DockerBackend, tmp_path: Path) -> None:
+    script = (
+        "import errno\n"
+        "for i in range(8):\n"
+        "    try:\n"
+        "        open(f'/out/f{i}', 'wb').write(b'x' * (2**20 - 4096))\n"
+        "    except OSError as e:\n"
+        "        print('stopped', i, errno.errorcode[e.errno]); break\n"
+    )
+    job = make_job(tmp_path, [sys.executable, "-c", script])
+    job = Job(**{**job.__dict__, "limits": Limits(16 * 2**30, 2**20, output_bytes=3 * 2**20)})
+    outcome = backend.run(job)
+    assert "ENOSPC" in outcome.stdout_tail, outcome.log_tail
+    kept = sum(f.stat().st_size for f in (tmp_path / "out").iterdir())
+    assert kept <= 3 * 2**20

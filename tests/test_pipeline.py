@@ -22,7 +22,10 @@ TIMEOUT_S = 45.0
 @pytest.fixture(scope="module")
 def graded(zoo: Path, small_cifar: Path, tmp_path_factory: pytest.TempPathFactory) -> Graded:
     settings = Settings(
-        data_dir=small_cifar, task_timeout_s=TIMEOUT_S, cache_dir=tmp_path_factory.mktemp("cache")
+        data_dir=small_cifar,
+        task_timeout_s=TIMEOUT_S,
+        cache_dir=tmp_path_factory.mktemp("cache"),
+        sandbox="bwrap",  # the Docker backend has its own tests (tests/test_docker.py)
     )
     return grade(zoo, load_rubric(FILES / "rubrics" / "zoo.yaml"), settings)
 

@@ -10,11 +10,14 @@ socket is never mounted into a job.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
+from dataclasses import replace
 from typing import Any
 
 from grader.errors import SandboxError
+from grader.sandbox import outdir
 from grader.sandbox.base import Job, Outcome
 
 DEFAULT_IMAGE = "grader-harness:latest"
@@ -24,7 +27,7 @@ CONTAINER_UID = 10001
 _LABEL = "grader.job"
 
 
-def docker_client(timeout_s: float = 5.0) -> Any:
+def docker_client(timeout_s: float = 120.0) -> Any:
     """A client whose daemon answered a ping, or None."""
     try:
         import docker
@@ -58,31 +61,49 @@ class DockerBackend:
             ) from err
 
     def run(self, job: Job) -> Outcome:
+        writable = next((m for m in job.mounts if m.writable), None)
+        if writable is None:
+            return self._run(job)
+        # The output folder sits on a size-capped tmpfs of the host's, like under bubblewrap.
+        with outdir.capped(writable, job.limits.output_bytes) as (staged, _cap):
+            mounts = [staged if m is writable else m for m in job.mounts]
+            return self._run(replace(job, mounts=mounts))
+
+    def _run(self, job: Job) -> Outcome:
         _grant_writes(job)
-        container = self.client.containers.create(**self.create_args(job))
         started = time.monotonic()
         try:
+            container = self.client.containers.create(**self.create_args(job))
+        except Exception as err:  # the daemon refused or did not answer: this job's failure only
+            return Outcome(
+                None, False, time.monotonic() - started, "", f"Docker could not start the job: {err}"
+            )
+        try:
             container.start()
-            code, timed_out = self._wait(container, job.timeout_s)
-            seconds = time.monotonic() - started
+            code, timed_out, seconds = self._wait(container, job.timeout_s, started)
             container.reload()
             oom = bool(container.attrs.get("State", {}).get("OOMKilled"))
             stdout = _capped(container.logs(stdout=True, stderr=False), job.limits.log_bytes)
             stderr = _capped(container.logs(stdout=False, stderr=True), job.limits.log_bytes)
+        except Exception as err:  # daemon trouble mid-job
+            code, timed_out, seconds, oom = None, False, time.monotonic() - started, False
+            stdout, stderr = "", f"Docker lost the job: {err}"
         finally:
-            container.remove(force=True)
+            _remove(container)
         outcome = _outcome(code, timed_out, seconds, stdout, stderr)
         outcome.oom_killed = oom
         outcome.memory_limit_bytes = job.limits.memory_bytes
         return outcome
 
-    def _wait(self, container: Any, timeout_s: float) -> tuple[int | None, bool]:
+    def _wait(self, container: Any, timeout_s: float, started: float) -> tuple[int | None, bool, float]:
+        """(exit code, timed out, seconds to the exit or the deadline, before any cleanup)."""
         try:
             status = container.wait(timeout=timeout_s)
-            return int(status.get("StatusCode", -1)), False
+            return int(status.get("StatusCode", -1)), False, time.monotonic() - started
         except Exception:  # the SDK raises a requests timeout at the deadline
+            seconds = time.monotonic() - started
             container.kill()
-            return None, True
+            return None, True, seconds
 
     def create_args(self, job: Job) -> dict[str, Any]:
         from docker.types import DeviceRequest, Mount, Ulimit
@@ -147,6 +168,12 @@ class DockerBackend:
             "core dumps": "off",
             "runtime": self.runtime or "runc",
         }
+
+
+def _remove(container: Any) -> None:
+    # Already gone, or the daemon is busy: the grader.job label lets an operator find it.
+    with contextlib.suppress(Exception):
+        container.remove(force=True)
 
 
 def _grant_writes(job: Job) -> None:
