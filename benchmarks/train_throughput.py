@@ -10,7 +10,8 @@ students' side is torchvision's ``DataLoader`` over a Dataset that serves the ui
 Normalize), ``num_workers=2``, shuffled, NCHW model; its first batch (worker start-up) is not
 timed. The engine is ``grader.train.train``: once with the model forced NCHW, once with the
 layout its probe picks. The variants alternate round by round and the best round counts, since
-other jobs share the machine.
+other jobs share the machine; under such load the DataLoader's three processes also get a larger
+share of the CPU than the engine's one, so check ``uptime`` and run it when the machine is quiet.
 
 FLOP convention: thop's MACs of one image × 2 (multiply and add) × 3 for training (the backward
 pass costs about twice the forward), × 1 for evaluation; the ceiling is the best of several
@@ -222,7 +223,7 @@ def _layout_name(channels_last: bool, nchw_after: str | None) -> str:
 # --- measuring ----------------------------------------------------------------------------------
 
 
-def matmul_flops(n: int = 2048, repeats: int = 7) -> float:
+def matmul_flops(n: int = 2048, repeats: int = 5) -> float:
     a, b = torch.randn(n, n), torch.randn(n, n)
     torch.mm(a, b)
     best = float("inf")
@@ -233,10 +234,21 @@ def matmul_flops(n: int = 2048, repeats: int = 7) -> float:
     return 2 * n**3 / best
 
 
-def best_of(rounds: int, variants: Mapping[str, Callable[[], float]]) -> dict[str, float]:
+@dataclass
+class Ceiling:
+    """float32 matmul FLOP/s of this machine: measured before every round, the best one counts."""
+
+    flops: float = 0.0
+
+    def measure(self) -> None:
+        self.flops = max(self.flops, matmul_flops())
+
+
+def best_of(rounds: int, variants: Mapping[str, Callable[[], float]], ceiling: Ceiling) -> dict[str, float]:
     """Each variant once per round, alternating, so load from other jobs hits them alike."""
     best = dict.fromkeys(variants, 0.0)
     for _ in range(rounds):
+        ceiling.measure()
         for name, run in variants.items():
             best[name] = max(best[name], run())
     return best
@@ -251,29 +263,14 @@ def machine() -> str:
         ),
         platform.processor(),
     )
-    load = " / ".join(f"{x:.2f}" for x in os.getloadavg())
     return (
         f"{cpu}; {os.cpu_count()} cores ({len(os.sched_getaffinity(0))} usable); torch {torch.__version__}, "
-        f"{torch.get_num_threads()} threads; load average {load} (1/5/15 min)"
+        f"{torch.get_num_threads()} threads; load average {_load()} (1/5/15 min)"
     )
 
 
-def print_training(case: Case, best: dict[str, float], layout: str, macs: int, ceiling: float) -> None:
-    loop, nchw, auto = best["loop"], best["nchw"], best["auto"]
-    flops = auto * 6 * macs
-    print(
-        f"{case.name:<13} {case.batch_size:>5} {loop:>10.1f} {nchw:>12.1f} {auto:>12.1f} "
-        f"{auto / loop:>7.2f}x {nchw / loop:>7.2f}x {flops / 1e9:>8.1f} {flops / ceiling:>7.1%}   {layout}"
-    )
-
-
-def print_eval(case: Case, best: dict[str, float], macs: int, ceiling: float) -> None:
-    loop, engine = best["loop"], best["engine"]
-    flops = engine * 2 * macs
-    print(
-        f"{case.name:<13} {case.eval_batch:>5} {loop:>10.1f} {engine:>12.1f} {engine / loop:>7.2f}x "
-        f"{flops / 1e9:>8.1f} {flops / ceiling:>7.1%}"
-    )
+def _load() -> str:
+    return " / ".join(f"{x:.2f}" for x in os.getloadavg())
 
 
 def load_train_split(source: Path) -> tuple[np.ndarray, np.ndarray]:
@@ -283,28 +280,81 @@ def load_train_split(source: Path) -> tuple[np.ndarray, np.ndarray]:
     return images[order], labels[order]
 
 
-def explore(images: np.ndarray, labels: np.ndarray, rounds: int) -> None:
-    """The seed-000 CNN under other thread counts and batch sizes (both sides at the same count)."""
-    case, threads = CASES[0], torch.get_num_threads()
-    print(f"\nexplore: {case.name} training, images/s (best of {rounds}); the engine in its probed layout")
-    print(f"{'threads':>7} {'loop 256':>9} " + " ".join(f"{f'engine {b}':>11}" for b in (128, 256, 512)))
+def _engine_ips(case: Case, images: np.ndarray, labels: np.ndarray, channels_last: bool | None) -> float:
+    return engine_train(case, images, labels, channels_last)[0]
+
+
+# --- the three tables ---------------------------------------------------------------------------
+
+
+def measure_training(
+    case: Case, images: np.ndarray, labels: np.ndarray, rounds: int, ceiling: Ceiling
+) -> tuple[dict[str, float], str]:
+    _, layout = engine_train(case, images, labels, None, steps=1)  # warms oneDNN's kernel caches
+    engine_train(case, images, labels, False, steps=1)
+    variants = {
+        "loop": partial(loader_train, case, images, labels),
+        "nchw": partial(_engine_ips, case, images, labels, False),
+        "auto": partial(_engine_ips, case, images, labels, None),
+    }
+    return best_of(rounds, variants, ceiling), layout
+
+
+def print_training(
+    rows: list[tuple[Case, dict[str, float], str]], macs: dict[str, int], ceiling: float
+) -> None:
+    print(
+        f"{'model':<13} {'batch':>5} {'DataLoader':>10} {'engine NCHW':>12} {'engine auto':>12} "
+        f"{'auto/DL':>8} {'NCHW/DL':>8} {'GFLOP/s':>8} {'of mm':>7}   layout picked by the probe"
+    )
+    for case, best, layout in rows:
+        loop, nchw, auto = best["loop"], best["nchw"], best["auto"]
+        flops = auto * 6 * macs[case.name]
+        print(
+            f"{case.name:<13} {case.batch_size:>5} {loop:>10.1f} {nchw:>12.1f} {auto:>12.1f} "
+            f"{auto / loop:>7.2f}x {nchw / loop:>7.2f}x {flops / 1e9:>8.1f} {flops / ceiling:>7.1%}"
+            f"   {layout}"
+        )
+
+
+def print_eval(rows: list[tuple[Case, dict[str, float]]], macs: dict[str, int], ceiling: float) -> None:
+    print(
+        f"{'model':<13} {'batch':>5} {'DataLoader':>10} {'engine infer':>12} {'eng/DL':>8} "
+        f"{'GFLOP/s':>8} {'of mm':>7}"
+    )
+    for case, best in rows:
+        loop, engine = best["loop"], best["engine"]
+        flops = engine * 2 * macs[case.name]
+        print(
+            f"{case.name:<13} {case.eval_batch:>5} {loop:>10.1f} {engine:>12.1f} {engine / loop:>7.2f}x "
+            f"{flops / 1e9:>8.1f} {flops / ceiling:>7.1%}"
+        )
+
+
+EXPLORED_BATCHES = (128, 256, 512)
+
+
+def explore(images: np.ndarray, labels: np.ndarray, rounds: int, ceiling: Ceiling) -> list[dict[str, float]]:
+    """The seed-000 CNN under 1 and 2 threads and other batch sizes, both sides at each count."""
+    case, threads, rows = CASES[0], torch.get_num_threads(), []
     for count in (1, 2):
         torch.set_num_threads(count)
         variants = {"loop": partial(loader_train, case, images, labels)}
-        for batch in (128, 256, 512):
-            sized = Case(
-                **{**case.__dict__, "batch_size": batch, "train_steps": case.train_steps * 256 // batch}
-            )
+        for batch in EXPLORED_BATCHES:
+            steps = case.train_steps * case.batch_size // batch
+            sized = Case(**{**case.__dict__, "batch_size": batch, "train_steps": steps})
             variants[str(batch)] = partial(_engine_ips, sized, images, labels, None)
-        best = best_of(rounds, variants)
-        print(
-            f"{count:>7} {best['loop']:>9.1f} " + " ".join(f"{best[str(b)]:>11.1f}" for b in (128, 256, 512))
-        )
+        rows.append({"threads": float(count), **best_of(rounds, variants, ceiling)})
     torch.set_num_threads(threads)
+    return rows
 
 
-def _engine_ips(case: Case, images: np.ndarray, labels: np.ndarray, channels_last: bool | None) -> float:
-    return engine_train(case, images, labels, channels_last)[0]
+def print_explored(rows: list[dict[str, float]]) -> None:
+    batch = CASES[0].batch_size
+    print(f"{'threads':>7} {f'DL {batch}':>9} " + " ".join(f"{f'engine {b}':>11}" for b in EXPLORED_BATCHES))
+    for row in rows:
+        engine = " ".join(f"{row[str(b)]:>11.1f}" for b in EXPLORED_BATCHES)
+        print(f"{row['threads']:>7.0f} {row['loop']:>9.1f} {engine}")
 
 
 def main() -> None:
@@ -318,41 +368,26 @@ def main() -> None:
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    started = time.monotonic()
-    print(f"machine: {machine()}")
+    started, ceiling = time.monotonic(), Ceiling()
+    print(f"machine: {machine()}", flush=True)
     images, labels = load_train_split(args.data_dir)
-    ceiling = matmul_flops()
-    print(f"matmul 2048×2048 float32, best of 7: {ceiling / 1e9:.1f} GFLOP/s (the ceiling below)")
     macs = {case.name: _checked_macs(case) for case in CASES}
+    trained = [(case, *measure_training(case, images, labels, args.rounds, ceiling)) for case in CASES]
+    evaluated = [
+        (case, best_of(args.rounds, {"loop": partial(loader_eval, case, images, labels),
+                                     "engine": partial(engine_eval, case, images)}, ceiling))
+        for case in CASES
+    ]  # fmt: skip
+    explored = explore(images, labels, args.rounds, ceiling) if args.explore else []
+    print(f'matmul 2048×2048 float32, best over the run: {ceiling.flops / 1e9:.1f} GFLOP/s ("mm" below)')
     print(f"\ntraining, images/s (best of {args.rounds} rounds); GFLOP/s = engine auto × 6 × thop MACs")
-    print(
-        f"{'model':<13} {'batch':>5} {'DataLoader':>10} {'engine NCHW':>12} {'engine auto':>12} "
-        f"{'auto/DL':>8} {'NCHW/DL':>8} {'GFLOP/s':>8} {'of mm':>7}   layout picked by the probe"
-    )
-    for case in CASES:
-        _, layout = engine_train(case, images, labels, None, steps=1)  # warms oneDNN's kernel caches
-        engine_train(case, images, labels, False, steps=1)
-        variants = {
-            "loop": partial(loader_train, case, images, labels),
-            "nchw": partial(_engine_ips, case, images, labels, False),
-            "auto": partial(_engine_ips, case, images, labels, None),
-        }
-        print_training(case, best_of(args.rounds, variants), layout, macs[case.name], ceiling)
+    print_training(trained, macs, ceiling.flops)
     print(f"\nevaluation, images/s (best of {args.rounds}); GFLOP/s = engine × 2 × thop MACs")
-    print(
-        f"{'model':<13} {'batch':>5} {'DataLoader':>10} {'engine infer':>12} {'eng/DL':>8} "
-        f"{'GFLOP/s':>8} {'of mm':>7}"
-    )
-    for case in CASES:
-        variants = {
-            "loop": partial(loader_eval, case, images, labels),
-            "engine": partial(engine_eval, case, images),
-        }
-        print_eval(case, best_of(args.rounds, variants), macs[case.name], ceiling)
-    if args.explore:
-        explore(images, labels, args.rounds)
-    load = " / ".join(f"{x:.2f}" for x in os.getloadavg())
-    print(f"\nload average after: {load}; {time.monotonic() - started:.0f} s in all")
+    print_eval(evaluated, macs, ceiling.flops)
+    if explored:
+        print(f"\n{CASES[0].name} training at other thread counts and batch sizes, images/s (engine auto)")
+        print_explored(explored)
+    print(f"\nload average after: {_load()}; {time.monotonic() - started:.0f} s in all")
 
 
 def _checked_macs(case: Case) -> int:
