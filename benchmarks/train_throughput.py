@@ -22,6 +22,7 @@ engine ≥ 1.4× the DataLoader loop for the seed-000 CNN, and ≥ 50 % of measu
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import os
 import platform
 import time
@@ -69,38 +70,14 @@ class SeedCNN(nn.Module):
         return self.fc(out.view(out.size(0), -1))
 
 
-class BasicBlock(nn.Module):
-    def __init__(self, cin: int, cout: int, stride: int) -> None:
-        super().__init__()
-        self.conv1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
-        self.bn1 = nn.BatchNorm2d(cout)
-        self.conv2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
-        self.bn2 = nn.BatchNorm2d(cout)
-        self.shortcut = nn.Sequential()
-        if stride != 1 or cin != cout:
-            self.shortcut = nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = F.relu(self.bn1(self.conv1(x)))
-        return F.relu(self.bn2(self.conv2(out)) + self.shortcut(x))
-
-
-class ResNet18(nn.Module):
-    """ResNet18 for 32×32 images: 3×3 stem, no max pooling."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.conv1, self.bn1 = nn.Conv2d(3, 64, 3, 1, 1, bias=False), nn.BatchNorm2d(64)
-        widths, blocks, cin = (64, 128, 256, 512), [], 64
-        for i, cout in enumerate(widths):
-            blocks += [BasicBlock(cin, cout, 1 if i == 0 else 2), BasicBlock(cout, cout, 1)]
-            cin = cout
-        self.layers = nn.Sequential(*blocks)
-        self.fc = nn.Linear(512, 10)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = F.adaptive_avg_pool2d(self.layers(F.relu(self.bn1(self.conv1(x)))), 1)
-        return self.fc(out.view(out.size(0), -1))
+def ResNet18() -> nn.Module:
+    """The project's reference ResNet18 for 32×32 images (reference_models/resnet18.py)."""
+    path = REPO_ROOT / "reference_models" / "resnet18.py"
+    spec = importlib.util.spec_from_file_location("reference_resnet18", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.ResNet18()
 
 
 @dataclass(frozen=True)
