@@ -107,6 +107,7 @@ def test_killed_retraining_resumes_to_the_same_numbers(train_cifar: Path, tmp_pa
 
     root = tmp_path / "B000000001"
     shutil.copytree(FILES / "submissions" / "B000000001", root)
+    _slow_down_training(root / "model.py")
     torch.manual_seed(0)
     (root / "weights").mkdir()
     torch.save(load_module(root / "model.py").Net().state_dict(), root / "weights" / "model.pt")
@@ -123,6 +124,17 @@ def test_killed_retraining_resumes_to_the_same_numbers(train_cifar: Path, tmp_pa
     assert a.test_accuracy == b.test_accuracy
 
 
+def _slow_down_training(model_py: Path) -> None:
+    """Each training step sleeps 50 ms, so an epoch lasts over half a second on any machine and
+    the kill lands between the first checkpoint and the end of the run. Numbers are unchanged."""
+    source = model_py.read_text()
+    source = "import time\n" + source.replace(
+        "    def forward(self, x):\n", "    def forward(self, x):\n        if self.training:\n            time.sleep(0.05)\n"
+    )
+    assert "time.sleep" in source
+    model_py.write_text(source)
+
+
 def _grade_in_process(root: Path, rubric: Path, data: Path, cache: Path) -> GradeResult:
     settings = Settings(data_dir=data, cache_dir=cache, sandbox="bwrap")
     return grade(root, load_rubric(rubric), settings).result
@@ -137,10 +149,10 @@ def _kill_after_first_checkpoint(root: Path, rubric: Path, data: Path, cache: Pa
     )
     proc = subprocess.Popen([sys.executable, "-c", script], start_new_session=True)
     deadline = time.monotonic() + 600
-    while not list((cache / "checkpoints").glob("*/*")) and time.monotonic() < deadline:
+    # Only finished checkpoints count (not the temporary file one is written to).
+    while not list((cache / "checkpoints").glob("*/epoch-*.pt")) and time.monotonic() < deadline:
         assert proc.poll() is None, "the grading ended before writing a checkpoint"
-        time.sleep(0.2)
-    time.sleep(0.5)
+        time.sleep(0.01)
     proc.send_signal(signal.SIGKILL)  # no cleanup: as if the machine went down
     proc.wait()
-    assert list((cache / "checkpoints").glob("*/*")), "no checkpoint survived the kill"
+    assert list((cache / "checkpoints").glob("*/epoch-*.pt")), "no checkpoint survived the kill"
