@@ -6,7 +6,6 @@ Skipped where no daemon answers, except in CI (GRADER_REQUIRE_DOCKER=1), where t
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import socket
 import sys
@@ -18,28 +17,16 @@ from grader.config import Settings
 from grader.pipeline import grade
 from grader.rubric import find_rubric, load_rubric
 from grader.sandbox import DockerBackend, Job, Limits, Mount
-from grader.sandbox.container import DEFAULT_IMAGE, docker_client
-from tests.conftest import FILES, load_module
+from grader.sandbox.container import docker_client
+from tests.conftest import FILES, load_module, require_docker_or_skip
 
 PROBE = Path(__file__).parent / "sandbox_probe.py"
 
 
 @pytest.fixture(scope="module")
 def backend() -> DockerBackend:
-    client = docker_client()
-    problem = None
-    if client is None:
-        problem = "no Docker daemon answers"
-    else:
-        try:
-            client.images.get(DEFAULT_IMAGE)
-        except Exception:
-            problem = f"image {DEFAULT_IMAGE} is not built (scripts/build_image.sh)"
-    if problem:
-        if os.environ.get("GRADER_REQUIRE_DOCKER") == "1":
-            pytest.fail(f"{problem}, and GRADER_REQUIRE_DOCKER=1")
-        pytest.skip(problem)
-    return DockerBackend(client=client)
+    require_docker_or_skip()
+    return DockerBackend(client=docker_client())
 
 
 def make_job(tmp_path: Path, argv: list[str], timeout_s: float = 60.0, memory: int = 2 * 2**30) -> Job:

@@ -147,8 +147,8 @@ def _run(
     seconds = time.monotonic() - started  # until the job ended or its deadline, not the cleanup
     _end(proc, group)
     stdout, stderr = (
-        _keep(out.finish(), job.log_dir / "stdout.log"),
-        _keep(err.finish(), job.log_dir / "stderr.log"),
+        keep_log(out.finish(), job.log_dir / "stdout.log"),
+        keep_log(err.finish(), job.log_dir / "stderr.log"),
     )
     oom = group is not None and group.oom_killed()
     return Outcome(
@@ -182,7 +182,8 @@ def _in_force(in_force: dict[str, str], label: str) -> bool:
     return label in in_force and not in_force[label].startswith("NOT")
 
 
-def _keep(data: bytes, path: Path) -> str:
+def keep_log(data: bytes, path: Path) -> str:
+    """Store a job's kept output in its log folder; return the tail shown in messages."""
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(data)
     return data[-_TAIL_BYTES:].decode("utf-8", errors="replace")

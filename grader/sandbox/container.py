@@ -12,13 +12,15 @@ from __future__ import annotations
 
 import contextlib
 import os
+import threading
 import time
 from dataclasses import replace
 from typing import Any
 
 from grader.errors import SandboxError
 from grader.sandbox import outdir
-from grader.sandbox.base import Job, Outcome
+from grader.sandbox.base import Job, Outcome, keep_log
+from grader.sandbox.logs import CappedBuffer
 
 DEFAULT_IMAGE = "grader-harness:latest"
 # The image's interpreter: the harness and the libraries student code imports live here.
@@ -72,27 +74,32 @@ class DockerBackend:
     def _run(self, job: Job) -> Outcome:
         _grant_writes(job)
         started = time.monotonic()
+        out = CappedBuffer(job.limits.log_bytes // 2)
+        err = CappedBuffer(job.limits.log_bytes - job.limits.log_bytes // 2)
         try:
             container = self.client.containers.create(**self.create_args(job))
-        except Exception as err:  # the daemon refused or did not answer: this job's failure only
+        except Exception as error:  # the daemon refused or did not answer: this job's failure only
             return Outcome(
-                None, False, time.monotonic() - started, "", f"Docker could not start the job: {err}"
+                None, False, time.monotonic() - started, "", f"Docker could not start the job: {error}"
             )
         try:
+            reader = _attach(container, out, err)  # before start, so no early byte is missed
             container.start()
             code, timed_out, seconds = self._wait(container, job.timeout_s, started)
             container.reload()
             oom = bool(container.attrs.get("State", {}).get("OOMKilled"))
-            stdout = _capped(container.logs(stdout=True, stderr=False), job.limits.log_bytes)
-            stderr = _capped(container.logs(stdout=False, stderr=True), job.limits.log_bytes)
-        except Exception as err:  # daemon trouble mid-job
+            reader.join(10)
+            stdout = keep_log(out.kept(), job.log_dir / "stdout.log")
+            stderr = keep_log(err.kept(), job.log_dir / "stderr.log")
+        except Exception as error:  # daemon trouble mid-job
             code, timed_out, seconds, oom = None, False, time.monotonic() - started, False
-            stdout, stderr = "", f"Docker lost the job: {err}"
+            stdout, stderr = "", f"Docker lost the job: {error}"
         finally:
             _remove(container)
         outcome = _outcome(code, timed_out, seconds, stdout, stderr)
         outcome.oom_killed = oom
         outcome.memory_limit_bytes = job.limits.memory_bytes
+        outcome.log_bytes_dropped = out.dropped + err.dropped
         return outcome
 
     def _wait(self, container: Any, timeout_s: float, started: float) -> tuple[int | None, bool, float]:
@@ -140,10 +147,8 @@ class DockerBackend:
             ],
             "init": True,
             "labels": {_LABEL: "1"},
-            "log_config": {
-                "type": "json-file",
-                "config": {"max-size": str(limits.log_bytes), "max-file": "1"},
-            },
+            # Output is read through attach and capped here; the daemon keeps no copy.
+            "log_config": {"type": "none", "config": {}},
             "detach": True,
         }
         if job.gpu:
@@ -183,8 +188,31 @@ def _grant_writes(job: Job) -> None:
             os.chown(mount.host, CONTAINER_UID, CONTAINER_UID)
 
 
-def _capped(data: bytes, cap: int) -> str:
-    return data[-cap:].decode("utf-8", errors="replace")
+def _attach(container: Any, out: CappedBuffer, err: CappedBuffer) -> threading.Thread:
+    """Read the container's stdout and stderr as it runs, in a thread, into capped buffers."""
+    from docker.utils.socket import STDERR, frames_iter
+
+    sock = container.client.api.attach_socket(container.id, {"stdout": 1, "stderr": 1, "stream": 1})
+
+    def drain() -> None:
+        try:
+            for stream, data in frames_iter(sock, tty=False):
+                (err if stream == STDERR else out).take(data)
+        except Exception:  # the container was removed under the reader: what was read stays
+            pass
+        finally:
+            # The SDK hands back a file-like wrapper whose close() leaves the socket it
+            # wraps open (and forgets it): close the HTTP response, the wrapper and the socket.
+            inner, response = getattr(sock, "_sock", None), getattr(sock, "_response", None)
+            if response is not None:
+                response.close()
+            sock.close()
+            if inner is not None:
+                inner.close()
+
+    reader = threading.Thread(target=drain, daemon=True)
+    reader.start()
+    return reader
 
 
 def _outcome(code: int | None, timed_out: bool, seconds: float, out: str, err: str) -> Outcome:

@@ -11,7 +11,6 @@ changed, no canary appears in any output and no process of any job is left.
 from __future__ import annotations
 
 import shutil
-import subprocess
 from pathlib import Path
 
 import pytest
@@ -27,25 +26,22 @@ from tests.attacks.grading import (
     grade_corpus,
 )
 from tests.attacks.weights import PAYLOAD_MARKER
-from tests.conftest import TEST_PER_CLASS
+from tests.conftest import TEST_PER_CLASS, require_docker_or_skip
 
-BACKENDS = ["bwrap"]
+BACKENDS = ["bwrap", "docker"]
 
 
 def _unavailable(backend: str) -> str | None:
     """Why ``backend`` cannot run here, or None."""
     if backend == "bwrap" and shutil.which("bwrap") is None:
         return "bubblewrap is not installed (apt-get install bubblewrap)"
-    if backend == "docker":
-        if shutil.which("docker") is None:
-            return "docker is not installed"
-        if subprocess.run(["docker", "info"], capture_output=True, timeout=60).returncode != 0:
-            return "`docker info` failed: no Docker daemon answers"
     return None
 
 
 @pytest.fixture(scope="module", params=BACKENDS)
 def corpus(request: pytest.FixtureRequest, small_cifar: Path, tmp_path_factory) -> Corpus:
+    if request.param == "docker":
+        require_docker_or_skip()
     reason = _unavailable(request.param)
     if reason:
         pytest.skip(reason)
