@@ -6,8 +6,8 @@ stored ``results.json`` without touching a model.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
-from typing import Any, Literal
+from dataclasses import asdict, dataclass, field, fields, is_dataclass
+from typing import Any, Literal, get_args, get_origin, get_type_hints
 
 ItemStatus = Literal["pass", "partial", "fail", "error", "manual"]
 TaskStatus = Literal["ok", "error"]
@@ -91,6 +91,7 @@ class TaskResult:
     error_stage: str | None = None
     model: str | None = None  # "file.py:Callable"
     weights: str | None = None
+    weights_fingerprint: list[float] | None = None  # summary of tensor values, for similarity
     params: int | None = None
     trainable_params: int | None = None
     macs: dict[str, int] = field(default_factory=dict)  # counter name -> MACs
@@ -126,6 +127,17 @@ class TaskResult:
 
 
 @dataclass
+class HandScore:
+    """A score a TA set by hand (overrides file), with what the grader had given."""
+
+    by: str
+    comment: str
+    machine_score: float
+    machine_status: ItemStatus
+    machine_message: str
+
+
+@dataclass
 class ItemResult:
     id: str
     task: str | None
@@ -135,6 +147,7 @@ class ItemResult:
     max_score: float
     status: ItemStatus
     message: str
+    override: HandScore | None = None
 
 
 @dataclass
@@ -174,3 +187,39 @@ class GradeResult:
         for task_id, task in self.tasks.items():
             data["tasks"][task_id]["test_accuracy"] = task.test_accuracy
         return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> GradeResult:
+        """The inverse of ``to_dict``, e.g. for a stored ``results.json``.
+
+        Nested records are rebuilt from the field types; the derived keys (``total``,
+        ``max_total``, ``pending_manual``, a task's ``test_accuracy``) are ignored.
+        """
+        result = _from_plain(cls, data)
+        assert isinstance(result, GradeResult)
+        return result
+
+
+_DERIVED_KEYS = {"total", "max_total", "pending_manual", "test_accuracy"}
+
+
+def _from_plain(kind: Any, value: Any) -> Any:
+    """``value`` (parsed JSON) as an instance of the annotated type ``kind``."""
+    if value is None:
+        return None
+    if is_dataclass(kind) and isinstance(kind, type):
+        hints = get_type_hints(kind)
+        names = {f.name for f in fields(kind) if f.init}
+        known = {k: v for k, v in value.items() if k not in _DERIVED_KEYS or k in names}
+        return kind(**{k: _from_plain(hints[k], v) for k, v in known.items()})
+    origin, args = get_origin(kind), get_args(kind)
+    if origin is list:
+        return [_from_plain(args[0], v) for v in value]
+    if origin is tuple:
+        return tuple(value)
+    if origin is dict:
+        return {k: _from_plain(args[1], v) for k, v in value.items()}
+    if origin is not None and origin is not Literal and type(None) in args:  # X | None
+        (inner,) = [a for a in args if a is not type(None)]
+        return _from_plain(inner, value)
+    return value

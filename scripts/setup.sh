@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what the grader needs on Debian 12 (as root, or with sudo): system packages for the
-# bubblewrap sandbox and PDF rendering, then a virtualenv in .venv.
+# bubblewrap sandbox, PDF rendering and the browser test of index.html (chromium), then a
+# virtualenv in .venv.
 #   --docker  also installs and starts a Docker daemon and builds the sandbox image
 #             (scripts/build_image.sh), for the Docker backend and its tests.
 set -euo pipefail
@@ -11,7 +12,7 @@ with_docker=0
 sudo_cmd=""
 [ "$(id -u)" -eq 0 ] || sudo_cmd="sudo"
 
-APT_PACKAGES=(bubblewrap poppler-utils libpango-1.0-0 libpangoft2-1.0-0 libharfbuzz-subset0 fonts-dejavu-core)
+APT_PACKAGES=(bubblewrap poppler-utils libpango-1.0-0 libpangoft2-1.0-0 libharfbuzz-subset0 fonts-dejavu-core chromium)
 [ $with_docker = 1 ] && APT_PACKAGES+=(docker.io debootstrap)
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do

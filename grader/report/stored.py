@@ -1,0 +1,58 @@
+"""Reports again from stored results: no model runs, only results.json files are read.
+
+``grader report`` uses this after a TA edits the overrides file: every student's
+results.json gets the overrides applied afresh (starting from the grader's own scores),
+and the PDFs of students whose scores changed are drawn again.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from grader.overrides import Override, apply_overrides
+from grader.report.render import write_report
+from grader.report.results_json import write_results_json
+from grader.results import GradeResult
+
+RESULTS = "results.json"
+
+
+def load_stored(out_dir: Path, only: set[str] | None = None) -> dict[str, GradeResult]:
+    """Every OUT/<student_id>/results.json (or those of ``only``), by student id."""
+    found: dict[str, GradeResult] = {}
+    for path in sorted(out_dir.glob(f"*/{RESULTS}")):
+        if only is not None and path.parent.name not in only:
+            continue
+        try:
+            found[path.parent.name] = GradeResult.from_dict(json.loads(path.read_text(encoding="utf-8")))
+        except (OSError, ValueError, TypeError, KeyError) as err:
+            raise ValueError(f"{path} cannot be read back ({err}); grade that student again") from err
+    return found
+
+
+def reapply_overrides(
+    out_dir: Path,
+    results: dict[str, GradeResult],
+    overrides: list[Override],
+    test_images: np.ndarray | None,
+    force: bool = False,
+) -> list[str]:
+    """Apply ``overrides`` to each stored result; rewrite results.json and the PDF where
+    scores changed (every one with ``force``). Returns the students rewritten."""
+    rewritten = []
+    for student_id, result in results.items():
+        before = _scores(result)
+        apply_overrides(result, overrides)
+        if force or _scores(result) != before:
+            target = out_dir / student_id
+            write_results_json(result, target / RESULTS)
+            write_report(result, target, test_images)
+            rewritten.append(student_id)
+    return rewritten
+
+
+def _scores(result: GradeResult) -> list[tuple[str, float, str, str | None]]:
+    return [(i.id, i.score, i.message, i.override.by if i.override else None) for i in result.items]
