@@ -1,8 +1,10 @@
 """One task of one submission as a sandbox job: what goes in, and reading what comes out.
 
-The sandbox sees the submission (read-only), the unlabeled test images and a job file;
-it writes ``report.json`` and ``logits.npy`` to its own output directory. Those files
-are untrusted: they are opened without following links, size-capped and schema-checked.
+The sandbox sees the submission (read-only), the unlabeled test images and a job file,
+and for a notebook model the module built from the notebook (read-only, next to the
+submission, so the harness imports it like a ``.py`` file). It writes ``report.json``
+and ``logits.npy`` to its own output directory. Those files are untrusted: they are
+opened without following links, size-capped and schema-checked.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from grader.config import Settings
+from grader.notebook import NotebookModule
 from grader.rubric import COUNTERS, Rubric
 from grader.sandbox import Backend, Job, Limits, Mount, Outcome
 from grader.submission import TaskEntry
@@ -158,6 +161,8 @@ def run_task(
         "code": Mount(_PACKAGE_DIR, "/opt/grader/grader"),
         "out": Mount(out_dir, "/out", writable=True),
     }
+    if entry.notebook is not None:
+        mounts["notebook"] = Mount(_stage(entry.notebook, work_dir / "notebook"), "/notebook")
     if training is not None:
         mounts |= training.mounts()
     # Inside a sandbox the job sees the mount points; without one, the host paths.
@@ -200,10 +205,29 @@ def _wants_gpu(device: str) -> bool:
     return device == "cuda" or (device == "auto" and Path("/dev/nvidiactl").exists())
 
 
+def _stage(module: NotebookModule, folder: Path) -> Path:
+    """Write the module built from a notebook into this job's own folder."""
+    folder.mkdir()
+    (folder / module.file_name).write_text(module.source, encoding="utf-8")
+    return folder
+
+
+def _notebook_spec(module: NotebookModule | None, folder: str | None) -> dict[str, Any] | None:
+    """Where the harness finds the built module, and how its lines map to the notebook's cells."""
+    if module is None or folder is None:
+        return None
+    return {
+        "module": f"{folder}/{module.file_name}",
+        "origins": [[o.module_line, o.cell, o.cell_line] for o in module.origins],
+        "problem": module.problem,
+    }
+
+
 def _job_spec(entry: TaskEntry, rubric: Rubric, settings: Settings, where: dict[str, str]) -> dict[str, Any]:
     return {
         "submission": where["submission"],
         "model": entry.model,
+        "notebook": _notebook_spec(entry.notebook, where.get("notebook")),
         "weights": entry.weights,
         "images": where["images"],
         "out": where["out"],

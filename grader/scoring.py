@@ -155,8 +155,10 @@ def claim(item: ClaimItem, task: TaskResult) -> ItemResult:
     measured = task.evaluation.top1
     claimed = task.claimed_test_accuracy
     if claimed is None:
+        notebook = (task.model or "").rsplit(":", 1)[0]
+        printed = f", nor a test accuracy printed in {notebook}" if notebook.endswith(".ipynb") else ""
         return _all_or_nothing(
-            item, False, f"no claimed_test_accuracy in submission.yaml (measured {measured:.2f}%)"
+            item, False, f"no claimed_test_accuracy in submission.yaml{printed} (measured {measured:.2f}%)"
         )
     gap = claimed - measured
     ok = abs(gap) <= item.tolerance

@@ -1,8 +1,9 @@
 """A student's submission: its directory, manifest, tasks and content hash.
 
-Everything here reads student files as data (YAML, bytes); no student code is imported.
-Problems in the manifest become messages on the tasks they concern, never exceptions
-that stop grading, except when there is no submission directory at all.
+Everything here reads student files as data (YAML, bytes, notebook JSON); no student code
+is imported. Problems in the manifest become messages on the tasks they concern, never
+exceptions that stop grading, except when there is no submission directory at all.
+A task whose model lives in a notebook gets the module built from it (grader/notebook.py).
 """
 
 from __future__ import annotations
@@ -17,7 +18,9 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from grader import notebook
 from grader.errors import SubmissionError
+from grader.notebook import NotebookModule
 from grader.rubric import Preprocess, Rubric
 
 MANIFEST = "submission.yaml"
@@ -50,13 +53,18 @@ class TaskEntry:
     """One task as this submission answers it, after manifest and rubric defaults."""
 
     id: str
-    model: str  # "file.py:Callable", relative to the submission
+    model: str  # "file.py:Callable" or "file.ipynb:Callable", relative to the submission
     weights: str
     preprocess: Preprocess
     claimed_test_accuracy: float | None = None
     error: str | None = None  # set when the manifest's entry for this task is unusable
     recipe: dict[str, Any] | None = None
     reported_experiments: dict[str, float] = field(default_factory=dict)
+    notebook: NotebookModule | None = None  # the module built from a notebook model
+
+    @property
+    def model_file(self) -> str:
+        return self.model.rsplit(":", 1)[0]
 
 
 @dataclass
@@ -79,7 +87,17 @@ class Submission:
         ]
 
     def tasks(self, rubric: Rubric) -> dict[str, TaskEntry]:
-        return {task_id: self._task(task_id, rubric) for task_id in rubric.tasks}
+        """Each task as this submission answers it. What the grader did with a notebook
+        (picked it, skipped a cell, read a claimed accuracy) is added to ``warnings``, once."""
+        entries = {task_id: self._task(task_id, rubric) for task_id in rubric.tasks}
+        users: dict[str, list[TaskEntry]] = {}
+        for entry in entries.values():
+            if entry.error is None and entry.model_file.endswith(notebook.SUFFIX):
+                users.setdefault(entry.model_file, []).append(entry)
+        places = {task_id: place for place, task_id in enumerate(rubric.tasks, 1)}
+        for name, group in users.items():
+            self._attach_notebook(name, group, {e.id: places[e.id] for e in group})
+        return entries
 
     def _task(self, task_id: str, rubric: Rubric) -> TaskEntry:
         spec = rubric.tasks[task_id]
@@ -97,11 +115,59 @@ class Submission:
             entry.error = self.manifest_error
             return entry
         try:
-            _inside(self.root, entry.model.rsplit(":", 1)[0], f"tasks.{task_id}.model")
+            _inside(self.root, entry.model_file, f"tasks.{task_id}.model")
             _inside(self.root, entry.weights, f"tasks.{task_id}.weights")
         except ValueError as err:
             entry.error = str(err)
+        if entry.error is None and given.model is None:
+            self._notebook_by_convention(entry)
         return entry
+
+    def _notebook_by_convention(self, entry: TaskEntry) -> None:
+        """The rubric's model file is missing: the submission's only notebook stands in for it."""
+        file, name = entry.model.rsplit(":", 1)
+        if file.endswith(notebook.SUFFIX) or os.path.lexists(self.root / file):
+            return
+        found = notebooks(self.root)
+        if len(found) == 1:
+            entry.model = f"{found[0]}:{name}"
+            self._warn(
+                f"{entry.id}: {file} is not in the submission, so the model is taken from "
+                f"{found[0]}, its only notebook, as {entry.model} (say so in {MANIFEST} "
+                f"as tasks.{entry.id}.model to silence this)"
+            )
+        elif found:
+            self._warn(
+                f"{entry.id}: {file} is not in the submission, which holds {len(found)} notebooks "
+                f"({', '.join(found)}); name the one with the model in {MANIFEST}, "
+                f"e.g. tasks.{entry.id}.model: {found[0]}:{name}"
+            )
+
+    def _attach_notebook(self, name: str, group: list[TaskEntry], places: dict[str, int]) -> None:
+        """Build the module of notebook ``name`` for the tasks in ``group``; read their claims."""
+        if not (self.root / name).is_file():
+            return  # the harness reports the missing file, naming the notebooks there are
+        try:
+            book = notebook.read(self.root, name)
+        except notebook.NotebookError as err:
+            for entry in group:
+                entry.notebook = NotebookModule(name, problem=str(err))
+            return
+        module = book.module()
+        self._warn(*module.warnings)
+        claims = book.claims(places)
+        for entry in group:
+            entry.notebook = module
+            claim = claims.get(entry.id)
+            if entry.claimed_test_accuracy is None and claim is not None:
+                entry.claimed_test_accuracy = claim.accuracy
+                self._warn(
+                    f"{entry.id}: claimed test accuracy {claim.accuracy:g}% read from {name}, "
+                    f"cell {claim.cell}: {claim.line!r}"
+                )
+
+    def _warn(self, *messages: str) -> None:
+        self.warnings += [m for m in messages if m not in self.warnings]
 
 
 def load_submission(root: Path) -> Submission:
@@ -181,6 +247,15 @@ def content_hash(root: Path) -> str:
         else:
             digest.update(hashlib.sha256(path.read_bytes()).digest())
     return digest.hexdigest()
+
+
+def notebooks(root: Path) -> list[str]:
+    """The submission's notebooks (regular files, not links, not checkpoints), relative to it."""
+    return [
+        path.relative_to(root).as_posix()
+        for path in _files(root)
+        if path.suffix == notebook.SUFFIX and path.is_file() and not path.is_symlink()
+    ]
 
 
 def _files(root: Path) -> list[Path]:

@@ -8,6 +8,7 @@ import io
 import sys
 import traceback
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import numpy as np
@@ -22,7 +23,7 @@ from grader.harness.weights import load_state_dict
 def run_task(job: dict[str, Any], report: Report) -> None:
     device = pick_device(job["device"])
     report.done("start", device=str(device), torch_version=torch.__version__)
-    factory = import_factory(Path(job["submission"]), job["model"])
+    factory = import_factory(Path(job["submission"]), job["model"], job.get("notebook"))
     report.done("import")
     model = build(factory, job, report)
     analyze(model, job, report)
@@ -43,15 +44,43 @@ def pick_device(requested: str) -> torch.device:
     return torch.device(requested)
 
 
-def import_factory(root: Path, ref: str) -> Any:
-    """``file.py:Name`` → the callable; the file may import its neighbours."""
+def import_factory(root: Path, ref: str, notebook: dict[str, Any] | None = None) -> Any:
+    """``file.py:Name`` → the callable; the file may import its neighbours.
+
+    For ``file.ipynb:Name``, ``notebook`` (from the job) names the module the host built
+    from the notebook, and where each of its lines comes from in the notebook's cells.
+    """
     file, name = ref.rsplit(":", 1)
-    path = root / file
+    if notebook and notebook["problem"]:
+        raise StageFailure("import", notebook["problem"])
+    student_file = root / file
+    path = Path(notebook["module"]) if notebook else student_file
     if not path.is_file():
-        found = ", ".join(sorted(p.name for p in root.glob("*.py"))) or "no .py files"
+        kind = student_file.suffix
+        found = ", ".join(sorted(p.name for p in root.glob(f"*{kind}"))) or f"no {kind} files"
         raise StageFailure("import", f"{file} not found in the submission (found: {found})")
-    for folder in {str(path.parent), str(root)}:
+    for folder in {str(student_file.parent), str(root)}:
         sys.path.insert(0, folder)
+    origins = notebook["origins"] if notebook else []
+    module = _exec_module(path, file, origins)
+    if not hasattr(module, name):
+        taken = " (a notebook gives only its imports, functions, classes and constants)" if notebook else ""
+        raise StageFailure("import", f"{file} defines no {name} (it defines: {_defined(module)}){taken}")
+    return getattr(module, name)
+
+
+def _defined(module: ModuleType) -> str:
+    """The classes and functions the student's module itself defines, by name."""
+    names = [
+        n
+        for n, v in vars(module).items()
+        if inspect.isclass(v) or inspect.isfunction(v)
+        if getattr(v, "__module__", None) == module.__name__
+    ]
+    return ", ".join(names) or "nothing"
+
+
+def _exec_module(path: Path, file: str, origins: list[list[int]]) -> ModuleType:
     spec = importlib.util.spec_from_file_location(f"submission_{path.stem}", path)
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
@@ -61,31 +90,33 @@ def import_factory(root: Path, ref: str) -> Any:
     except SystemExit as exc:
         raise StageFailure("import", f"{file} called sys.exit({exc.code}) while being imported") from exc
     except BaseException as exc:
-        raise StageFailure("import", f"{file} failed to import: {_where(exc, path)}") from exc
-    if not hasattr(module, name):
-        defined = (
-            ", ".join(
-                n
-                for n, v in vars(module).items()
-                if inspect.isclass(v) or inspect.isfunction(v)
-                if getattr(v, "__module__", None) == spec.name
-            )
-            or "nothing"
-        )
-        raise StageFailure("import", f"{file} defines no {name} (it defines: {defined})")
-    return getattr(module, name)
+        raise StageFailure("import", f"{file} failed to import: {_where(exc, path, origins)}") from exc
+    return module
 
 
-def _where(exc: BaseException, path: Path) -> str:
+def _where(exc: BaseException, path: Path, origins: list[list[int]]) -> str:
     """The exception with the student's own line number, not the harness's."""
     line = next(
         (f.lineno for f in reversed(traceback.extract_tb(exc.__traceback__)) if Path(f.filename) == path),
         None,
     )
+    message = str(exc)
     if isinstance(exc, SyntaxError):
-        line = exc.lineno
-    at = f" (line {line})" if line else ""
-    return f"{type(exc).__name__}: {exc}{at}"
+        line, message = exc.lineno, exc.msg or message
+    at = f" ({_place(line, origins)})" if line else ""
+    return f"{type(exc).__name__}: {message}{at}"
+
+
+def _place(line: int, origins: list[list[int]]) -> str:
+    """A line of the imported file as the student finds it: in a notebook, a cell's line.
+
+    ``origins`` holds ``[module line, cell, cell line]`` for each block of a built module.
+    """
+    before = [origin for origin in origins if origin[0] <= line]
+    if not before:
+        return f"line {line}"
+    start, cell, first = before[-1]
+    return f"cell {cell}, line {first + line - start}"
 
 
 def build(factory: Any, job: dict[str, Any], report: Report) -> nn.Module:

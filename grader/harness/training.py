@@ -27,7 +27,7 @@ def run_training(job: dict[str, Any], report: Report) -> None:
         recipe = train.Recipe.from_dict(job["recipe"])
     except ValueError as exc:
         raise StageFailure("recipe", str(exc)) from exc
-    factory = import_factory(Path(job["submission"]), job["model"])
+    factory = import_factory(Path(job["submission"]), job["model"], job.get("notebook"))
     report.done("import")
     torch.manual_seed(recipe.seed)  # the same initial weights on every run of this recipe
     model = build_fresh(factory, job["model"]).to(device)

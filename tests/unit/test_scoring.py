@@ -196,6 +196,14 @@ def test_missing_claim_fails_and_says_where_to_put_it() -> None:
     assert result.message == "no claimed_test_accuracy in submission.yaml (measured 81.00%)"
 
 
+def test_missing_claim_of_a_notebook_task_names_the_notebook() -> None:
+    result = score_item(claim_item(), task(evaluation=evaluation(81.0), model="lab2.ipynb:SimpleCNN"))
+    assert result.message == (
+        "no claimed_test_accuracy in submission.yaml, nor a test accuracy printed in lab2.ipynb "
+        "(measured 81.00%)"
+    )
+
+
 # --- manual and failed tasks -------------------------------------------------------
 
 

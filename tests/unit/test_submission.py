@@ -6,8 +6,10 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+import nbformat
 import pytest
 import yaml
+from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook, new_output
 
 from grader.errors import SubmissionError
 from grader.rubric import Preprocess
@@ -227,3 +229,97 @@ def test_manifest_that_is_not_a_mapping_says_so(folder: Path) -> None:
     sub = load_submission(folder)
     assert sub.manifest_error is not None
     assert sub.manifest_error.startswith(f"{MANIFEST}: Input should be a valid dictionary")
+
+
+# --- notebooks --------------------------------------------------------------------------
+
+
+def write_notebook(path: Path, source: str, printed: str = "") -> None:
+    outputs = [new_output("stream", text=printed)] if printed else []
+    cells = [new_markdown_cell("# Lab 2"), new_code_cell(source, outputs=outputs)]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    nbformat.write(new_notebook(cells=cells), path)
+
+
+def test_the_only_notebook_stands_in_for_a_missing_model_file(folder: Path, eai_rubric: Any) -> None:
+    (folder / "model.py").unlink()
+    write_notebook(
+        folder / "lab2.ipynb",
+        "class SimpleCNN:\n    pass\nSimpleCNN().fit()",
+        "Task 1 Test Accuracy: 64.20%\n",
+    )
+    write_notebook(folder / ".ipynb_checkpoints" / "lab2-checkpoint.ipynb", "class Old:\n    pass")
+    sub = load_submission(folder)
+    tasks = sub.tasks(eai_rubric)
+    task1, task2 = tasks["task1"], tasks["task2"]
+    assert (task1.model, task1.error, task1.claimed_test_accuracy) == ("lab2.ipynb:SimpleCNN", None, 64.2)
+    assert task1.notebook is not None and task1.notebook.file_name == "lab2.py"
+    assert "class SimpleCNN:" in task1.notebook.source and "fit()" not in task1.notebook.source
+    assert (task2.model, task2.notebook) == ("resnet.py:ResNet18", None)
+    expected = [
+        "task1: model.py is not in the submission, so the model is taken from lab2.ipynb, its only "
+        f"notebook, as lab2.ipynb:SimpleCNN (say so in {MANIFEST} as tasks.task1.model to silence this)",
+        "task1: claimed test accuracy 64.2% read from lab2.ipynb, cell 2: 'Task 1 Test Accuracy: 64.20%'",
+    ]
+    assert sub.warnings == expected
+    sub.tasks(eai_rubric)
+    assert sub.warnings == expected  # told once, however often the tasks are read
+
+
+def test_with_several_notebooks_none_is_picked(folder: Path, eai_rubric: Any) -> None:
+    (folder / "model.py").unlink()
+    write_notebook(folder / "lab2.ipynb", "class SimpleCNN:\n    pass")
+    write_notebook(folder / "drafts" / "try.ipynb", "class SimpleCNN:\n    pass")
+    sub = load_submission(folder)
+    task1 = sub.tasks(eai_rubric)["task1"]
+    assert (task1.model, task1.notebook) == ("model.py:SimpleCNN", None)
+    assert sub.warnings == [
+        "task1: model.py is not in the submission, which holds 2 notebooks (drafts/try.ipynb, "
+        f"lab2.ipynb); name the one with the model in {MANIFEST}, e.g. tasks.task1.model: "
+        "drafts/try.ipynb:SimpleCNN"
+    ]
+
+
+def test_a_notebook_is_not_picked_when_the_model_file_is_there(folder: Path, eai_rubric: Any) -> None:
+    write_notebook(folder / "lab2.ipynb", "class SimpleCNN:\n    pass", "Test accuracy: 50%\n")
+    sub = load_submission(folder)
+    task1 = sub.tasks(eai_rubric)["task1"]
+    assert (task1.model, task1.notebook, task1.claimed_test_accuracy) == ("model.py:SimpleCNN", None, None)
+    assert sub.warnings == []
+
+
+def test_tasks_sharing_a_named_notebook(folder: Path, eai_rubric: Any) -> None:
+    printed = "Test accuracy: 50.00%\nTask 1 Test Accuracy: 66.10%\nTask 2 test acc = 0.9012\n"
+    write_notebook(folder / "lab2.ipynb", "class Net:\n    pass\nclass ResNet:\n    pass", printed)
+    write_manifest(
+        folder,
+        {
+            "tasks": {
+                "task1": {"model": "lab2.ipynb:Net"},
+                "task2": {"model": "lab2.ipynb:ResNet", "claimed_test_accuracy": 88.5},
+            }
+        },
+    )
+    sub = load_submission(folder)
+    task1, task2 = sub.tasks(eai_rubric).values()
+    assert task1.notebook is not None and task1.notebook is task2.notebook  # built once
+    assert (task1.claimed_test_accuracy, task2.claimed_test_accuracy) == (66.1, 88.5)  # the manifest wins
+    assert sub.warnings == [
+        "task1: claimed test accuracy 66.1% read from lab2.ipynb, cell 2: 'Task 1 Test Accuracy: 66.10%'"
+    ]
+
+
+def test_an_unreadable_notebook_reaches_the_harness_as_a_problem(folder: Path, eai_rubric: Any) -> None:
+    (folder / "lab2.ipynb").write_text("{ not a notebook", encoding="utf-8")
+    write_manifest(folder, {"tasks": {"task1": {"model": "lab2.ipynb:SimpleCNN"}}})
+    task1 = load_submission(folder).tasks(eai_rubric)["task1"]
+    assert task1.error is None and task1.notebook is not None
+    assert task1.notebook.problem is not None
+    assert task1.notebook.problem.startswith("lab2.ipynb is not a readable Jupyter notebook")
+
+
+def test_a_linked_notebook_is_never_picked(folder: Path, tmp_path: Path, eai_rubric: Any) -> None:
+    (folder / "model.py").unlink()
+    write_notebook(tmp_path / "answers.ipynb", "class SimpleCNN:\n    pass")
+    (folder / "lab2.ipynb").symlink_to(tmp_path / "answers.ipynb")
+    assert load_submission(folder).tasks(eai_rubric)["task1"].model == "model.py:SimpleCNN"

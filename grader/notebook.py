@@ -1,0 +1,385 @@
+"""Jupyter notebooks as submissions: their definitions as a module, their printed accuracy.
+
+A notebook is read here as data (JSON through nbformat); none of it runs in the grader.
+From its code cells we keep what a model file needs (imports, function and class
+definitions, constants) and drop everything else: training loops, plots, downloads,
+``!shell`` and ``%magic`` lines, any other top-level statement. The result is a plain
+Python module the harness imports inside the sandbox exactly like a ``.py`` model file,
+with a map from its lines back to the notebook's cells for error messages.
+"""
+
+from __future__ import annotations
+
+import ast
+import re
+import warnings
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import nbformat
+
+SUFFIX = ".ipynb"
+MAX_BYTES = 64 * 2**20  # notebooks with many saved figures run to tens of MiB
+_HEADER = (
+    "# Built by the grader from {name}: only its imports, functions, classes and constants.\n"
+    "# Each block is marked with its cell (counted from 1 at the top, markdown cells included).\n"
+)
+# Cell magics whose body is ordinary Python; any other (%%bash, %%writefile, ...) is not.
+_PYTHON_CELL_MAGICS = {"time", "timeit", "capture"}
+_MAGIC_LINE = re.compile(
+    r"^(?P<indent>\s*)(?:[!%]|[A-Za-z_][\w.]*\s*=\s*[!%]|\?{1,2}[\w.]+\s*$|[\w.]+\?{1,2}\s*$)"
+)
+_ALLOWED_IN_CONSTANTS = (
+    ast.Constant, ast.Tuple, ast.List, ast.Set, ast.Dict, ast.Starred, ast.BinOp, ast.UnaryOp,
+    ast.BoolOp, ast.Compare, ast.IfExp, ast.Subscript, ast.Slice, ast.JoinedStr,
+    ast.FormattedValue, ast.operator, ast.unaryop, ast.boolop, ast.cmpop, ast.expr_context,
+)  # fmt: skip
+# What ast.parse raises on text it cannot read, besides SyntaxError on plain mistakes.
+_UNPARSABLE = (SyntaxError, ValueError, RecursionError, MemoryError)
+_DEFINITIONS = (ast.Import, ast.ImportFrom, ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)
+
+
+class NotebookError(ValueError):
+    """The notebook cannot be read; the message says why and what to do."""
+
+
+@dataclass(frozen=True)
+class Origin:
+    """Line ``module_line`` of the built module is line ``cell_line`` of cell ``cell``."""
+
+    module_line: int
+    cell: int
+    cell_line: int
+
+
+@dataclass
+class NotebookModule:
+    """The module built from one notebook, or why there is none (``problem``)."""
+
+    notebook: str  # path relative to the submission, e.g. "lab2.ipynb"
+    source: str = ""
+    origins: list[Origin] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    problem: str | None = None
+
+    @property
+    def file_name(self) -> str:
+        """The module's file name: the notebook's stem, as an identifier."""
+        return re.sub(r"\W", "_", Path(self.notebook).stem) + ".py"
+
+
+@dataclass(frozen=True)
+class Claim:
+    accuracy: float  # percent
+    cell: int
+    line: str
+
+
+@dataclass(frozen=True)
+class _Block:
+    cell: int
+    line: int  # first line of the block within its cell
+    text: str
+    node: ast.stmt
+
+    @property
+    def future(self) -> bool:
+        """A ``from __future__`` import, which must open the module."""
+        return isinstance(self.node, ast.ImportFrom) and self.node.module == "__future__"
+
+
+@dataclass
+class Notebook:
+    name: str  # path relative to the submission
+    cells: list[Any]  # nbformat cells, version 4
+
+    def module(self) -> NotebookModule:
+        built = NotebookModule(self.name)
+        blocks: list[_Block] = []
+        constants: set[str] = set()
+        for number, cell in self._code_cells():
+            tree, text = _parse_cell(_source(cell))
+            if isinstance(tree, SyntaxError):
+                built.warnings.append(_skipped_cell(self.name, number, tree))
+                continue
+            blocks += _kept_blocks(tree, text, number, constants)
+        built.source, built.origins = _assemble(self.name, _needed(blocks))
+        return built
+
+    def claims(self, positions: dict[str, int]) -> dict[str, Claim]:
+        """The last test accuracy printed for each task, by task id.
+
+        ``positions`` holds the tasks that use this notebook with their 1-based place in
+        the rubric. A line naming "task N" goes to the task whose id holds the number N,
+        else to the task at place N; a line naming no task counts only if a single task
+        uses the notebook.
+        """
+        found: dict[str, Claim] = {}
+        for number, line in self._output_lines():
+            accuracy = parse_accuracy(line)
+            if accuracy is None:
+                continue
+            for task_id in _owners(line, positions):
+                found[task_id] = Claim(accuracy, number, line.strip()[:_SHOWN_CHARS])
+        return found
+
+    def _code_cells(self) -> Iterator[tuple[int, Any]]:
+        for number, cell in enumerate(self.cells, 1):
+            if cell.get("cell_type") == "code":
+                yield number, cell
+
+    def _output_lines(self) -> Iterator[tuple[int, str]]:
+        for number, cell in self._code_cells():
+            outputs = cell.get("outputs")
+            for output in outputs if isinstance(outputs, list) else []:
+                for line in _output_text(output).splitlines():
+                    yield number, line
+
+
+def read(root: Path, name: str) -> Notebook:
+    """The notebook at ``root / name``, as data; NotebookError if it cannot be read."""
+    path = root / name
+    if path.stat().st_size > MAX_BYTES:
+        raise NotebookError(
+            f"{name} is larger than {MAX_BYTES // 2**20} MiB; "
+            "clear the outputs of big figures and save it again"
+        )
+    try:
+        text = path.read_text(encoding="utf-8")
+        with warnings.catch_warnings():
+            # Old notebooks lack cell ids and the like: harmless for reading definitions.
+            warnings.simplefilter("ignore")
+            nb = nbformat.reads(text, as_version=4)
+    except UnicodeDecodeError as err:
+        raise NotebookError(f"{name} is not UTF-8 text ({err}); save it again from Jupyter") from err
+    except Exception as err:  # nbformat raises JSON, schema and conversion errors of many kinds
+        raise NotebookError(
+            f"{name} is not a readable Jupyter notebook ({type(err).__name__}: {err}); "
+            "open it in Jupyter and save it again"
+        ) from err
+    cells = nb.get("cells")
+    if not isinstance(cells, list):
+        raise NotebookError(f"{name} has no list of cells; open it in Jupyter and save it again")
+    return Notebook(name, [cell for cell in cells if isinstance(cell, dict)])
+
+
+# --- definitions ------------------------------------------------------------------------
+
+
+def _source(cell: Any) -> str:
+    source = cell.get("source", "")
+    return "".join(source) if isinstance(source, list) else str(source)
+
+
+def _parse_cell(text: str) -> tuple[ast.Module | SyntaxError, str]:
+    """The cell's syntax tree and the text it was parsed from (magics made ``pass``)."""
+    first = text.lstrip().split("\n", 1)[0]
+    if first.startswith("%%"):
+        magic = first[2:].split(maxsplit=1)[0] if first[2:].strip() else ""
+        if magic not in _PYTHON_CELL_MAGICS:
+            return ast.parse(""), ""  # a cell of shell, HTML, a file to write...: not Python
+    try:
+        return ast.parse(text), text
+    except _UNPARSABLE:
+        pass
+    text = _without_magics(text)
+    try:
+        return ast.parse(text), text
+    except SyntaxError as err:
+        return err, text
+    except _UNPARSABLE as err:  # a NUL byte, or nesting deeper than the parser goes
+        return SyntaxError(str(err) or "nested too deeply to read"), text
+
+
+def _without_magics(text: str) -> str:
+    """``text`` with every IPython shell, magic and help line made ``pass`` at its indent.
+
+    A line is replaced rather than removed so that line numbers stay those of the cell,
+    and a block whose only statement was a magic stays a block.
+    """
+    lines = text.split("\n")
+    for i, line in enumerate(lines):
+        match = _MAGIC_LINE.match(line)
+        if match:
+            lines[i] = match["indent"] + "pass"
+    return "\n".join(lines)
+
+
+def _skipped_cell(name: str, number: int, err: SyntaxError) -> str:
+    where = f", line {err.lineno} of the cell" if err.lineno else ""
+    return (
+        f"{name}: cell {number} is not valid Python ({err.msg}{where}) and was skipped; "
+        "nothing it defines reaches the grader"
+    )
+
+
+def _kept_blocks(tree: ast.Module, text: str, cell: int, constants: set[str]) -> list[_Block]:
+    lines = text.split("\n")
+    blocks = []
+    for node in tree.body:
+        if _kept(node, constants):
+            constants |= _assigned(node)
+            blocks.append(_Block(cell, _first_line(node), _segment(text, lines, node), node))
+        else:
+            constants -= _assigned(node)
+    return blocks
+
+
+def _kept(node: ast.stmt, constants: set[str]) -> bool:
+    """Whether a top-level statement is a definition the model's module needs.
+
+    ``constants`` are the names bound so far by kept constant assignments.
+    """
+    if isinstance(node, _DEFINITIONS):
+        return True
+    if isinstance(node, ast.Try):
+        # `try: import x / except ImportError: ...`, made only of what would be kept anyway
+        inner = [*node.body, *node.orelse, *node.finalbody]
+        inner += [s for handler in node.handlers for s in handler.body]
+        return all(isinstance(s, ast.Pass) or _kept(s, constants) for s in inner)
+    if isinstance(node, ast.Assign):
+        return all(_plain_target(t) for t in node.targets) and _constant(node.value, constants)
+    if isinstance(node, ast.AnnAssign):
+        return (
+            node.value is not None
+            and isinstance(node.target, ast.Name)
+            and _constant(node.value, constants)
+            and not any(isinstance(n, ast.Call | ast.Lambda) for n in ast.walk(node.annotation))
+        )
+    if isinstance(node, ast.AugAssign):
+        return (
+            isinstance(node.target, ast.Name)
+            and node.target.id in constants
+            and _constant(node.value, constants)
+        )
+    return False
+
+
+def _constant(node: ast.expr, constants: set[str]) -> bool:
+    """Built only from literals, names in ``constants`` and operators: no call, no attribute."""
+    for sub in ast.walk(node):
+        if isinstance(sub, ast.Name):
+            if sub.id not in constants:
+                return False
+        elif not isinstance(sub, _ALLOWED_IN_CONSTANTS):
+            return False
+    return True
+
+
+def _plain_target(target: ast.expr) -> bool:
+    if isinstance(target, ast.Tuple | ast.List):
+        return all(_plain_target(t) for t in target.elts)
+    return isinstance(target, ast.Name)
+
+
+def _assigned(node: ast.stmt) -> set[str]:
+    """The names an assignment binds (empty for any other statement)."""
+    targets: list[ast.expr] = []
+    if isinstance(node, ast.Assign):
+        targets = node.targets
+    elif isinstance(node, ast.AnnAssign | ast.AugAssign):
+        targets = [node.target]
+    return {n.id for t in targets for n in ast.walk(t) if isinstance(n, ast.Name)}
+
+
+def _needed(blocks: list[_Block]) -> list[_Block]:
+    """Leave out imports that no kept statement uses: those fed the plots, progress bars
+    and downloads that were dropped, and their modules may not exist in the sandbox."""
+    used = {
+        name.id
+        for block in blocks
+        if _import_names(block.node) is None
+        for name in ast.walk(block.node)
+        if isinstance(name, ast.Name)
+    }
+    return [b for b in blocks if (names := _import_names(b.node)) is None or "*" in names or names & used]
+
+
+def _import_names(node: ast.stmt) -> set[str] | None:
+    """The names an import (or a ``try`` made only of imports) binds; "*" for a star or
+    ``__future__`` import, which always stays; None for any other statement."""
+    if isinstance(node, ast.Import):
+        return {(alias.asname or alias.name).split(".")[0] for alias in node.names}
+    if isinstance(node, ast.ImportFrom):
+        star = node.module == "__future__" or any(alias.name == "*" for alias in node.names)
+        return {"*"} if star else {alias.asname or alias.name for alias in node.names}
+    if isinstance(node, ast.Try):
+        inner = [*node.body, *node.orelse, *node.finalbody, *(s for h in node.handlers for s in h.body)]
+        found = [_import_names(s) for s in inner if not isinstance(s, ast.Pass)]
+        if found and all(names is not None for names in found):
+            return set().union(*(names for names in found if names is not None))
+    return None
+
+
+def _first_line(node: ast.stmt) -> int:
+    decorators = getattr(node, "decorator_list", [])
+    return min([node.lineno, *(d.lineno for d in decorators)])
+
+
+def _segment(text: str, lines: list[str], node: ast.stmt) -> str:
+    """A statement's exact text; a compound one (with its decorators) is whole lines."""
+    if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef | ast.Try):
+        return "\n".join(lines[_first_line(node) - 1 : node.end_lineno])
+    return ast.get_source_segment(text, node) or ""
+
+
+def _assemble(name: str, blocks: list[_Block]) -> tuple[str, list[Origin]]:
+    out = _HEADER.format(name=name).splitlines()
+    origins = []
+    last_cell = None
+    for block in sorted(blocks, key=lambda b: not b.future):  # stable: cell order otherwise kept
+        if block.cell != last_cell:
+            out.append(f"# {name}, cell {block.cell}")
+            last_cell = block.cell
+        origins.append(Origin(len(out) + 1, block.cell, block.line))
+        out += block.text.split("\n")
+    return "\n".join(out) + "\n", origins
+
+
+# --- claimed accuracy -------------------------------------------------------------------
+
+_NUMBER = r"(?P<value>\d+(?:\.\d+)?|\.\d+)\s*(?P<percent>%)?"
+_UNIT = r"(?:\((?P<unit>[^)\n]*)\))?"  # "(%)", "(top-1)"
+_CLAIM_LINES = (
+    # "Test Accuracy: 80.76%", "test acc = 0.8076", "test_acc (%): 91.2", "test accuracy is 80 %"
+    re.compile(r"\btest[\s_-]*acc(?:uracy)?\b\s*" + _UNIT + r"\s*(?:[:=]|\bis\b)?\s*" + _NUMBER, re.I),
+    # PyTorch's CIFAR-10 tutorial: "Accuracy of the network on the 10000 test images: 54 %"
+    re.compile(r"\baccuracy\b[^\n]*?\btest (?:set|images|data)\b\s*[:=]\s*" + _NUMBER, re.I),
+)
+_SHOWN_CHARS = 160  # of the line a claim was read from, in the report
+_TASK_NAME = re.compile(r"\btask[\s_-]*(\d+)", re.I)
+
+
+def parse_accuracy(line: str) -> float | None:
+    """The test accuracy a printed line reports, in percent; a fraction ≤ 1 without "%" is scaled."""
+    for pattern in _CLAIM_LINES:
+        match = pattern.search(line)
+        if match:
+            value = float(match["value"])
+            percent = match["percent"] or "%" in (match.groupdict().get("unit") or "")
+            if not percent and value <= 1:
+                value *= 100
+            return round(value, 4) if value <= 100 else None
+    return None
+
+
+def _owners(line: str, positions: dict[str, int]) -> list[str]:
+    named = _TASK_NAME.search(line)
+    if named is None:
+        return list(positions) if len(positions) == 1 else []
+    number = int(named[1])
+    by_id = [task_id for task_id in positions if number in {int(d) for d in re.findall(r"\d+", task_id)}]
+    return by_id or [task_id for task_id, place in positions.items() if place == number]
+
+
+def _output_text(output: Any) -> str:
+    """What an output showed as text: a stream, or the plain-text form of a result."""
+    if not isinstance(output, dict):
+        return ""
+    if output.get("output_type") == "stream":
+        text = output.get("text", "")
+    else:
+        text = (output.get("data") or {}).get("text/plain", "")
+    return "".join(text) if isinstance(text, list) else str(text)
