@@ -128,9 +128,9 @@ def _slow_down_training(model_py: Path) -> None:
     """Each training step sleeps 50 ms, so an epoch lasts over half a second on any machine and
     the kill lands between the first checkpoint and the end of the run. Numbers are unchanged."""
     source = model_py.read_text()
-    source = "import time\n" + source.replace(
-        "    def forward(self, x):\n", "    def forward(self, x):\n        if self.training:\n            time.sleep(0.05)\n"
-    )
+    head = "    def forward(self, x):\n"
+    sleep = "        if self.training:\n            time.sleep(0.05)\n"
+    source = "import time\n" + source.replace(head, head + sleep)
     assert "time.sleep" in source
     model_py.write_text(source)
 
