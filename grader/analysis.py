@@ -13,6 +13,7 @@ import contextlib
 import copy
 import io
 import operator
+import zlib
 from collections import Counter
 from collections.abc import Callable, Iterator
 from typing import Any, ClassVar
@@ -22,6 +23,29 @@ from torch import nn
 from torch.overrides import TorchFunctionMode
 
 _MB = 1024.0**2
+
+
+SKETCH_SIZE = 32
+
+
+def weights_sketch(model: nn.Module) -> list[float]:
+    """A random projection of every floating-point weight, for spotting copied weights.
+
+    Each element gets a sign from a generator seeded by its tensor's name and is added
+    into one of SKETCH_SIZE buckets (count-sketch): the same weights give the same
+    vector on any machine, lightly perturbed copies a close one, and independently
+    trained models vectors as far apart as two random ones.
+    """
+    sketch = torch.zeros(SKETCH_SIZE, dtype=torch.float64)
+    for name, tensor in model.state_dict().items():
+        if not tensor.is_floating_point() or tensor.numel() == 0 or tensor.is_meta:
+            continue
+        values = tensor.detach().to("cpu", torch.float64).flatten()  # (n,)
+        generator = torch.Generator().manual_seed(zlib.crc32(name.encode()))
+        signs = torch.randint(0, 2, values.shape, generator=generator, dtype=torch.int8) * 2 - 1
+        buckets = torch.arange(values.numel()) % SKETCH_SIZE
+        sketch.index_add_(0, buckets, values * signs)
+    return [float(v) for v in sketch]
 
 
 def count_params(model: nn.Module) -> tuple[int, int]:

@@ -98,6 +98,7 @@ class HarnessReport(BaseModel):
     macs: dict[str, int] = {}
     forward_ok: bool = False
     weights_loaded: bool = False
+    weights_fingerprint: list[float] | None = None
     logits_shape: list[int] | None = None
     harness_seconds: float | None = None
     stage_seconds: dict[str, float] = {}

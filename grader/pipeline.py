@@ -200,6 +200,7 @@ def _copy_measurements(task: TaskResult, report: HarnessReport) -> None:
     task.module_counts = dict(report.module_counts)
     task.residual_adds = report.residual_adds
     task.forward_ok, task.weights_loaded = report.forward_ok, report.weights_loaded
+    task.weights_fingerprint = report.weights_fingerprint
     task.output_shape = report.output_shape
     task.stage_seconds = dict(report.stage_seconds)
     task.device = report.device

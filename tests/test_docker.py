@@ -128,6 +128,9 @@ def test_grading_in_docker_matches_bubblewrap(
     torch.manual_seed(0)
     (root / "weights").mkdir()
     torch.save(load_module(root / "model.py").Net().state_dict(), root / "weights" / "model.pt")
+    # Private modes, as some archives unpack: the container's user must still read the files.
+    for path in [root, *root.rglob("*")]:
+        path.chmod(0o700 if path.is_dir() else 0o600)
     rubric = load_rubric(find_rubric("cifar10-cnn"))
     results = {}
     for name in ("docker", "bwrap"):
@@ -138,6 +141,7 @@ def test_grading_in_docker_matches_bubblewrap(
     assert results["docker"].tasks["cnn"].evaluation == results["bwrap"].tasks["cnn"].evaluation
     assert results["docker"].tasks["cnn"].macs == results["bwrap"].tasks["cnn"].macs
     assert [i.score for i in results["docker"].items] == [i.score for i in results["bwrap"].items]
+    assert (root / "model.py").stat().st_mode & 0o777 == 0o600  # the submission itself is untouched
 
 
 def test_output_folder_is_capped(backend: DockerBackend, tmp_path: Path) -> None:

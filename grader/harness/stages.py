@@ -28,7 +28,7 @@ def run_task(job: dict[str, Any], report: Report) -> None:
     model = build(factory, job, report)
     analyze(model, job, report)
     load_state_dict(model, Path(job["submission"]) / job["weights"], job["weights"])
-    report.done("weights", weights_loaded=True)
+    report.done("weights", weights_loaded=True, weights_fingerprint=analysis.weights_sketch(model))
     logits = infer(model.to(device), job, device)
     buffer = io.BytesIO()
     np.save(buffer, logits, allow_pickle=False)

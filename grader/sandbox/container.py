@@ -12,14 +12,19 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
+import stat
+import tempfile
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 from grader.errors import SandboxError
 from grader.sandbox import outdir
-from grader.sandbox.base import Job, Outcome, keep_log
+from grader.sandbox.base import Job, Mount, Outcome, keep_log
 from grader.sandbox.logs import CappedBuffer
 
 DEFAULT_IMAGE = "grader-harness:latest"
@@ -63,12 +68,13 @@ class DockerBackend:
             ) from err
 
     def run(self, job: Job) -> Outcome:
-        writable = next((m for m in job.mounts if m.writable), None)
-        if writable is None:
-            return self._run(job)
-        # The output folder sits on a size-capped tmpfs of the host's, like under bubblewrap.
-        with outdir.capped(writable, job.limits.output_bytes) as (staged, _cap):
-            mounts = [staged if m is writable else m for m in job.mounts]
+        with contextlib.ExitStack() as stack:
+            mounts = [stack.enter_context(_readable(m)) for m in job.mounts]
+            writable = next((m for m in mounts if m.writable), None)
+            if writable is not None:
+                # The output folder sits on a size-capped tmpfs of the host's, like under bubblewrap.
+                staged, _cap = stack.enter_context(outdir.capped(writable, job.limits.output_bytes))
+                mounts = [staged if m is writable else m for m in mounts]
             return self._run(replace(job, mounts=mounts))
 
     def _run(self, job: Job) -> Outcome:
@@ -179,6 +185,34 @@ def _remove(container: Any) -> None:
     # Already gone, or the daemon is busy: the grader.job label lets an operator find it.
     with contextlib.suppress(Exception):
         container.remove(force=True)
+
+
+@contextlib.contextmanager
+def _readable(mount: Mount) -> Iterator[Mount]:
+    """A read-only folder the container's user could not read (files of mode 0600, as
+    unpacked from some archives) is mounted as a copy readable by all; links stay links."""
+    if mount.writable or not mount.host.is_dir() or _all_readable(mount.host):
+        yield mount
+        return
+    with tempfile.TemporaryDirectory(prefix="grader-readable-") as tmp:
+        copy = Path(tmp) / mount.host.name
+        shutil.copytree(mount.host, copy, symlinks=True)
+        for path in [copy, *copy.rglob("*")]:
+            if not path.is_symlink():
+                path.chmod(0o755 if path.is_dir() else 0o644)
+        os.chmod(tmp, 0o755)
+        yield replace(mount, host=copy)
+
+
+def _all_readable(root: Path) -> bool:
+    for path in [root, *root.rglob("*")]:
+        if path.is_symlink():
+            continue
+        mode = path.lstat().st_mode
+        needed = (stat.S_IROTH | stat.S_IXOTH) if path.is_dir() else stat.S_IROTH
+        if mode & needed != needed:
+            return False
+    return True
 
 
 def _grant_writes(job: Job) -> None:

@@ -439,3 +439,21 @@ def test_probe_removes_its_hooks_and_keeps_the_output(measured: dict[str, Measur
     m = measured["cnn001"]
     assert not any(mod._forward_hooks for mod in m.model.modules())
     assert m.probe.output is not None and list(m.probe.output.shape) == [1, 10]
+
+
+def test_weights_sketch_tells_copies_from_independent_training() -> None:
+    from grader.analysis import SKETCH_SIZE, weights_sketch
+    from grader.report.similarity import fingerprint_distance
+
+    torch.manual_seed(0)
+    a = nn.Sequential(nn.Conv2d(3, 16, 3), nn.BatchNorm2d(16), nn.Flatten(), nn.Linear(16 * 30 * 30, 10))
+    copy_ = copy.deepcopy(a)
+    with torch.no_grad():
+        for p in copy_.parameters():
+            p.add_(torch.randn_like(p) * 1e-4)  # a "retouched" copy
+    torch.manual_seed(1)
+    other = nn.Sequential(nn.Conv2d(3, 16, 3), nn.BatchNorm2d(16), nn.Flatten(), nn.Linear(16 * 30 * 30, 10))
+    sketch = weights_sketch(a)
+    assert len(sketch) == SKETCH_SIZE and sketch == weights_sketch(copy.deepcopy(a))
+    assert fingerprint_distance(sketch, weights_sketch(copy_)) < 0.01
+    assert fingerprint_distance(sketch, weights_sketch(other)) > 0.5
