@@ -26,6 +26,24 @@ console = Console(stderr=True)
 _DEFAULTS = Settings()
 log = logging.getLogger("grader")
 
+# Options shared by several commands, declared once.
+DataDir = Annotated[Path | None, typer.Option(help="CIFAR-10 source; default $GRADER_DATA_DIR.")]
+Device = Annotated[str, typer.Option(help="auto, cpu or cuda.")]
+SandboxChoice = Annotated[
+    str,
+    typer.Option(
+        help="Sandbox backend: auto (Docker if a daemon answers, else bubblewrap), docker or bwrap."
+    ),
+]
+SkipTraining = Annotated[
+    bool, typer.Option("--skip-training", help="Leave out retraining (its items are left for a TA).")
+]
+RecipeFields = Annotated[
+    list[str] | None, typer.Option(help="KEY=VALUE forced on every retraining, e.g. epochs=1 (repeatable).")
+]
+Timeout = Annotated[float, typer.Option(help="Seconds per task in the sandbox.")]
+Overrides = Annotated[Path | None, typer.Option(help="Scores set by hand (CSV or YAML).")]
+
 
 @app.command()
 def run(
@@ -35,14 +53,9 @@ def run(
         typer.Option(help="Rubric YAML file or name in rubrics/; default: the manifest's assignment."),
     ] = None,
     out: Annotated[Path, typer.Option(help="Reports go to OUT/<student_id>/.")] = _DEFAULTS.out_dir,
-    data_dir: Annotated[Path | None, typer.Option(help="CIFAR-10 source; default $GRADER_DATA_DIR.")] = None,
-    device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = _DEFAULTS.device,
-    sandbox: Annotated[
-        str,
-        typer.Option(
-            help="Sandbox backend: auto (Docker if a daemon answers, else bubblewrap), docker or bwrap."
-        ),
-    ] = _DEFAULTS.sandbox,
+    data_dir: DataDir = None,
+    device: Device = _DEFAULTS.device,
+    sandbox: SandboxChoice = _DEFAULTS.sandbox,
     unsafe_no_sandbox: Annotated[
         bool,
         typer.Option("--unsafe-no-sandbox", help="Run student code with no isolation (trusted code only)."),
@@ -51,22 +64,12 @@ def run(
     docker_runtime: Annotated[
         str | None, typer.Option(help="Docker runtime, e.g. runsc for gVisor.")
     ] = _DEFAULTS.docker_runtime,
-    skip_training: Annotated[
-        bool, typer.Option("--skip-training", help="Leave out retraining (its items are left for a TA).")
-    ] = False,
-    recipe: Annotated[
-        list[str] | None,
-        typer.Option(help="KEY=VALUE forced on every retraining, e.g. epochs=1 (repeatable)."),
-    ] = None,
-    timeout: Annotated[
-        float, typer.Option(help="Seconds per task in the sandbox.")
-    ] = _DEFAULTS.task_timeout_s,
+    skip_training: SkipTraining = False,
+    recipe: RecipeFields = None,
+    timeout: Timeout = _DEFAULTS.task_timeout_s,
 ) -> None:
     """Grade one submission: OUT/<student_id>/report.pdf and results.json."""
-    if device not in ("auto", "cpu", "cuda"):
-        _exit(UsageError(f"--device {device!r}: use auto, cpu or cuda"))
-    if sandbox not in CHOICES:
-        _exit(UsageError(f"--sandbox {sandbox!r}: use {', '.join(CHOICES)} (or --unsafe-no-sandbox)"))
+    _check_choices(device, sandbox)
     settings = Settings(
         data_dir=data_dir,
         out_dir=out,
@@ -131,9 +134,9 @@ def _run(submission: Path, rubric_name: str | None, settings: Settings) -> None:
 @app.command()
 def baselines(
     rubric: Annotated[str, typer.Option(help="Rubric YAML file or name in rubrics/.")],
-    data_dir: Annotated[Path | None, typer.Option(help="CIFAR-10 source; default $GRADER_DATA_DIR.")] = None,
-    device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = _DEFAULTS.device,
-    sandbox: Annotated[str, typer.Option(help="auto, docker or bwrap.")] = _DEFAULTS.sandbox,
+    data_dir: DataDir = None,
+    device: Device = _DEFAULTS.device,
+    sandbox: SandboxChoice = _DEFAULTS.sandbox,
 ) -> None:
     """Train the rubric's reference models once; later gradings reuse the cached results."""
     from grader.pipeline import train_baselines
@@ -157,6 +160,169 @@ def baselines(
     console.print(table)
     if any(run.error for run in runs.values()):
         raise typer.Exit(1)
+
+
+@app.command("run-all")
+def run_all(
+    submissions: Annotated[Path, typer.Argument(help="A folder holding one sub-folder per student.")],
+    rubric: Annotated[str, typer.Option(help="Rubric YAML file or name in rubrics/.")],
+    out: Annotated[Path, typer.Option(help="Reports go to OUT/<student_id>/.")] = _DEFAULTS.out_dir,
+    jobs: Annotated[int, typer.Option(min=1, help="Submissions graded at the same time.")] = 1,
+    executor: Annotated[str, typer.Option(help="local (worker processes) or ray.")] = "local",
+    ray_address: Annotated[
+        str | None, typer.Option(help="A Ray cluster (ray start --head); default: a local Ray instance.")
+    ] = None,
+    only: Annotated[
+        list[str] | None, typer.Option(help="Grade only this student folder (repeatable).")
+    ] = None,
+    force: Annotated[
+        bool, typer.Option("--force", help="Grade again even students whose grading is current.")
+    ] = False,
+    overrides: Overrides = None,
+    data_dir: DataDir = None,
+    device: Device = _DEFAULTS.device,
+    sandbox: SandboxChoice = _DEFAULTS.sandbox,
+    skip_training: SkipTraining = False,
+    recipe: RecipeFields = None,
+    timeout: Timeout = _DEFAULTS.task_timeout_s,
+) -> None:
+    """Grade a whole class, resumably: unchanged submissions are not graded again."""
+    from grader.batch import BatchOptions
+    from grader.batch import run_all as run_batch
+    from grader.overrides import load_overrides
+    from grader.rubric import find_rubric, load_rubric
+
+    _check_choices(device, sandbox)
+    settings = Settings(
+        data_dir=data_dir,
+        out_dir=out,
+        device=device,
+        sandbox=sandbox,
+        task_timeout_s=timeout,
+        recipe_overrides=_recipe_overrides(recipe or []),
+        skip_training=skip_training,
+    )
+    try:
+        rubric_file = find_rubric(rubric)
+        parsed = load_rubric(rubric_file)
+        options = BatchOptions(
+            submissions,
+            rubric_file,
+            settings,
+            jobs,
+            executor,
+            ray_address,
+            only or [],
+            load_overrides(overrides, parsed) if overrides else [],
+            force,
+        )
+        with _BatchProgress() as progress:
+            result = run_batch(options, progress)
+    except GraderError as err:
+        _exit(err)
+    _print_batch(result, out)
+
+
+@app.command()
+def report(
+    out: Annotated[Path, typer.Argument(help="The folder `grader run-all` wrote.")],
+    rubric: Annotated[str, typer.Option(help="Rubric YAML file or name in rubrics/.")],
+    overrides: Overrides = None,
+    data_dir: Annotated[
+        Path | None, typer.Option(help="CIFAR-10 source, for the misclassified images in the PDFs.")
+    ] = None,
+) -> None:
+    """Re-render PDFs, results.json and the gradebook from stored results (no model runs)."""
+    from grader.batch.outputs import last_rows, write_class_outputs
+    from grader.overrides import load_overrides
+    from grader.rubric import find_rubric, load_rubric
+
+    try:
+        parsed = load_rubric(find_rubric(rubric))
+        hand = load_overrides(overrides, parsed) if overrides else []
+        if not out.is_dir():
+            raise UsageError(f"{out} is not a folder of graded submissions; give the --out of grader run-all")
+        rows = last_rows(out)
+        rewritten = write_class_outputs(out, parsed, rows, hand, _test_images(data_dir), force=True)
+    except GraderError as err:
+        _exit(err)
+    except ValueError as err:
+        _exit(UsageError(str(err)))
+    console.print(f"{len(rewritten)} reports rewritten; gradebook: {out / 'gradebook.csv'}")
+
+
+def _test_images(data_dir: Path | None) -> Any:
+    """The test images for the PDFs' misclassified grid; without data the grid is left out."""
+    from grader import data as datasets
+
+    try:
+        source = datasets.resolve_source(data_dir)
+        return datasets.load_split(source, "test", Settings().cache_dir).images()
+    except GraderError as err:
+        console.print(f"[yellow]note:[/] {err}; the reports leave out the misclassified images")
+        return None
+
+
+class _BatchProgress:
+    """A progress bar with ETA for run-all; failures are printed as they happen."""
+
+    def __init__(self) -> None:
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TimeElapsedColumn,
+            TimeRemainingColumn,
+        )
+
+        self.bar = Progress(
+            "{task.description}",
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            "ETA",
+            TimeRemainingColumn(),
+            console=console,
+        )
+        self.task = self.bar.add_task("grading", total=None)
+
+    def __enter__(self) -> _BatchProgress:
+        self.bar.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.bar.stop()
+
+    def planned(self, to_grade: int, skipped: int) -> None:
+        self.bar.update(self.task, total=to_grade)
+        self.bar.console.print(f"{to_grade} to grade; {skipped} unchanged or unreadable, not graded again")
+
+    def finished(self, row: Any) -> None:
+        self.bar.advance(self.task)
+        if row.status == "failed":
+            self.bar.console.print(f"[red]failed[/] {row.student_id}: {row.reason}", highlight=False)
+
+
+def _print_batch(result: Any, out: Path) -> None:
+    graded, skipped, failed = (result.by_status(s) for s in ("graded", "skipped", "failed"))
+    console.print(
+        f"{len(graded)} graded, {len(skipped)} unchanged, {len(failed)} failed in {result.seconds:.0f} s; "
+        f"index: {out / 'index.html'}"
+    )
+    if failed:
+        table = Table(title="not graded")
+        table.add_column("student")
+        table.add_column("reason")
+        for row in failed:
+            table.add_row(row.student_id, row.reason)
+        console.print(table)
+
+
+def _check_choices(device: str, sandbox: str) -> None:
+    if device not in ("auto", "cpu", "cuda"):
+        _exit(UsageError(f"--device {device!r}: use auto, cpu or cuda"))
+    if sandbox not in CHOICES:
+        _exit(UsageError(f"--sandbox {sandbox!r}: use {', '.join(CHOICES)} (or --unsafe-no-sandbox)"))
 
 
 def _stage(status: Status, stage: str) -> None:

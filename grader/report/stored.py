@@ -20,17 +20,23 @@ from grader.results import GradeResult
 RESULTS = "results.json"
 
 
-def load_stored(out_dir: Path, only: set[str] | None = None) -> dict[str, GradeResult]:
-    """Every OUT/<student_id>/results.json (or those of ``only``), by student id."""
+def load_stored(out_dir: Path, only: set[str] | None = None) -> tuple[dict[str, GradeResult], dict[str, str]]:
+    """Every OUT/<student_id>/results.json (or those of ``only``), by student id, and the
+    reasons the unreadable ones could not be read back."""
     found: dict[str, GradeResult] = {}
+    problems: dict[str, str] = {}
     for path in sorted(out_dir.glob(f"*/{RESULTS}")):
-        if only is not None and path.parent.name not in only:
+        student_id = path.parent.name
+        if only is not None and student_id not in only:
             continue
         try:
-            found[path.parent.name] = GradeResult.from_dict(json.loads(path.read_text(encoding="utf-8")))
-        except (OSError, ValueError, TypeError, KeyError) as err:
-            raise ValueError(f"{path} cannot be read back ({err}); grade that student again") from err
-    return found
+            found[student_id] = GradeResult.from_dict(json.loads(path.read_text(encoding="utf-8")))
+        except (OSError, ValueError, TypeError, KeyError, AttributeError) as err:
+            problems[student_id] = (
+                f"{path} cannot be read back ({type(err).__name__}: {err}); "
+                f"grade the student again (run-all --only {student_id} --force)"
+            )
+    return found, problems
 
 
 def reapply_overrides(

@@ -1,0 +1,214 @@
+"""Where a batch's submissions are graded: local worker processes, or Ray tasks.
+
+Both run ``worker.grade_into`` once per submission, at most ``workers`` at a time, and
+hand each finished row to the driver's ``done`` callback on the driver's thread, with
+the submission's outputs in its staging folder. A worker that crashes, is killed or
+cannot be scheduled becomes that submission's failed row; the others go on.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tarfile
+import tempfile
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from dataclasses import asdict, dataclass
+from io import BytesIO
+from pathlib import Path
+from typing import Any, Protocol
+
+from grader.batch.records import Row
+from grader.batch.worker import grade_into, settings_from_dict, settings_to_dict
+from grader.config import Settings
+from grader.overrides import Override
+
+EXECUTORS = ("local", "ray")
+_LOG_TAIL = 2_000
+
+
+@dataclass
+class BatchJob:
+    source: Path  # the submission folder
+    student_id: str
+    fingerprint: str  # of what is graded (records.fingerprint)
+    staging: Path  # the worker's outputs go here
+    log: Path  # the worker's own log (the grader's, not the student's)
+    overrides: list[Override]
+
+
+Done = Callable[[BatchJob, Row], None]
+
+
+class Executor(Protocol):
+    name: str
+
+    def run(self, jobs: list[BatchJob], done: Done) -> None: ...
+
+
+class LocalExecutor:
+    """A fresh Python process per submission, ``workers`` at a time, on this machine."""
+
+    name = "local"
+
+    def __init__(self, rubric_file: Path, settings: Settings, workers: int) -> None:
+        self.rubric_file, self.settings, self.workers = rubric_file, settings, workers
+
+    def run(self, jobs: list[BatchJob], done: Done) -> None:
+        with ThreadPoolExecutor(self.workers) as pool:
+            futures = {pool.submit(self._one, job): job for job in jobs}
+            try:
+                for future in as_completed(futures):
+                    done(futures[future], future.result())
+            except BaseException:  # Ctrl-C: start nothing more; running workers die with us
+                pool.shutdown(wait=False, cancel_futures=True)
+                raise
+
+    def _one(self, job: BatchJob) -> Row:
+        spec = job.staging.with_suffix(".job.json")
+        row_file = job.staging.with_suffix(".row.json")
+        spec.write_text(json.dumps(self._spec(job, row_file)), encoding="utf-8")
+        job.log.parent.mkdir(parents=True, exist_ok=True)
+        with open(job.log, "wb") as log:
+            proc = subprocess.run(
+                [sys.executable, "-m", "grader.batch.worker", str(spec)],
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+        if proc.returncode == 0 and row_file.is_file():
+            return Row(**json.loads(row_file.read_text(encoding="utf-8")))
+        return Row(
+            job.student_id,
+            str(job.source),
+            "failed",
+            f"the grading process ended with exit code {proc.returncode}: {_last_line(job.log)}",
+        )
+
+    def _spec(self, job: BatchJob, row_file: Path) -> dict[str, Any]:
+        return {
+            "source": str(job.source),
+            "rubric_file": str(self.rubric_file),
+            "settings": settings_to_dict(self.settings),
+            "target": str(job.staging),
+            "overrides": [asdict(o) for o in job.overrides],
+            "row_file": str(row_file),
+            "parent_pid": os.getpid(),
+        }
+
+
+class RayExecutor:
+    """Each submission is a Ray task (one GPU each when grading on CUDA, a CPU otherwise).
+
+    The submission travels as a tar archive and the outputs come back as bytes, so
+    workers on other machines need only the grader installed and the dataset at the
+    same ``data_dir``; the driver writes every output.
+    """
+
+    name = "ray"
+
+    def __init__(self, rubric_file: Path, settings: Settings, workers: int, address: str | None) -> None:
+        self.rubric_file, self.settings, self.workers, self.address = rubric_file, settings, workers, address
+
+    def run(self, jobs: list[BatchJob], done: Done) -> None:
+        import ray
+
+        started_here = not ray.is_initialized()
+        if started_here:
+            ray.init(address=self.address, include_dashboard=False, log_to_driver=False)
+        try:
+            self._schedule(ray, jobs, done)
+        finally:
+            if started_here:
+                ray.shutdown()
+
+    def _schedule(self, ray: Any, jobs: list[BatchJob], done: Done) -> None:
+        task = ray.remote(_ray_grade).options(num_cpus=1, num_gpus=1 if self._gpu(ray) else 0, max_retries=0)
+        rubric = (self.rubric_file.name, self.rubric_file.read_text(encoding="utf-8"))
+        settings = settings_to_dict(self.settings)
+        queue = list(jobs)
+        pending: dict[Any, BatchJob] = {}
+        while queue or pending:
+            while queue and len(pending) < self.workers:
+                job = queue.pop(0)
+                overrides = [asdict(o) for o in job.overrides]
+                pending[task.remote(_pack(job.source), job.source.name, rubric, settings, overrides)] = job
+            ready, _ = ray.wait(list(pending), num_returns=1)
+            job = pending.pop(ready[0])
+            done(job, self._collect(ray, ready[0], job))
+
+    def _gpu(self, ray: Any) -> bool:
+        if self.settings.device == "cuda":
+            return True
+        return self.settings.device == "auto" and ray.cluster_resources().get("GPU", 0) > 0
+
+    def _collect(self, ray: Any, ref: Any, job: BatchJob) -> Row:
+        try:
+            row_data, files, log = ray.get(ref)
+        except Exception as err:  # the task died (worker crash, node lost)
+            return Row(job.student_id, str(job.source), "failed", f"the Ray task failed: {err}"[:_LOG_TAIL])
+        job.log.parent.mkdir(parents=True, exist_ok=True)
+        job.log.write_bytes(log)
+        for name, data in files.items():
+            path = job.staging / name
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(data)
+        return Row(**row_data)
+
+
+def _pack(source: Path) -> bytes:
+    """The submission as a tar archive; links are kept as links, never followed."""
+    buffer = BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w:gz") as archive:
+        archive.add(source, arcname=source.name)
+    return buffer.getvalue()
+
+
+def _ray_grade(
+    archive: bytes,
+    name: str,
+    rubric: tuple[str, str],
+    settings: dict[str, Any],
+    overrides: list[dict[str, Any]],
+) -> tuple[dict[str, Any], dict[str, bytes], bytes]:
+    """Runs in a Ray worker: unpack, grade, and return the row, the outputs and the log."""
+    import logging
+
+    with tempfile.TemporaryDirectory(prefix="grader-ray-") as tmp:
+        root = Path(tmp)
+        with tarfile.open(fileobj=BytesIO(archive)) as packed:
+            packed.extractall(root / "in", filter="tar")  # keeps links; no member leaves root/in
+        rubric_file = root / rubric[0]
+        rubric_file.write_text(rubric[1], encoding="utf-8")
+        target = root / "out"
+        target.mkdir()
+        log_path = root / "worker.log"
+        handler = logging.FileHandler(log_path)
+        logging.getLogger("grader").addHandler(handler)
+        try:
+            row = grade_into(
+                root / "in" / name,
+                rubric_file,
+                settings_from_dict(settings),
+                target,
+                [Override(**o) for o in overrides],
+            )
+        finally:
+            logging.getLogger("grader").removeHandler(handler)
+            handler.close()
+        row.source = name
+        files = {p.relative_to(target).as_posix(): p.read_bytes() for p in target.rglob("*") if p.is_file()}
+        return asdict(row), files, log_path.read_bytes()
+
+
+def _last_line(log: Path) -> str:
+    try:
+        with open(log, "rb") as f:
+            f.seek(max(0, os.path.getsize(log) - _LOG_TAIL))
+            lines = f.read().decode(errors="replace").strip().splitlines()
+    except OSError:
+        return "no log"
+    return lines[-1] if lines else "no output"

@@ -1,0 +1,172 @@
+"""``run_all``: grade every submission of a class folder, resumably.
+
+The driver finds the submissions, skips those whose stored grading is current, hands
+the rest to an executor, and moves each finished grading into OUT/<student_id>/ as it
+arrives. It alone writes OUT, under a lock, so two runs cannot interleave there.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import shutil
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+from grader import data as datasets
+from grader.batch import records
+from grader.batch.executors import BatchJob, Executor, LocalExecutor, RayExecutor
+from grader.batch.outputs import SUMMARY, write_class_outputs
+from grader.batch.records import Row
+from grader.config import Settings
+from grader.errors import SubmissionError, UsageError
+from grader.overrides import Override
+from grader.report.atomic import write_atomic
+from grader.rubric import load_rubric
+from grader.submission import load_submission
+
+LOGS = "logs"  # OUT/logs/<student_id>.log: the worker's log of a submission that failed
+
+
+class Reporter(Protocol):
+    """How the driver tells the user what happens (the CLI draws a progress bar)."""
+
+    def planned(self, to_grade: int, skipped: int) -> None: ...
+
+    def finished(self, row: Row) -> None: ...
+
+
+@dataclass
+class BatchOptions:
+    submissions_dir: Path
+    rubric_file: Path
+    settings: Settings
+    jobs: int = 1
+    executor: str = "local"
+    ray_address: str | None = None
+    only: list[str] = field(default_factory=list)
+    overrides: list[Override] = field(default_factory=list)
+    force: bool = False  # grade again even where the stored grading is current
+
+
+@dataclass
+class BatchResult:
+    rows: list[Row]
+    seconds: float
+
+    def by_status(self, status: str) -> list[Row]:
+        return [r for r in self.rows if r.status == status]
+
+
+def run_all(options: BatchOptions, reporter: Reporter) -> BatchResult:
+    out = options.settings.out_dir
+    out.mkdir(parents=True, exist_ok=True)
+    started = time.monotonic()
+    source = datasets.resolve_source(options.settings.data_dir)  # no data: stop before grading
+    rubric = load_rubric(options.rubric_file)
+    with _lock(out):
+        records.clear_staging(out)
+        rows, jobs = _plan(options)
+        reporter.planned(len(jobs), len(rows))
+        graded: list[Row] = []
+
+        def done(job: BatchJob, row: Row) -> None:
+            graded.append(_land(job, row, out))
+            reporter.finished(graded[-1])
+
+        _executor(options).run(jobs, done)
+        result = BatchResult(rows + graded, round(time.monotonic() - started, 2))
+        write_atomic(out / SUMMARY, (json.dumps(_summary(result), indent=2) + "\n").encode())
+        test = datasets.load_split(source, "test", options.settings.cache_dir)
+        write_class_outputs(out, rubric, result.rows, options.overrides, test.images())
+    return result
+
+
+def _plan(options: BatchOptions) -> tuple[list[Row], list[BatchJob]]:
+    """Rows decided before any grading (skipped, unreadable), and the jobs to run."""
+    out, rows, jobs = options.settings.out_dir, [], []
+    seen: dict[str, Path] = {}
+    for source in _submissions(options.submissions_dir, options.only):
+        try:
+            sub = load_submission(source)
+        except SubmissionError as err:
+            rows.append(Row(source.name, str(source), "failed", str(err)))
+            continue
+        if sub.student_id in seen:
+            reason = f"{seen[sub.student_id]} already has student id {sub.student_id}; rename one folder"
+            rows.append(Row(sub.student_id, str(source), "failed", reason))
+            continue
+        seen[sub.student_id] = source
+        expected = records.fingerprint(sub.sha256, options.rubric_file, options.settings)
+        stored = records.read_record(out / sub.student_id)
+        if not options.force and stored is not None and records.is_current(out / sub.student_id, expected):
+            stored.status, stored.reason = "skipped", "unchanged since it was graded"
+            rows.append(stored)
+            continue
+        jobs.append(_job(source, sub.student_id, expected, options))
+    return rows, jobs
+
+
+def _job(source: Path, student_id: str, expected: str, options: BatchOptions) -> BatchJob:
+    out = options.settings.out_dir
+    return BatchJob(
+        source.resolve(),
+        student_id,
+        expected,
+        records.new_staging(out, student_id),
+        out / LOGS / f"{student_id}.log",
+        [o for o in options.overrides if o.student_id == student_id],
+    )
+
+
+def _submissions(root: Path, only: list[str]) -> list[Path]:
+    if not root.is_dir():
+        raise UsageError(f"{root} is not a folder; give the folder holding one sub-folder per student")
+    found = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    if only:
+        names = {p.name for p in found}
+        unknown = sorted(set(only) - names)
+        if unknown:
+            raise UsageError(f"--only {', '.join(unknown)}: no such folder in {root}")
+        found = [p for p in found if p.name in set(only)]
+    return found
+
+
+def _land(job: BatchJob, row: Row, out: Path) -> Row:
+    """Move a finished grading into place, or clean up after a failed one."""
+    row.student_id, row.source, row.fingerprint = job.student_id, str(job.source), job.fingerprint
+    for leftover in (job.staging.with_suffix(".job.json"), job.staging.with_suffix(".row.json")):
+        leftover.unlink(missing_ok=True)
+    if row.status == "graded":
+        final = records.commit(job.staging, out, row)
+        if job.log.is_file():
+            shutil.move(job.log, final / "grading.log")
+    else:
+        shutil.rmtree(job.staging, ignore_errors=True)
+    return row
+
+
+def _executor(options: BatchOptions) -> Executor:
+    if options.executor == "ray":
+        return RayExecutor(options.rubric_file, options.settings, options.jobs, options.ray_address)
+    if options.executor == "local":
+        return LocalExecutor(options.rubric_file, options.settings, options.jobs)
+    raise UsageError(f"--executor {options.executor!r}: use local or ray")
+
+
+def _summary(result: BatchResult) -> dict[str, object]:
+    return {"seconds": result.seconds, "rows": [asdict(r) for r in result.rows]}
+
+
+@contextmanager
+def _lock(out: Path) -> Iterator[None]:
+    with open(out / ".lock", "w") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise UsageError(f"another grader run is writing to {out}; wait for it to end") from None
+        yield

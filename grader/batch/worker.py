@@ -1,0 +1,111 @@
+"""Grading one submission of a batch into a folder of its own.
+
+``grade_into`` is what every executor runs: the local one in a fresh process per
+submission (``python -m grader.batch.worker JOB.json``), Ray in a Ray worker. It never
+raises for a submission's problems: the row says what went wrong.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import json
+import logging
+import os
+import signal
+import sys
+import time
+import traceback
+from dataclasses import asdict, fields
+from pathlib import Path
+from typing import Any
+
+from grader.batch.records import Row
+from grader.config import Settings
+from grader.errors import GraderError
+from grader.overrides import Override, apply_overrides
+from grader.results import GradeResult
+
+log = logging.getLogger("grader.batch")
+_PATH_SETTINGS = {"data_dir", "out_dir", "cache_dir"}
+_PR_SET_PDEATHSIG = 1
+
+
+def grade_into(
+    source: Path, rubric_file: Path, settings: Settings, target: Path, overrides: list[Override]
+) -> Row:
+    """Grade ``source`` and write results.json and report.pdf into ``target``."""
+    from grader.pipeline import grade
+    from grader.report import write_report, write_results_json
+    from grader.rubric import load_rubric
+
+    started = time.monotonic()
+    row = Row(student_id=source.name, source=str(source), status="failed")
+    try:
+        graded = grade(source, load_rubric(rubric_file), settings)
+        apply_overrides(graded.result, overrides)
+        write_results_json(graded.result, target / "results.json")
+        write_report(graded.result, target, graded.test_images)
+    except GraderError as err:
+        row.reason = str(err)
+    except Exception as err:  # the grader's own bug: this student's row, not the batch's end
+        log.error("grading %s failed:\n%s", source, traceback.format_exc())
+        row.reason = f"internal error ({type(err).__name__}: {err}); see the worker log"
+    else:
+        _fill(row, graded.result)
+    row.wall_seconds = round(time.monotonic() - started, 2)
+    return row
+
+
+def _fill(row: Row, result: GradeResult) -> None:
+    row.student_id, row.status = result.student_id, "graded"
+    row.total, row.max_total = result.total, result.max_total
+    if "cuda" in result.device:
+        held = [t.sandbox_seconds or 0.0 for t in result.tasks.values()]
+        held += [r.seconds or 0.0 for t in result.tasks.values() for r in t.training.values()]
+        row.gpu_seconds = round(sum(held), 2)
+
+
+def settings_to_dict(settings: Settings) -> dict[str, Any]:
+    data = asdict(settings)
+    for key in _PATH_SETTINGS:
+        data[key] = None if data[key] is None else str(data[key])
+    return data
+
+
+def settings_from_dict(data: dict[str, Any]) -> Settings:
+    known = {f.name for f in fields(Settings)}
+    values = {k: v for k, v in data.items() if k in known}
+    for key in _PATH_SETTINGS & values.keys():
+        values[key] = None if values[key] is None else Path(values[key])
+    return Settings(**values)
+
+
+def _die_with_parent(parent: int) -> None:
+    """A batch killed outright must not leave its workers grading on (Linux only)."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+    except (OSError, AttributeError):
+        return
+    if os.getppid() != parent:  # the parent was gone before the request took effect
+        os._exit(1)
+
+
+def main(argv: list[str]) -> int:
+    """``python -m grader.batch.worker JOB.json``: the local executor's worker process."""
+    job = json.loads(Path(argv[1]).read_text(encoding="utf-8"))
+    _die_with_parent(job["parent_pid"])
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    row = grade_into(
+        Path(job["source"]),
+        Path(job["rubric_file"]),
+        settings_from_dict(job["settings"]),
+        Path(job["target"]),
+        [Override(**o) for o in job["overrides"]],
+    )
+    Path(job["row_file"]).write_text(json.dumps(asdict(row)), encoding="utf-8")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))
