@@ -180,7 +180,11 @@ def run_task(
         timeout_s=training.timeout_s if training else settings.task_timeout_s,
         limits=_limits(settings, training is not None),
         log_dir=work_dir / "logs",
-        env={"PYTHONPATH": str(Path(where["code"]).parent)},
+        env={
+            "PYTHONPATH": str(Path(where["code"]).parent),
+            # torch's thread pool sized to the job's CPU share, not to the whole machine.
+            "OMP_NUM_THREADS": str(max(1, int(settings.cpus))),
+        },
         gpu=_wants_gpu(settings.device),
     )
     outcome = backend.run(job)

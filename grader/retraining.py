@@ -108,8 +108,10 @@ def run_one(entry: TaskEntry, root: Path, recipe: Recipe, ctx: Context, key: str
     checkpoints = ctx.settings.cache_dir / "checkpoints" / key
     checkpoints.mkdir(parents=True, exist_ok=True)
     budget = recipe.budget_s or ctx.settings.train_timeout_s
+    # The engine stops after the epoch that uses up the budget and still evaluates, so a
+    # slow model ends with a result (stopped early) rather than being killed at the deadline.
     inputs = TrainingInputs(
-        recipe.model_dump(mode="json"),
+        recipe.model_dump(mode="json") | {"budget_s": budget},
         ctx.train.images_path,
         ctx.train.labels_path,
         checkpoints,

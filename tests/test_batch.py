@@ -1,9 +1,10 @@
 """`grader run-all` on a class of 33: killed midway and resumed, then the same class on Ray.
 
-The class (rubric cifar10-cnn): 22 honest students with .py models and 5 with notebooks,
+The class (rubric cifar10-cnn): 18 honest students with .py models and 5 with notebooks,
 each with weights of its own seed; three broken submissions (syntax error, missing
-weights, wrong output shape); three hostile ones (endless forward, os._exit at import,
-a pickled model as weights); and a folder whose name is no student id. Everything runs
+weights, wrong output shape); seven hostile ones, six of them models from the attack
+corpus (tests/attacks/corpus) and a pickled model as weights; and a folder whose name is
+no student id. Everything runs
 through the real CLI, sandboxed with bubblewrap, and Ray starts a real local instance.
 """
 
@@ -27,13 +28,26 @@ from tests.conftest import FILES, load_module
 pytestmark = pytest.mark.slow
 GRADER = str(Path(sys.executable).parent / "grader")
 NET = (FILES / "submissions" / "B000000001" / "model.py").read_text()
-HONEST_PY = [f"B1{n:08d}" for n in range(22)]
+HONEST_PY = [f"B1{n:08d}" for n in range(18)]
 HONEST_NB = [f"B2{n:08d}" for n in range(5)]
 BROKEN = {"B300000000": "syntax", "B300000001": "no_weights", "B300000002": "wrong_shape"}
-HOSTILE = {"B400000000": "endless_forward", "B400000001": "exit_at_import", "B400000002": "pickled_model"}
+# From the attack corpus: (stage, words of the message), or None where the attack only tries to
+# fake a result, so the task is graded normally.
+CORPUS = {
+    "B400000000": ("endless_forward", ("timeout", "time limit")),
+    "B400000001": ("os_exit_zero", ("sandbox", "exit code 0")),
+    "B400000002": ("fork_bomb", ("import", "BlockingIOError")),
+    "B400000003": ("net_dns", ("import", "name resolution")),
+    "B400000004": ("stdout_flood", None),
+    "B400000005": ("patch_argmax", None),
+}
+PICKLED = "B400000006"
+HOSTILE = [*CORPUS, PICKLED]
 BAD_NAME = "not a student id"
 STUDENTS = HONEST_PY + HONEST_NB + list(BROKEN) + list(HOSTILE)
 TIMEOUT_S = "25"
+ATTACKS = Path(__file__).parent / "attacks" / "corpus"
+TINY_PARAMS = 5_370  # the zoo's TinyCNN, which the corpus's attacks build on
 
 
 def _save_weights(folder: Path, seed: int, model_source: str = NET) -> None:
@@ -69,20 +83,23 @@ def _notebook(folder: Path) -> None:
     nbformat.write(nbformat.v4.new_notebook(cells=cells), folder / "lab.ipynb")
 
 
-def _hostile(folder: Path, kind: str) -> None:
-    if kind == "endless_forward":
-        (folder / "model.py").write_text(NET.replace("x = self.features(x)", "while True:\n            pass"))
-    elif kind == "exit_at_import":
-        (folder / "model.py").write_text("import os\nos._exit(0)\n" + NET)
-    else:
-        import torch
+def _from_corpus(folder: Path, attack: str) -> None:
+    """The attack's model.py on top of the corpus's honest TinyCNN (common.py) and its weights."""
+    import torch
 
-        (folder / "model.py").write_text(NET)
-        _save_weights(folder, 7)
-        module_path = folder / "model.py"
-        torch.save(load_module(module_path).Net(), folder / "weights" / "model.pt")
-    if kind != "pickled_model":
-        _save_weights(folder, 7)
+    shutil.copy(ATTACKS / attack / "model.py", folder / "model.py")
+    shutil.copy(FILES / "zoo" / "nets.py", folder / "common.py")
+    torch.manual_seed(7)
+    (folder / "weights").mkdir()
+    torch.save(load_module(FILES / "zoo" / "nets.py").TinyCNN().state_dict(), folder / "weights" / "model.pt")
+
+
+def _pickled(folder: Path) -> None:
+    import torch
+
+    (folder / "model.py").write_text(NET)
+    (folder / "weights").mkdir()
+    torch.save(load_module(folder / "model.py").Net(), folder / "weights" / "model.pt")
 
 
 def _broken(folder: Path, kind: str) -> None:
@@ -115,9 +132,11 @@ def klass(tmp_path_factory: pytest.TempPathFactory) -> Path:
     for sid, kind in BROKEN.items():
         (root / sid).mkdir()
         _broken(root / sid, kind)
-    for sid, kind in HOSTILE.items():
+    for sid, (attack, _expected) in CORPUS.items():
         (root / sid).mkdir()
-        _hostile(root / sid, kind)
+        _from_corpus(root / sid, attack)
+    (root / PICKLED).mkdir()
+    _pickled(root / PICKLED)
     (root / BAD_NAME).mkdir()
     (root / BAD_NAME / "model.py").write_text(NET)
     return root
@@ -198,9 +217,8 @@ def test_broken_and_hostile_students_fail_their_task_with_the_reason(local_run: 
         "B300000000": ("import", "SyntaxError"),
         "B300000001": ("weights", "weights/model.pt"),
         "B300000002": ("forward", "[1, 7]"),
-        "B400000000": ("timeout", "time limit"),
-        "B400000001": ("sandbox", "exit code 0"),
-        "B400000002": ("weights", "pickled"),
+        PICKLED: ("weights", "pickled"),
+        **{sid: outcome for sid, (_attack, outcome) in CORPUS.items() if outcome},
     }
     for sid, (stage, words) in expected.items():
         task = json.loads((out / sid / "results.json").read_text())["tasks"]["cnn"]
@@ -210,6 +228,9 @@ def test_broken_and_hostile_students_fail_their_task_with_the_reason(local_run: 
             task["error"],
         )
         assert words in task["error"], (sid, task["error"])
+    for sid in (sid for sid, (_attack, outcome) in CORPUS.items() if outcome is None):
+        task = json.loads((out / sid / "results.json").read_text())["tasks"]["cnn"]
+        assert task["status"] == "ok" and task["params"] == TINY_PARAMS, (sid, task["error"])
 
 
 def test_the_rerun_left_finished_students_alone(local_run: dict) -> None:
@@ -217,7 +238,9 @@ def test_the_rerun_left_finished_students_alone(local_run: dict) -> None:
     for sid, graded_at in local_run["before"].items():
         assert after[sid] == graded_at, f"{sid} was graded again"
     third = local_run["third"]
-    assert third.returncode == 0 and "0 graded, 33 unchanged, 1 failed" in " ".join(third.stderr.split())
+    assert third.returncode == 0 and f"0 graded, {len(STUDENTS)} unchanged, 1 failed" in " ".join(
+        third.stderr.split()
+    )
 
 
 def test_class_outputs_link_every_report(local_run: dict) -> None:

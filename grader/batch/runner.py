@@ -13,7 +13,7 @@ import shutil
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Protocol
 
@@ -63,6 +63,10 @@ class BatchResult:
 
 
 def run_all(options: BatchOptions, reporter: Reporter) -> BatchResult:
+    if options.executor == "local" and options.settings.cpus == Settings().cpus:
+        # Jobs side by side on this machine share its cores instead of each taking all.
+        shared = replace(options.settings, cpus=max(1.0, options.settings.cpus / options.jobs))
+        options = replace(options, settings=shared)
     out = options.settings.out_dir
     out.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
