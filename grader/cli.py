@@ -131,6 +131,65 @@ def _run(submission: Path, rubric_name: str | None, settings: Settings) -> None:
     console.print(f"report: {pdf}\nresults: {target / 'results.json'}")
 
 
+CI_HERE, CI_OUT = Path("."), Path("grader-ci")
+
+
+@app.command()
+def ci(
+    rubric: Annotated[
+        str, typer.Option(help="Rubric YAML from the course's side (never the student's repository).")
+    ],
+    submission: Annotated[
+        Path, typer.Argument(help="The submission folder, e.g. the checked-out repo.")
+    ] = CI_HERE,
+    profile: Annotated[
+        str, typer.Option(help="quick (no retraining, test subset), full, or auto (quick without a GPU).")
+    ] = "auto",
+    out: Annotated[
+        Path, typer.Option(help="junit.xml, results.json, summary.md and the PDF go here.")
+    ] = CI_OUT,
+    fail_on: Annotated[
+        str,
+        typer.Option(
+            help="Exit 1 when: load (a task fails to load), limits (that or a hard limit), any, never."
+        ),
+    ] = "limits",
+    data_dir: DataDir = None,
+    device: Device = _DEFAULTS.device,
+    sandbox: SandboxChoice = _DEFAULTS.sandbox,
+    unsafe_no_sandbox: Annotated[
+        bool,
+        typer.Option("--unsafe-no-sandbox", help="Run student code with no isolation (trusted code only)."),
+    ] = False,
+    timeout: Timeout = _DEFAULTS.task_timeout_s,
+) -> None:
+    """Grade a pushed submission in CI: JUnit, Gradescope JSON, step summary and PDF."""
+    from grader.ci import publish, run_ci
+    from grader.rubric import find_rubric, load_rubric
+
+    _check_choices(device, sandbox)
+    settings = Settings(
+        data_dir=data_dir,
+        out_dir=out,
+        device=device,
+        sandbox="none" if unsafe_no_sandbox else sandbox,
+        task_timeout_s=timeout,
+    )
+    try:
+        parsed = load_rubric(find_rubric(rubric))
+        with console.status("starting") as status:
+            done = run_ci(submission, parsed, settings, profile, fail_on, lambda s: _stage(status, s))
+    except GraderError as err:
+        _exit(err)
+    publish(done)
+    _print_scores(done.result)
+    console.print(f"profile {done.profile}, {done.seconds:.0f} s; outputs in {out}/")
+    for problem in done.problems:
+        console.print(f"[bold red]CI check failed:[/] {problem}", highlight=False, soft_wrap=True)
+    if done.failed:
+        raise typer.Exit(1)
+
+
 @app.command()
 def baselines(
     rubric: Annotated[str, typer.Option(help="Rubric YAML file or name in rubrics/.")],

@@ -41,8 +41,15 @@ class Settings:
     docker_runtime: str | None = None
     # Wall-clock limit for one task in the sandbox (build, count, load weights, evaluate).
     task_timeout_s: float = 1800.0
-    # Leave out every retraining (quick checks); those items are then left for a TA.
+    # Leave out every retraining (quick checks); those items are then scored "not_checked",
+    # with skip_training_reason in their message.
     skip_training: bool = False
+    skip_training_reason: str = (
+        "retraining was skipped (--skip-training); grade again without it, or a TA scores this item"
+    )
+    # Evaluate only the first this-many test images of each class, in test-split order
+    # (grader ci's quick profile); None evaluates the whole test split.
+    test_subset_per_class: int | None = None
     # Recipe fields forced on every retraining and baseline (e.g. {"epochs": 1} for a quick
     # check on a CPU); applied after the rubric's and the student's choices.
     recipe_overrides: dict[str, Any] = field(default_factory=dict)

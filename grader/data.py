@@ -85,6 +85,28 @@ def load_split(source: Path, split: Split, cache_dir: Path) -> CachedSplit:
     return CachedSplit(images_path, labels_path, classes)
 
 
+def first_per_class(split: CachedSplit, per_class: int) -> tuple[CachedSplit, np.ndarray]:
+    """The first ``per_class`` images of each class, kept in the split's order.
+
+    Returns the subset (cached next to the split) and the positions of its images in
+    the whole split, so a result can name the original test index.
+    """
+    labels = split.labels()
+    positions = np.sort(
+        np.concatenate([np.flatnonzero(labels == c)[:per_class] for c in range(len(split.classes))])
+    )
+    stem = split.images_path.name.removesuffix("-images.npy") + f"-first{per_class}"
+    subset = CachedSplit(
+        split.images_path.with_name(f"{stem}-images.npy"),
+        split.labels_path.with_name(f"{stem}-labels.npy"),
+        split.classes,
+    )
+    if not (subset.images_path.exists() and subset.labels_path.exists()):
+        _save_atomic(subset.images_path, split.images()[positions])
+        _save_atomic(subset.labels_path, labels[positions])
+    return subset, positions
+
+
 def _cache_key(source: Path, split: Split) -> str:
     """Changes when any file of the source changes (size or mtime), not only its top folder."""
     digest = hashlib.sha256(f"{_CACHE_FORMAT}|{source.resolve()}|{split}".encode())

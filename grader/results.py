@@ -9,7 +9,9 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field, fields, is_dataclass
 from typing import Any, Literal, get_args, get_origin, get_type_hints
 
-ItemStatus = Literal["pass", "partial", "fail", "error", "manual"]
+# "not_checked": the grading that produced this result left the item's evidence out on
+# purpose (--skip-training, or grader ci's quick profile); a full grading scores it.
+ItemStatus = Literal["pass", "partial", "fail", "error", "manual", "not_checked"]
 TaskStatus = Literal["ok", "error"]
 
 
@@ -54,6 +56,8 @@ class Evaluation:
     confusion: list[list[int]]  # rows: true class, columns: predicted class
     misclassified: list[tuple[int, int, int]]  # (test index, true, predicted)
     nonfinite_rows: int = 0
+    # Set when only the first this-many test images of each class were evaluated (grader ci).
+    subset_per_class: int | None = None
 
 
 @dataclass
@@ -179,11 +183,17 @@ class GradeResult:
     def pending_manual(self) -> float:
         return sum(i.max_score for i in self.items if i.status == "manual")
 
+    @property
+    def not_checked(self) -> float:
+        """Points of the items this grading left out on purpose (a full grading scores them)."""
+        return sum(i.max_score for i in self.items if i.status == "not_checked")
+
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
         data["total"] = self.total
         data["max_total"] = self.max_total
         data["pending_manual"] = self.pending_manual
+        data["not_checked"] = self.not_checked
         for task_id, task in self.tasks.items():
             data["tasks"][task_id]["test_accuracy"] = task.test_accuracy
         return data
@@ -193,14 +203,14 @@ class GradeResult:
         """The inverse of ``to_dict``, e.g. for a stored ``results.json``.
 
         Nested records are rebuilt from the field types; the derived keys (``total``,
-        ``max_total``, ``pending_manual``, a task's ``test_accuracy``) are ignored.
+        ``max_total``, ``pending_manual``, ``not_checked``, a task's ``test_accuracy``) are ignored.
         """
         result = _from_plain(cls, data)
         assert isinstance(result, GradeResult)
         return result
 
 
-_DERIVED_KEYS = {"total", "max_total", "pending_manual", "test_accuracy"}
+_DERIVED_KEYS = {"total", "max_total", "pending_manual", "not_checked", "test_accuracy"}
 
 
 def _from_plain(kind: Any, value: Any) -> Any:

@@ -2,6 +2,8 @@
 
 Each item type has one function ``(item, task) -> ItemResult``. A task that stopped
 before the item's evidence existed scores 0 with status ``error`` and the task's reason.
+An item whose evidence the grading left out on purpose (retraining skipped, a claim
+against accuracy measured on a subset) scores 0 with status ``not_checked``.
 """
 
 from __future__ import annotations
@@ -35,14 +37,15 @@ class Evidence:
 
     tasks: dict[str, TaskResult]
     baselines: dict[str, TrainingRun] = field(default_factory=dict)
-    training_skipped: bool = False
+    # Why retraining was left out (shown in its items' messages); None when it ran.
+    training_skipped: str | None = None
 
 
 def score_all(
     rubric: Rubric,
     tasks: dict[str, TaskResult],
     baselines: dict[str, TrainingRun] | None = None,
-    training_skipped: bool = False,
+    training_skipped: str | None = None,
 ) -> list[ItemResult]:
     evidence = Evidence(tasks, baselines or {}, training_skipped)
     return [score_item(item, tasks.get(item.task or ""), evidence) for item in rubric.items]
@@ -144,15 +147,40 @@ def accuracy(item: TestAccuracyItem, task: TaskResult) -> ItemResult:
     fraction = accuracy_fraction(item, acc)
     status: ItemStatus = "pass" if fraction >= 1 else "partial" if fraction > 0 else "fail"
     top = item.thresholds[-1].accuracy
-    note = f" on {task.evaluation.n_images:,} test images"
+    note = f" on {task.evaluation.n_images:,} test images{subset_note(task)}"
     if task.evaluation.nonfinite_rows:
         note += f" ({task.evaluation.nonfinite_rows:,} gave NaN/Inf logits and count as wrong)"
     return _result(item, fraction, status, f"top-1 accuracy {acc:.2f}%{note}; full points at {top:g}%")
 
 
+def subset_note(task: TaskResult) -> str:
+    """Says how the evaluated images were chosen when they are a subset of the test split."""
+    per_class = task.evaluation.subset_per_class if task.evaluation else None
+    if per_class is None:
+        return ""
+    return (
+        f" (a subset: the first {per_class} test images of each class, in test-split order; "
+        "the full grading uses the whole test split)"
+    )
+
+
+def claimed_text(task: TaskResult) -> str:
+    claimed = task.claimed_test_accuracy
+    return "nothing" if claimed is None else f"{claimed:.2f}%"
+
+
 def claim(item: ClaimItem, task: TaskResult) -> ItemResult:
     assert task.evaluation is not None
     measured = task.evaluation.top1
+    if task.evaluation.subset_per_class is not None:
+        return _result(
+            item,
+            0.0,
+            "not_checked",
+            f"not checked on a subset: claimed {claimed_text(task)}, measured {measured:.2f}% on "
+            f"{task.evaluation.n_images:,} test images; the full grading compares the claim "
+            "with the whole test split",
+        )
     claimed = task.claimed_test_accuracy
     if claimed is None:
         notebook = (task.model or "").rsplit(":", 1)[0]
@@ -199,14 +227,8 @@ TRAINING_ITEMS = (RetrainItem, CurvesItem, ExperimentItem, ScalingItem)
 
 
 def score_training(item: Any, task: TaskResult, evidence: Evidence) -> ItemResult:
-    if evidence.training_skipped:
-        return _result(
-            item,
-            0.0,
-            "manual",
-            "not checked: retraining was skipped (--skip-training); "
-            "grade again without it, or a TA scores this item",
-        )
+    if evidence.training_skipped is not None:
+        return _result(item, 0.0, "not_checked", f"not checked: {evidence.training_skipped}")
     if isinstance(item, RetrainItem):
         return retrain(item, task.training.get("retrain"), evidence.baselines.get(task.id))
     if isinstance(item, CurvesItem):

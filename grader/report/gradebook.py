@@ -38,15 +38,16 @@ class Failure:
 
 
 def student_status(result: GradeResult) -> str:
-    """``task error`` beats ``pending review`` (manual points) beats ``complete``."""
+    """``task error`` beats ``pending review`` (manual or not-checked points) beats ``complete``."""
     if any(task.status == "error" for task in result.tasks.values()):
         return "task error"
-    return "pending review" if result.pending_manual > 0 else "complete"
+    return "pending review" if result.pending_manual > 0 or result.not_checked > 0 else "complete"
 
 
 def _item_scores(result: GradeResult, item_ids: Sequence[str]) -> dict[str, float | None]:
-    # A manual item still waiting for a TA has no score yet: its cell stays empty.
-    scored = {i.id: i.score for i in result.items if i.status != "manual"}
+    # A manual item still waiting for a TA, or one this grading did not check, has no
+    # score yet: its cell stays empty.
+    scored = {i.id: i.score for i in result.items if i.status not in ("manual", "not_checked")}
     return {item_id: scored.get(item_id) for item_id in item_ids}
 
 

@@ -1,0 +1,92 @@
+"""``junit.xml``: one ``<testcase>`` per rubric item, for CI systems that read JUnit reports.
+
+GitHub, GitLab and Jenkins read the common JUnit layout; xunit2 readers drop unknown
+attributes, so the points travel twice: in the test name (``[7.5/10 pts]``) and in the
+test's ``<properties>`` (``score``, ``max_score``, ``status``).
+
+  pass, partial        a passing test (a partial score shows in the name and properties)
+  fail, error          ``<failure message=…>`` holding the item's message
+  manual, not_checked  ``<skipped message=…>``: nothing was checked that could fail
+"""
+
+from __future__ import annotations
+
+import xml.etree.ElementTree as ET
+from datetime import datetime
+from pathlib import Path
+
+from grader.report.atomic import write_atomic
+from grader.report.render import score
+from grader.results import GradeResult, ItemResult
+
+FAILED = ("fail", "error")
+SKIPPED = ("manual", "not_checked")
+
+
+def testcase_name(item: ItemResult) -> str:
+    """``"3: Test accuracy [37.5/50 pts]"``."""
+    return f"{item.id}: {item.title} [{score(item.score)}/{score(item.max_score)} pts]"
+
+
+def junit_tree(result: GradeResult, seconds: float) -> ET.Element:
+    """``<testsuites>`` holding one ``<testsuite>`` (the rubric) for one submission."""
+    counts = {
+        "tests": str(len(result.items)),
+        "failures": str(sum(i.status in FAILED for i in result.items)),
+        "errors": "0",
+        "skipped": str(sum(i.status in SKIPPED for i in result.items)),
+        "time": f"{seconds:.3f}",
+    }
+    root = ET.Element("testsuites", {"name": f"grader ci: {result.rubric}", **counts})
+    suite = ET.SubElement(
+        root,
+        "testsuite",
+        {"name": result.rubric, **counts, "timestamp": _timestamp(result.graded_at), "hostname": "grader"},
+    )
+    _properties(
+        suite,
+        {
+            "student_id": result.student_id,
+            "score": score(result.total),
+            "max_score": score(result.max_total),
+            "not_checked": score(result.not_checked),
+            "pending_manual": score(result.pending_manual),
+            "grader_version": result.grader_version,
+        },
+    )
+    for item in result.items:
+        _testcase(suite, item, result.rubric)
+    return root
+
+
+def _testcase(suite: ET.Element, item: ItemResult, rubric_id: str) -> None:
+    case = ET.SubElement(
+        suite, "testcase", {"classname": item.task or rubric_id, "name": testcase_name(item), "time": "0"}
+    )
+    _properties(case, {"score": score(item.score), "max_score": score(item.max_score), "status": item.status})
+    if item.status in FAILED:
+        failure = ET.SubElement(case, "failure", {"message": item.message, "type": item.status})
+        failure.text = item.message
+    elif item.status in SKIPPED:
+        ET.SubElement(case, "skipped", {"message": item.message})
+    else:
+        ET.SubElement(case, "system-out").text = item.message
+
+
+def _properties(parent: ET.Element, values: dict[str, str]) -> None:
+    props = ET.SubElement(parent, "properties")
+    for name, value in values.items():
+        ET.SubElement(props, "property", {"name": name, "value": value})
+
+
+def _timestamp(iso: str) -> str:
+    """JUnit's timestamp has no time zone: ``2026-01-31T12:00:00`` (UTC)."""
+    return datetime.fromisoformat(iso).replace(tzinfo=None).isoformat(timespec="seconds")
+
+
+def write_junit(result: GradeResult, path: Path, seconds: float) -> Path:
+    tree = junit_tree(result, seconds)
+    ET.indent(tree)
+    data = ET.tostring(tree, encoding="utf-8", xml_declaration=True) + b"\n"
+    write_atomic(path, data)
+    return path

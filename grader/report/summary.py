@@ -1,0 +1,101 @@
+"""A Markdown summary of one grading for a CI job page (GitHub's step summary).
+
+Four parts: the verdict and total, the score table, the size limits and the accuracy.
+Student-written strings reach the page, so table cells are made safe for Markdown.
+"""
+
+from __future__ import annotations
+
+from grader.report.render import percent, score, thousands
+from grader.results import GradeResult, TaskResult
+
+_STATUS = {
+    "pass": "✅ pass",
+    "partial": "🟡 partial",
+    "fail": "❌ fail",
+    "error": "💥 error",
+    "manual": "👤 TA review",
+    "not_checked": "⏭️ not checked",
+}
+
+
+def cell(text: str) -> str:
+    """One table cell: no line breaks, pipes and HTML escaped."""
+    flat = " ".join(text.split())
+    return flat.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;").replace("|", "\\|")
+
+
+def markdown_summary(result: GradeResult, profile: str, problems: list[str]) -> str:
+    parts = [_headline(result, profile, problems), _scores(result), _limits(result), _accuracy(result)]
+    return "\n\n".join(p for p in parts if p) + "\n"
+
+
+def _headline(result: GradeResult, profile: str, problems: list[str]) -> str:
+    lines = [
+        f"## {cell(result.rubric_title)}: {cell(result.student_id)}",
+        "",
+        f"**{score(result.total)} / {score(result.max_total)} points** (profile `{profile}`)",
+    ]
+    if result.not_checked:
+        lines.append(f"- {score(result.not_checked)} points not checked in CI; the full grading scores them")
+    if result.pending_manual:
+        lines.append(f"- {score(result.pending_manual)} points pending TA review")
+    lines += [f"- ⚠️ {cell(w)}" for w in result.warnings]
+    verdict = "❌ **CI check failed**" if problems else "✅ **CI check passed**"
+    lines += ["", verdict, *[f"- {cell(p)}" for p in problems]]
+    return "\n".join(lines)
+
+
+def _scores(result: GradeResult) -> str:
+    rows = [
+        "### Scores",
+        "",
+        "| Item | Task | Title | Score | Status | Message |",
+        "|---|---|---|--:|---|---|",
+    ]
+    for i in result.items:
+        rows.append(
+            f"| {cell(i.id)} | {cell(i.task or '—')} | {cell(i.title)} | "
+            f"{score(i.score)} / {score(i.max_score)} | {_STATUS[i.status]} | {cell(i.message)} |"
+        )
+    rows.append(f"| **Total** | | | **{score(result.total)} / {score(result.max_total)}** | | |")
+    return "\n".join(rows)
+
+
+def _limits(result: GradeResult) -> str:
+    rows = ["### Limits", "", "| Task | Measure | Value | Limit | Within |", "|---|---|--:|--:|---|"]
+    for task in result.tasks.values():
+        rows += _limit_rows(task)
+    return "\n".join(rows) if len(rows) > 4 else ""
+
+
+def _limit_rows(task: TaskResult) -> list[str]:
+    measured = [("parameters", "params", task.params)]
+    measured += [(f"MACs ({name})", f"macs:{name}", macs) for name, macs in task.macs.items()]
+    rows = []
+    for label, key, value in measured:
+        if value is None:
+            continue
+        limit = task.limits.get(key)
+        within = "—" if limit is None else ("✅ yes" if value <= limit else "❌ no")
+        rows.append(f"| {cell(task.id)} | {label} | {thousands(value)} | {thousands(limit)} | {within} |")
+    return rows
+
+
+def _accuracy(result: GradeResult) -> str:
+    rows = ["### Accuracy", "", "| Task | Top-1 | Top-3 | Test images | Claimed |", "|---|--:|--:|---|--:|"]
+    for task in result.tasks.values():
+        evaluation = task.evaluation
+        if evaluation is None:
+            rows.append(
+                f"| {cell(task.id)} | — | — | not evaluated | {percent(task.claimed_test_accuracy)} |"
+            )
+            continue
+        images = f"{evaluation.n_images:,}"
+        if evaluation.subset_per_class is not None:
+            images += f" (first {evaluation.subset_per_class} per class)"
+        rows.append(
+            f"| {cell(task.id)} | {percent(evaluation.top1)} | {percent(evaluation.top3)} | {images} | "
+            f"{percent(task.claimed_test_accuracy)} |"
+        )
+    return "\n".join(rows)
