@@ -42,7 +42,8 @@ from torchvision import transforms
 from grader.analysis import count_macs, count_params
 from grader.config import REPO_ROOT, Settings
 from grader.data import load_split
-from grader.train import Recipe, infer, probe_layout, train
+from grader.layout import probe_layout
+from grader.train import Recipe, infer, train
 
 DEFAULT_DATA = REPO_ROOT.parent / "shared" / "data" / "cifar10-jpeg.tar.gz"
 CPU = torch.device("cpu")

@@ -1,4 +1,5 @@
-"""The training engine; it runs inside the sandbox, so it imports only torch, numpy and the stdlib.
+"""The training engine; it runs inside the sandbox, so it imports only torch, numpy, the stdlib
+and its own parts (augment.py: data and augmentation; layout.py: device and memory layout).
 
 The airbench way: the images are put on the device once, as one uint8 tensor, and every batch
 is gathered, converted, normalized and augmented there with a few whole-batch tensor ops (no
@@ -20,12 +21,11 @@ checkpoint therefore ends with the same weights and history, bit for bit, as one
 from __future__ import annotations
 
 import bisect
-import contextlib
 import math
 import os
 import time
 import zlib
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -34,7 +34,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.utils.hooks import RemovableHandle
+
+from grader.augment import Normalizer, augment, to_device
+from grader.layout import Layout, autocast, deterministic, memory_format, probe_layout
 
 OPTIMIZERS = ("sgd", "adam", "adamw")
 SCHEDULES = ("none", "step", "multistep", "cosine", "onecycle")
@@ -123,117 +125,6 @@ class TrainResult:
         return asdict(self)
 
 
-# --- data -----------------------------------------------------------------------------------
-
-
-def split_train_val(labels: np.ndarray, recipe: Recipe) -> tuple[np.ndarray, np.ndarray]:
-    """(train, val) index arrays into ``labels``, class-stratified and fixed by ``recipe.seed``.
-
-    The validation split does not depend on ``train_fraction``, so runs on 1/16, 1/2 and all
-    of the rest are validated on the same images.
-    """
-    labels = np.asarray(labels)
-    everything = np.arange(len(labels))
-    val = _stratified(labels, everything, recipe.val_size, np.random.default_rng([recipe.seed, 0]))
-    rest = np.setdiff1d(everything, val)
-    count = round(recipe.train_fraction * len(rest))
-    if count < 1:
-        raise ValueError(f"train_fraction {recipe.train_fraction} of {len(rest)} images leaves none")
-    train = _stratified(labels, rest, count, np.random.default_rng([recipe.seed, 1]))
-    return train, val
-
-
-def _stratified(labels: np.ndarray, pool: np.ndarray, count: int, rng: np.random.Generator) -> np.ndarray:
-    """``count`` of ``pool``, each class in proportion to its share (largest remainder), sorted."""
-    if not 0 <= count <= len(pool):
-        raise ValueError(f"cannot take {count} images out of {len(pool)}")
-    if count == 0:
-        return np.empty(0, dtype=np.int64)
-    classes, sizes = np.unique(labels[pool], return_counts=True)
-    quota = sizes * count / len(pool)
-    take = np.floor(quota).astype(np.int64)
-    take[np.argsort(take - quota, kind="stable")[: count - take.sum()]] += 1
-    picked = [rng.permutation(pool[labels[pool] == c])[:k] for c, k in zip(classes, take, strict=True)]
-    return np.sort(np.concatenate(picked)).astype(np.int64)
-
-
-def to_device(images: np.ndarray | torch.Tensor, device: torch.device) -> torch.Tensor:
-    """(N, 3, H, W) uint8 on ``device``; (N, H, W, 3) input keeps its memory, i.e. channels_last."""
-    if isinstance(images, np.ndarray) and not images.flags.writeable:
-        images = images.copy()  # torch refuses to share read-only numpy memory
-    x = torch.as_tensor(images)
-    if x.dtype != torch.uint8 or x.ndim != 4 or 3 not in (x.shape[1], x.shape[3]):
-        raise ValueError(
-            f"images: expected uint8 (N, 3, H, W) or (N, H, W, 3), got {x.dtype} {list(x.shape)}"
-        )
-    if x.shape[1] != 3:
-        x = x.permute(0, 3, 1, 2)  # (N, C, H, W)
-    return x.to(device)
-
-
-# --- augmentation: whole-batch ops; the random draws are arguments so tests can fix them ---
-
-
-def random_crop(x: torch.Tensor, pad: int, dy: torch.Tensor, dx: torch.Tensor) -> torch.Tensor:
-    """Each sample's (H, W) window at offset (dy, dx) ∈ [0, 2·pad]² of its zero-padded self."""
-    if pad == 0:
-        return x
-    b, _, h, w = x.shape
-    padded = F.pad(x, (pad, pad, pad, pad))  # (B, C, H+2p, W+2p)
-    windows = padded.unfold(2, h, 1).unfold(3, w, 1)  # (B, C, 2p+1, 2p+1, H, W), a view
-    return windows[torch.arange(b, device=x.device), :, dy, dx]  # (B, C, H, W)
-
-
-def flip(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """Mirror left-right the samples where ``mask`` (B,) is true."""
-    return torch.where(mask.view(-1, 1, 1, 1), x.flip(3), x)
-
-
-def cutout(x: torch.Tensor, side: int, cy: torch.Tensor, cx: torch.Tensor) -> torch.Tensor:
-    """Zero a side×side square centred on (cy, cx), clipped at the border (DeVries & Taylor 2017)."""
-    h, w = x.shape[-2:]
-    top, left = (cy - side // 2).view(-1, 1, 1, 1), (cx - side // 2).view(-1, 1, 1, 1)
-    rows = torch.arange(h, device=x.device).view(1, 1, h, 1)
-    cols = torch.arange(w, device=x.device).view(1, 1, 1, w)
-    inside = (rows >= top) & (rows < top + side) & (cols >= left) & (cols < left + side)  # (B, 1, H, W)
-    return x.masked_fill(inside, 0.0)
-
-
-@dataclass
-class _Normalizer:
-    """(x / 255 - mean) / std folded into one multiply-add: x · scale + shift."""
-
-    scale: torch.Tensor  # (1, C, 1, 1)
-    shift: torch.Tensor
-
-    @classmethod
-    def of(cls, recipe: Recipe, device: torch.device) -> _Normalizer:
-        mean = torch.tensor(recipe.mean if recipe.normalize else (0.0, 0.0, 0.0), device=device)
-        std = torch.tensor(recipe.std if recipe.normalize else (1.0, 1.0, 1.0), device=device)
-        return cls((1 / (255 * std)).view(1, -1, 1, 1), (-mean / std).view(1, -1, 1, 1))
-
-    def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.addcmul(self.shift, x.float(), self.scale)
-
-
-def augment(x: torch.Tensor, recipe: Recipe, norm: _Normalizer, gen: torch.Generator) -> torch.Tensor:
-    """uint8 (B, C, H, W) → augmented float; crop and flip on uint8, cutout after normalizing."""
-    b, dev = len(x), x.device
-    if recipe.crop_padding:
-        span = 2 * recipe.crop_padding + 1
-        dy = torch.randint(span, (b,), generator=gen, device=dev)
-        dx = torch.randint(span, (b,), generator=gen, device=dev)
-        x = random_crop(x, recipe.crop_padding, dy, dx)
-    if recipe.flip:
-        x = flip(x, torch.rand(b, generator=gen, device=dev) < 0.5)
-    out = norm(x)
-    if recipe.cutout:
-        cy = torch.randint(x.shape[2], (b,), generator=gen, device=dev)
-        cx = torch.randint(x.shape[3], (b,), generator=gen, device=dev)
-        out = cutout(out, recipe.cutout, cy, cx)
-    return out
-
-
 # --- schedule -------------------------------------------------------------------------------
 
 
@@ -272,116 +163,6 @@ def _optimizer(model: nn.Module, recipe: Recipe) -> torch.optim.Optimizer:
     return torch.optim.SGD(params, lr=recipe.lr, momentum=recipe.momentum, nesterov=nesterov, weight_decay=wd)
 
 
-# --- device behaviour -----------------------------------------------------------------------
-
-
-def _autocast(device: torch.device) -> contextlib.AbstractContextManager[Any]:
-    if device.type == "cuda":
-        return torch.autocast("cuda", dtype=torch.bfloat16)
-    return contextlib.nullcontext()
-
-
-@contextlib.contextmanager
-def _deterministic(device: torch.device) -> Iterator[None]:
-    """Deterministic kernels on the CPU (a warning, not an error, for ops that have none)."""
-    if device.type != "cpu":
-        yield
-        return
-    before = (
-        torch.are_deterministic_algorithms_enabled(),
-        torch.is_deterministic_algorithms_warn_only_enabled(),
-        torch._C._get_mkldnn_deterministic(),
-    )
-    torch.use_deterministic_algorithms(True, warn_only=True)
-    torch._C._set_mkldnn_deterministic(True)  # oneDNN's own switch; the global one leaves it
-    try:
-        yield
-    finally:
-        torch.use_deterministic_algorithms(before[0], warn_only=before[1])
-        torch._C._set_mkldnn_deterministic(before[2])
-
-
-def _memory_format(channels_last: bool) -> torch.memory_format:
-    return torch.channels_last if channels_last else torch.contiguous_format
-
-
-@dataclass
-class Layout:
-    """The memory format a model trains in, and where it has to go back to NCHW."""
-
-    channels_last: bool = False
-    nchw_after: str | None = None  # the module whose outputs are made NCHW, for a later .view
-    _hook: RemovableHandle | None = field(default=None, repr=False, compare=False)
-
-    def apply(self, model: nn.Module) -> None:
-        model.to(memory_format=_memory_format(self.channels_last))
-        if self.nchw_after is not None and self._hook is None:
-            self._hook = model.get_submodule(self.nchw_after).register_forward_hook(_to_nchw)
-
-    def undo(self, model: nn.Module) -> None:
-        """Back to the plain NCHW model the student wrote."""
-        if self._hook is not None:
-            self._hook.remove()
-            self._hook = None
-        model.to(memory_format=torch.contiguous_format)
-
-
-def _to_nchw(module: nn.Module, inputs: Any, output: Any) -> Any:
-    return output.contiguous() if isinstance(output, torch.Tensor) else output
-
-
-def probe_layout(model: nn.Module, sample: torch.Tensor, device: torch.device) -> Layout:
-    """channels_last if a forward in the model's current mode allows it, else NCHW; left applied.
-
-    Students' ``x.view(x.size(0), -1)`` raises on channels_last activations: the probe then makes
-    the output of the last module that produced a 4-D tensor NCHW again and tries once more, so
-    the convolutions still run channels_last. Batch-norm updates of the probe are undone.
-    """
-    saved = {name: b.clone() for name, b in model.named_buffers()}
-    try:
-        return _probe(model, sample.contiguous(memory_format=torch.channels_last), device)
-    finally:
-        with torch.no_grad():
-            for name, b in model.named_buffers():
-                b.copy_(saved[name])
-
-
-def _probe(model: nn.Module, x: torch.Tensor, device: torch.device) -> Layout:
-    Layout(channels_last=True).apply(model)
-    ok, last = _forward(model, x, device)
-    if ok:
-        return Layout(channels_last=True)
-    if last is not None:
-        hooked = Layout(channels_last=True, nchw_after=last)
-        hooked.apply(model)
-        if _forward(model, x, device)[0]:
-            return hooked
-        hooked.undo(model)
-    model.to(memory_format=torch.contiguous_format)
-    return Layout(channels_last=False)
-
-
-def _forward(model: nn.Module, x: torch.Tensor, device: torch.device) -> tuple[bool, str | None]:
-    """Whether a forward succeeds, and the last module before the end or the error with a 4-D output."""
-    names = {module: name for name, module in model.named_modules() if name}
-    last: list[str] = []
-
-    def note(module: nn.Module, inputs: Any, output: Any) -> None:
-        if isinstance(output, torch.Tensor) and output.dim() == 4:
-            last.append(names[module])
-
-    handles = [module.register_forward_hook(note) for module in names]
-    try:
-        with torch.no_grad(), _autocast(device):
-            model(x)
-        return True, None
-    except RuntimeError:
-        return False, last[-1] if last else None
-    finally:
-        for handle in handles:
-            handle.remove()
-
-
 # --- inference ------------------------------------------------------------------------------
 
 
@@ -398,7 +179,7 @@ def infer(
     ``channels_last`` runs the model in the layout ``probe_layout`` picks (so ``TrainResult
     .channels_last`` can be passed on as it is) and hands it back NCHW.
     """
-    data, norm = to_device(images_uint8, device), _Normalizer.of(recipe, device)
+    data, norm = to_device(images_uint8, device), Normalizer.of(recipe, device)
     was_training = model.training
     model.eval()
     layout = probe_layout(model, norm(data[:2]), device) if channels_last else Layout()
@@ -411,11 +192,11 @@ def infer(
 
 
 def _logits(
-    model: nn.Module, data: torch.Tensor, norm: _Normalizer, channels_last: bool, batch_size: int
+    model: nn.Module, data: torch.Tensor, norm: Normalizer, channels_last: bool, batch_size: int
 ) -> torch.Tensor:
     """The model as it is, in large chunks, without autograd's bookkeeping."""
-    fmt, chunks = _memory_format(channels_last), []
-    with torch.inference_mode(), _autocast(data.device):
+    fmt, chunks = memory_format(channels_last), []
+    with torch.inference_mode(), autocast(data.device):
         for chunk in data.split(batch_size):  # (B, C, H, W) uint8
             chunks.append(model(norm(chunk).contiguous(memory_format=fmt)).float().cpu())
     return torch.cat(chunks)
@@ -446,7 +227,7 @@ class _Run:
     train_y: torch.Tensor  # (N,) int64 on the device
     val_x: torch.Tensor
     val_y: torch.Tensor
-    norm: _Normalizer
+    norm: Normalizer
     layout: Layout
     optimizer: torch.optim.Optimizer
     scheduler: torch.optim.lr_scheduler.LambdaLR
@@ -471,7 +252,7 @@ def _train_epoch(run: _Run, epoch: int) -> tuple[float, float, float]:
     r, model = run.recipe, run.model
     gen = _epoch_generator(r.seed, epoch, run.device)
     order = torch.randperm(len(run.train_x), generator=gen, device=run.device)
-    fmt, size = _memory_format(run.layout.channels_last), min(r.batch_size, len(run.train_x))
+    fmt, size = memory_format(run.layout.channels_last), min(r.batch_size, len(run.train_x))
     loss_sum = torch.zeros((), device=run.device)
     correct = torch.zeros((), dtype=torch.int64, device=run.device)
     lr = 0.0
@@ -480,7 +261,7 @@ def _train_epoch(run: _Run, epoch: int) -> tuple[float, float, float]:
         idx = order[step * size : (step + 1) * size]
         x = augment(run.train_x[idx], r, run.norm, gen).contiguous(memory_format=fmt)  # (B, C, H, W)
         y = run.train_y[idx]
-        with _autocast(run.device):
+        with autocast(run.device):
             logits = model(x)
         loss = F.cross_entropy(logits.float(), y, label_smoothing=r.label_smoothing)
         run.optimizer.zero_grad(set_to_none=True)
@@ -580,7 +361,7 @@ def _prepare(
 ) -> _Run:
     """Model on the device in its memory format, optimizer and schedule, global RNG seeded."""
     model.to(device)
-    norm = _Normalizer.of(recipe, device)
+    norm = Normalizer.of(recipe, device)
     want = channels_last if channels_last is not None else device.type == "cuda" or CPU_CHANNELS_LAST
     if resumed is not None:
         layout = Layout(*resumed["layout"])  # the layout picks the kernels, hence the numbers
@@ -624,7 +405,7 @@ def train(
         torch.as_tensor(val_y, dtype=torch.int64).to(device),
     )
     data_key = _data_key(*data)
-    with _deterministic(device):
+    with deterministic(device):
         state = _load_checkpoint(checkpoint_dir, device)
         run = _prepare(model, data, recipe, device, channels_last, state)
         try:

@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from grader import train
+from grader.augment import split_train_val
 from grader.harness.runner import Report, StageFailure
 from grader.harness.stages import build_fresh, import_factory, pick_device
 
@@ -34,7 +35,7 @@ def run_training(job: dict[str, Any], report: Report) -> None:
     report.done("build")
     images = np.load(job["train_images"], allow_pickle=False)  # (N, 32, 32, 3) uint8
     labels = np.load(job["train_labels"], allow_pickle=False)
-    picked, held_out = train.split_train_val(labels, recipe)
+    picked, held_out = split_train_val(labels, recipe)
     result = _train(model, images, labels, picked, held_out, recipe, device, Path(job["checkpoints"]))
     logits = train.infer(
         model, np.load(job["images"], allow_pickle=False), recipe, device, channels_last=result.channels_last

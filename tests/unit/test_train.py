@@ -23,22 +23,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from grader.augment import Normalizer, augment, cutout, flip, random_crop, split_train_val, to_device
 from grader.data import CIFAR10_CLASSES
-from grader.train import (
-    Recipe,
-    TrainResult,
-    augment,
-    cutout,
-    flip,
-    infer,
-    lr_factor,
-    probe_layout,
-    random_crop,
-    split_train_val,
-    to_device,
-    train,
-)
-from grader.train import _Normalizer as Normalizer
+from grader.layout import probe_layout
+from grader.train import Recipe, TrainResult, infer, lr_factor, train
 from tests.unit.test_data import CIFAR_JPEG, decode, first_files
 
 REPO = Path(__file__).resolve().parents[2]
@@ -369,7 +357,8 @@ KILL_SCRIPT = """
 import json, sys
 from pathlib import Path
 import numpy as np, torch
-from grader.train import Recipe, split_train_val, train
+from grader.augment import split_train_val
+from grader.train import Recipe, train
 from tests.unit.test_train import QUICK, tiny_net
 
 torch.set_num_threads(1)
