@@ -22,6 +22,7 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from grader.config import Settings
 from grader.errors import UsageError
@@ -142,8 +143,11 @@ def _write_summary(text: str, out: Path) -> Path:
     return path
 
 
-def publish(run: CiRun, env: Mapping[str, str] = os.environ) -> None:
-    """Hand the results to the CI system: the job's step summary and step outputs (GitHub)."""
+def publish(run: CiRun, env: Mapping[str, str] = os.environ, echo: Callable[[str], Any] = print) -> None:
+    """Hand the results to the CI system: the job's step summary and step outputs (GitHub),
+    and on GitHub Actions the "Points X/Y" notice GitHub Classroom reads a score from."""
+    if env.get("GITHUB_ACTIONS") == "true":
+        echo(f"::notice title=Autograding complete::Points {run.result.total:g}/{run.result.max_total:g}")
     summary = env.get("GITHUB_STEP_SUMMARY")
     if summary:
         with open(summary, "a", encoding="utf-8") as handle:

@@ -222,7 +222,11 @@ def test_publish_appends_summary_and_step_outputs(cnn_rubric: Rubric, tmp_path: 
     (tmp_path / "out.md").write_text("the summary\n")
     run = CiRun(graded(cnn_rubric), "quick", 3.0, {"summary": tmp_path / "out.md"}, ["a problem"])
     env = {"GITHUB_STEP_SUMMARY": str(summary_file), "GITHUB_OUTPUT": str(tmp_path / "outputs")}
-    publish(run, env)
+    printed: list[str] = []
+    publish(run, env, printed.append)
+    assert printed == []  # not on GitHub Actions: no workflow command
+    publish(run, {"GITHUB_ACTIONS": "true"}, printed.append)
+    assert printed == ["::notice title=Autograding complete::Points 55/100"]
     assert summary_file.read_text() == "# earlier step\nthe summary\n"
     outputs = (tmp_path / "outputs").read_text().splitlines()
     assert outputs == ["score=55", "max-score=100", "profile=quick", "passed=false"]
