@@ -46,6 +46,19 @@ class _TestSet:
     per_class: int | None = None
 
 
+@dataclass
+class _Grading:
+    """What every stage of one grading shares."""
+
+    rubric: Rubric
+    settings: Settings
+    backend: Backend
+    test: _TestSet
+    source: Path  # where CIFAR-10 is read from
+    root: Path  # the submission
+    progress: Progress
+
+
 def grade(
     submission_dir: Path, rubric: Rubric, settings: Settings, progress: Progress = lambda _stage: None
 ) -> Graded:
@@ -56,17 +69,16 @@ def grade(
     split = datasets.load_split(source, "test", settings.cache_dir)
     test = _test_set(split, settings.test_subset_per_class)
     backend = pick_backend(settings.sandbox, settings.docker_image, settings.docker_runtime)
+    run = _Grading(rubric, settings, backend, test, source, sub.root, progress)
     entries = sub.tasks(rubric)
     tasks: dict[str, TaskResult] = {}
     enforced: dict[str, str] = {}
     for entry in entries.values():
         progress(f"{entry.id}: build, count and evaluate in the {backend.name} sandbox")
-        tasks[entry.id], enforced = _grade_task(entry, sub.root, rubric, settings, backend, test)
+        tasks[entry.id], enforced = _grade_task(entry, run)
         tasks[entry.id].limits = _limits(rubric, entry.id)
     warnings = [*_sandbox_warnings(backend), *sub.warnings, *sub.unknown_tasks(rubric)]
-    baselines = _retrain(
-        rubric, entries, tasks, sub.root, settings, backend, test, source, progress, warnings
-    )
+    baselines = _retrain(run, entries, tasks, warnings)
     progress("scoring")
     result = GradeResult(
         student_id=sub.student_id,
@@ -129,18 +141,10 @@ def train_baselines(
 
 
 def _retrain(
-    rubric: Rubric,
-    entries: dict[str, TaskEntry],
-    tasks: dict[str, TaskResult],
-    root: Path,
-    settings: Settings,
-    backend: Backend,
-    test: _TestSet,
-    source: Path,
-    progress: Progress,
-    warnings: list[str],
+    run: _Grading, entries: dict[str, TaskEntry], tasks: dict[str, TaskResult], warnings: list[str]
 ) -> dict[str, TrainingRun]:
     """The retrainings the rubric asks for, and the reference baselines beside them."""
+    rubric, settings = run.rubric, run.settings
     plans = {}
     for task_id, entry in entries.items():
         plans[task_id], notes = retraining.plan(rubric, task_id, entry.recipe, settings.recipe_overrides)
@@ -148,26 +152,24 @@ def _retrain(
         tasks[task_id].reported_experiments = dict(entry.reported_experiments)
     if settings.skip_training or (not any(plans.values()) and not rubric.training.baselines):
         return {}
-    progress("loading CIFAR-10 train split")
-    train_split = datasets.load_split(source, "train", settings.cache_dir)
-    ctx = retraining.Context(backend, rubric, settings, test.split, test.labels, train_split)
+    run.progress("loading CIFAR-10 train split")
+    train_split = datasets.load_split(run.source, "train", settings.cache_dir)
+    ctx = retraining.Context(run.backend, rubric, settings, run.test.split, run.test.labels, train_split)
     for task_id, recipes in plans.items():
         if recipes:
-            progress(f"{task_id}: retraining ({len(recipes)} run(s)) in the {backend.name} sandbox")
-            retraining.retrain_task(tasks[task_id], entries[task_id], root, recipes, ctx)
+            run.progress(f"{task_id}: retraining ({len(recipes)} run(s)) in the {run.backend.name} sandbox")
+            retraining.retrain_task(tasks[task_id], entries[task_id], run.root, recipes, ctx)
     baselines = {}
     for task_id, ref in rubric.training.baselines.items():
-        progress(f"{task_id}: reference baseline {ref} (cached after its first run)")
+        run.progress(f"{task_id}: reference baseline {ref} (cached after its first run)")
         baselines[task_id] = retraining.baseline(task_id, ref, ctx)
     return baselines
 
 
-def _grade_task(
-    entry: TaskEntry, root: Path, rubric: Rubric, settings: Settings, backend: Backend, test: _TestSet
-) -> tuple[TaskResult, dict[str, str]]:
+def _grade_task(entry: TaskEntry, run: _Grading) -> tuple[TaskResult, dict[str, str]]:
     task = TaskResult(
         entry.id,
-        rubric.tasks[entry.id].title,
+        run.rubric.tasks[entry.id].title,
         model=entry.model,
         weights=entry.weights,
         claimed_test_accuracy=entry.claimed_test_accuracy,
@@ -175,15 +177,18 @@ def _grade_task(
     if entry.error:
         task.fail("manifest", entry.error)
         return task, {}
+    test = run.test
     with tempfile.TemporaryDirectory(prefix=f"grader-{entry.id}-") as work:
-        run, enforced = run_task(backend, entry, root, test.split.images_path, rubric, settings, Path(work))
-    _absorb(task, run)
-    if run.logits is not None and task.status == "ok":
-        if len(run.logits) != len(test.labels):
-            task.fail("inference", f"{len(run.logits)} rows of logits for {len(test.labels)} test images")
+        job, enforced = run_task(
+            run.backend, entry, run.root, test.split.images_path, run.rubric, run.settings, Path(work)
+        )
+    _absorb(task, job)
+    if job.logits is not None and task.status == "ok":
+        if len(job.logits) != len(test.labels):
+            task.fail("inference", f"{len(job.logits)} rows of logits for {len(test.labels)} test images")
         else:
             task.evaluation = evaluate(
-                run.logits, test.labels, test.split.classes, settings.misclassified_shown
+                job.logits, test.labels, test.split.classes, run.settings.misclassified_shown
             )
             _name_subset(task.evaluation, test)
     return task, enforced
