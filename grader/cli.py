@@ -69,12 +69,12 @@ def run(
     timeout: Timeout = _DEFAULTS.task_timeout_s,
 ) -> None:
     """Grade one submission: OUT/<student_id>/report.pdf and results.json."""
-    _check_choices(device, sandbox)
-    settings = Settings(
+    settings = _settings(
+        device,
+        sandbox,
+        unsafe_no_sandbox,
         data_dir=data_dir,
         out_dir=out,
-        device=device,
-        sandbox="none" if unsafe_no_sandbox else sandbox,
         task_timeout_s=timeout,
         docker_image=docker_image,
         docker_runtime=docker_runtime,
@@ -167,13 +167,8 @@ def ci(
     from grader.ci import publish, run_ci
     from grader.rubric import find_rubric, load_rubric
 
-    _check_choices(device, sandbox)
-    settings = Settings(
-        data_dir=data_dir,
-        out_dir=out,
-        device=device,
-        sandbox="none" if unsafe_no_sandbox else sandbox,
-        task_timeout_s=timeout,
+    settings = _settings(
+        device, sandbox, unsafe_no_sandbox, data_dir=data_dir, out_dir=out, task_timeout_s=timeout
     )
     try:
         parsed = load_rubric(find_rubric(rubric))
@@ -251,12 +246,11 @@ def run_all(
     from grader.overrides import load_overrides
     from grader.rubric import find_rubric, load_rubric
 
-    _check_choices(device, sandbox)
-    settings = Settings(
+    settings = _settings(
+        device,
+        sandbox,
         data_dir=data_dir,
         out_dir=out,
-        device=device,
-        sandbox=sandbox,
         task_timeout_s=timeout,
         recipe_overrides=_recipe_overrides(recipe or []),
         skip_training=skip_training,
@@ -377,11 +371,14 @@ def _print_batch(result: Any, out: Path) -> None:
         console.print(table)
 
 
-def _check_choices(device: str, sandbox: str) -> None:
+def _settings(device: str, sandbox: str, unsafe_no_sandbox: bool = False, **fields: Any) -> Settings:
+    """A command's Settings, once the --device and --sandbox choices every command shares are
+    checked; --unsafe-no-sandbox overrides the backend."""
     if device not in ("auto", "cpu", "cuda"):
         _exit(UsageError(f"--device {device!r}: use auto, cpu or cuda"))
     if sandbox not in CHOICES:
         _exit(UsageError(f"--sandbox {sandbox!r}: use {', '.join(CHOICES)} (or --unsafe-no-sandbox)"))
+    return Settings(device=device, sandbox="none" if unsafe_no_sandbox else sandbox, **fields)
 
 
 def _stage(status: Status, stage: str) -> None:
