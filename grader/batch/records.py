@@ -61,12 +61,10 @@ def fingerprint(submission_sha256: str, rubric_file: Path, settings: Settings) -
     return digest.hexdigest()
 
 
-def is_current(student_dir: Path, expected: str) -> bool:
-    """True when ``student_dir`` holds a complete grading of exactly ``expected``."""
-    record = read_record(student_dir)
+def is_current(student_dir: Path, record: Row, expected: str) -> bool:
+    """True when ``record`` (read from ``student_dir``) is a complete grading of exactly ``expected``."""
     return (
-        record is not None
-        and record.fingerprint == expected
+        record.fingerprint == expected
         and (student_dir / "results.json").is_file()
         and (student_dir / "report.pdf").is_file()
     )

@@ -107,7 +107,11 @@ def _plan(options: BatchOptions) -> tuple[list[Row], list[BatchJob]]:
         seen[sub.student_id] = source
         expected = records.fingerprint(sub.sha256, options.rubric_file, options.settings)
         stored = records.read_record(out / sub.student_id)
-        if not options.force and stored is not None and records.is_current(out / sub.student_id, expected):
+        if (
+            not options.force
+            and stored is not None
+            and records.is_current(out / sub.student_id, stored, expected)
+        ):
             stored.status, stored.reason = "skipped", "unchanged since it was graded"
             rows.append(stored)
             continue
