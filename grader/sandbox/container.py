@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+import socket
 import stat
 import tempfile
 import threading
@@ -36,6 +37,8 @@ _LABEL = "grader.job"
 
 def docker_client(timeout_s: float = 120.0) -> Any:
     """A client whose daemon answered a ping, or None."""
+    if _local_socket_refuses():
+        return None
     try:
         import docker
 
@@ -44,6 +47,20 @@ def docker_client(timeout_s: float = 120.0) -> Any:
         return client
     except Exception:  # any failure here means "no usable daemon"
         return None
+
+
+def _local_socket_refuses() -> bool:
+    """True when DOCKER_HOST (by default /var/run/docker.sock) is a Unix socket no daemon
+    listens on. Checked here because the SDK leaves its socket open when that connect fails."""
+    host = os.environ.get("DOCKER_HOST", "unix:///var/run/docker.sock")
+    if not host.startswith("unix://"):
+        return False
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+        try:
+            probe.connect(host.removeprefix("unix://"))
+        except OSError:
+            return True
+    return False
 
 
 class DockerBackend:
