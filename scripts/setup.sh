@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Installs what the grader needs on Debian 12 (as root, or with sudo): system packages for the
 # bubblewrap sandbox, PDF rendering and the browser test of index.html (chromium), then a
-# virtualenv in .venv.
+# virtualenv in .venv, and the JUnit schema the tests check junit.xml against.
 #   --docker  also installs and starts a Docker daemon and builds the sandbox image
-#             (scripts/build_image.sh), for the Docker backend and its tests.
+#             (scripts/build_image.sh), for the Docker backend and its tests, and sudo,
+#             which the GitHub Action's steps call as written (tests/test_ci.py).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -27,6 +28,19 @@ PYTHON=${PYTHON:-python3}
 [ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
 # torch and torchvision are pinned exactly in pyproject.toml: a looser range pulls a multi-GB build.
 .venv/bin/pip install -q --disable-pip-version-check -e ".[dev]"
+
+# Jenkins xUnit's JUnit schema, the one pytest checks its own junit.xml against: taken from
+# pytest's source release on PyPI (the wheel leaves it out).
+JUNIT_XSD=.venv/share/junit/junit-10.xsd
+PYTEST_SDIST=pytest-9.2.0
+if [ ! -s "$JUNIT_XSD" ]; then
+    tmp=$(mktemp -d)
+    .venv/bin/pip download -q --disable-pip-version-check --no-deps --no-binary :all: -d "$tmp" "${PYTEST_SDIST/-/==}"
+    mkdir -p "$(dirname "$JUNIT_XSD")"
+    tar -xzf "$tmp/$PYTEST_SDIST.tar.gz" -O "$PYTEST_SDIST/testing/example_scripts/junit-10.xsd" > "$JUNIT_XSD.part"
+    mv "$JUNIT_XSD.part" "$JUNIT_XSD"
+    rm -rf "$tmp"
+fi
 
 if [ $with_docker = 1 ]; then
     if ! $sudo_cmd docker info >/dev/null 2>&1; then

@@ -13,6 +13,7 @@ from pathlib import Path
 from types import ModuleType
 
 import pytest
+from lxml import etree
 
 FILES = Path(__file__).parent / "files"
 CIFAR_TARBALL = Path(__file__).resolve().parents[2] / "shared" / "data" / "cifar10-jpeg.tar.gz"
@@ -133,3 +134,32 @@ def require_docker_or_skip() -> None:
         if os.environ.get("GRADER_REQUIRE_DOCKER") == "1":
             pytest.fail(f"{problem}, and GRADER_REQUIRE_DOCKER=1")
         pytest.skip(problem)
+
+
+JUNIT_XSD = Path(sys.prefix) / "share" / "junit" / "junit-10.xsd"
+
+
+def junit_schema() -> etree.XMLSchema:
+    """Jenkins xUnit's JUnit schema, which scripts/setup.sh takes from pytest's source release."""
+    if not JUNIT_XSD.is_file():
+        pytest.fail(f"{JUNIT_XSD} is missing: run scripts/setup.sh, which fetches it")
+    return etree.XMLSchema(etree.parse(str(JUNIT_XSD)))
+
+
+def copy_checkout(target: Path) -> Path:
+    """This checkout's files (tracked, or untracked and not ignored) copied into `target`: what
+    a clone of it holds, without build leftovers or the virtualenv."""
+    import subprocess
+
+    root = Path(__file__).resolve().parents[1]
+    listed = subprocess.run(
+        ["git", "-C", str(root), "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+        capture_output=True,
+        check=True,
+    ).stdout.decode()
+    for name in filter(None, listed.split("\0")):
+        source = root / name
+        if source.is_file():
+            (target / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(source, target / name)
+    return target
