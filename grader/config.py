@@ -10,9 +10,21 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-RUBRICS_DIR = REPO_ROOT / "rubrics"
-TEMPLATES_DIR = REPO_ROOT / "templates"
+PACKAGE_DIR = Path(__file__).resolve().parent
+REPO_ROOT = PACKAGE_DIR.parent
+
+
+def _shipped(name: str) -> Path:
+    """``rubrics/``, ``templates/`` or ``reference_models/``: at the top of a checkout (and of an
+    editable install), inside the package as ``grader/_shipped/<name>`` when installed from a
+    wheel (pyproject.toml maps them there)."""
+    installed = PACKAGE_DIR / "_shipped" / name
+    return installed if installed.is_dir() else REPO_ROOT / name
+
+
+RUBRICS_DIR = _shipped("rubrics")
+TEMPLATES_DIR = _shipped("templates")
+REFERENCE_DIR = _shipped("reference_models")
 
 
 def _default_cache_dir() -> Path:

@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from grader import data as datasets
-from grader.config import REPO_ROOT, Settings
+from grader.config import REFERENCE_DIR, Settings
 from grader.evaluate import evaluate
 from grader.jobs import TaskRun, TrainingInputs, run_task
 from grader.recipe import Recipe
@@ -29,7 +29,6 @@ from grader.rubric import CurvesItem, ExperimentItem, RetrainItem, Rubric, Scali
 from grader.sandbox import Backend
 from grader.submission import TaskEntry
 
-REFERENCE_DIR = REPO_ROOT / "reference_models"
 
 
 @dataclass
