@@ -14,7 +14,7 @@ sudo_cmd=""
 [ "$(id -u)" -eq 0 ] || sudo_cmd="sudo"
 
 APT_PACKAGES=(bubblewrap poppler-utils libpango-1.0-0 libpangoft2-1.0-0 libharfbuzz-subset0 fonts-dejavu-core chromium)
-[ $with_docker = 1 ] && APT_PACKAGES+=(docker.io debootstrap)
+[ $with_docker = 1 ] && APT_PACKAGES+=(docker.io debootstrap sudo)
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do
     dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
