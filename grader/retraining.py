@@ -30,7 +30,6 @@ from grader.sandbox import Backend
 from grader.submission import TaskEntry
 
 
-
 @dataclass
 class Context:
     """What every run of one grading shares."""
