@@ -18,7 +18,7 @@ import pickle
 import tarfile
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Literal
 
 import numpy as np
@@ -131,11 +131,29 @@ def _decode(source: Path, split: Split) -> tuple[np.ndarray, np.ndarray, tuple[s
     if source.is_file():
         if not tarfile.is_tarfile(source):
             raise DataError(f"{source} is a file but not a tarball; {no_data_message()}")
-        return _from_members(_tar_members(source, split), source, split)
+        return _from_tarball(source, split)
     batches = _find_batches_dir(source)
     if batches is not None:
         return _from_pickled_batches(batches, split)
     return _from_members(_dir_members(source), source, split)
+
+
+def _from_tarball(path: Path, split: Split) -> tuple[np.ndarray, np.ndarray, tuple[str, ...]]:
+    """One pass over the archive: torchvision's pickled batches (``cifar-10-python.tar.gz``) when
+    it holds them, else the image-folder layout."""
+    batches: dict[str, bytes] = {}
+    images: list[tuple[str, bytes]] = []
+    for name, payload in _tar_members(path, split):
+        if PurePosixPath(name).name in _BATCH_FILES[split]:
+            batches[PurePosixPath(name).name] = payload
+        else:
+            images.append((name, payload))
+    if not batches:
+        return _from_members(iter(images), path, split)
+    missing = [name for name in _BATCH_FILES[split] if name not in batches]
+    if missing:
+        raise DataError(f"{path} lacks {', '.join(missing)} of the pickled batches; re-download CIFAR-10")
+    return _stack_batches([batches[name] for name in _BATCH_FILES[split]])
 
 
 def _find_batches_dir(root: Path) -> Path | None:
@@ -146,24 +164,32 @@ def _find_batches_dir(root: Path) -> Path | None:
 
 
 def _from_pickled_batches(folder: Path, split: Split) -> tuple[np.ndarray, np.ndarray, tuple[str, ...]]:
-    images, labels = [], []
+    payloads = []
     for name in _BATCH_FILES[split]:
         path = folder / name
         if not path.is_file():
             raise DataError(f"{path} is missing; re-download CIFAR-10 with torchvision")
-        with open(path, "rb") as f:
-            # The dataset's own format: trusted input chosen by course staff, not students.
-            batch = pickle.load(f, encoding="latin1")
+        payloads.append(path.read_bytes())
+    return _stack_batches(payloads)
+
+
+def _stack_batches(payloads: list[bytes]) -> tuple[np.ndarray, np.ndarray, tuple[str, ...]]:
+    """torchvision's pickled batches: rows of 3072 uint8 = (C, H, W) flattened, labels as a list."""
+    images, labels = [], []
+    for payload in payloads:
+        # The dataset's own format: trusted input chosen by course staff, not students.
+        batch = pickle.loads(payload, encoding="latin1")
         images.append(np.asarray(batch["data"], dtype=np.uint8).reshape(-1, 3, 32, 32))
         labels.append(np.asarray(batch["labels"], dtype=np.int64))
     return np.concatenate(images).transpose(0, 2, 3, 1).copy(), np.concatenate(labels), CIFAR10_CLASSES
 
 
 def _tar_members(path: Path, split: Split) -> Iterator[tuple[str, bytes]]:
+    wanted = set(_BATCH_FILES[split])
     with tarfile.open(path) as tar:
         for member in tar:
             # Only the wanted split's files are read out; the rest is skipped in the stream.
-            if member.isfile() and f"{split}/" in member.name:
+            if member.isfile() and (f"{split}/" in member.name or PurePosixPath(member.name).name in wanted):
                 handle = tar.extractfile(member)
                 if handle is not None:
                     yield member.name, handle.read()

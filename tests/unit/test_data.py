@@ -165,11 +165,18 @@ def test_tarball_with_prefix_equals_the_folder(tree: Path, tarball: Path, tmp_pa
 
 
 @pytest.mark.parametrize("split", SPLITS)
-@pytest.mark.parametrize("inner", [False, True], ids=["download-dir", "batches-dir"])
+@pytest.mark.parametrize("layout", ["download-dir", "batches-dir", "python-tarball"])
 def test_pickled_batches_give_the_exact_pixels(
-    pickled: Pickled, tmp_path: Path, split: str, inner: bool
+    pickled: Pickled, tmp_path: Path, split: str, layout: str
 ) -> None:
-    source = pickled.root / "cifar-10-batches-py" if inner else pickled.root
+    source = {
+        "download-dir": pickled.root,
+        "batches-dir": pickled.root / "cifar-10-batches-py",
+        # The dataset's own archive, cifar-10-python.tar.gz: the CI templates' default download.
+        "python-tarball": tmp_path / "cifar-10-python.tar.gz",
+    }[layout]
+    if layout == "python-tarball":
+        write_tarball(source, pickled.root / "cifar-10-batches-py", "cifar-10-batches-py")
     cached = load_split(source, split, tmp_path)  # type: ignore[arg-type]
     assert cached.classes == CIFAR10_CLASSES
     np.testing.assert_array_equal(cached.images(), pickled.images[split])
