@@ -45,12 +45,11 @@ class Row:
     fingerprint: str = ""
 
 
-def fingerprint(submission_sha256: str, rubric_file: Path, settings: Settings) -> str:
-    """Changes when anything the machine grade depends on changes (hand overrides are
-    applied on top of stored results, so they do not call for a regrade)."""
+def grading_key(rubric_file: Path, settings: Settings) -> str:
+    """What every student's grade in one run depends on besides their submission: the rubric,
+    the grader's version and the settings that change scores (computed once per run)."""
     digest = hashlib.sha256()
     for part in (
-        submission_sha256,
         hashlib.sha256(rubric_file.read_bytes()).hexdigest(),
         version("grader"),
         settings.device,
@@ -59,6 +58,12 @@ def fingerprint(submission_sha256: str, rubric_file: Path, settings: Settings) -
     ):
         digest.update(part.encode() + b"\0")
     return digest.hexdigest()
+
+
+def fingerprint(submission_sha256: str, key: str) -> str:
+    """Changes when anything the machine grade depends on changes (hand overrides are
+    applied on top of stored results, so they do not call for a regrade)."""
+    return hashlib.sha256(f"{submission_sha256}\0{key}".encode()).hexdigest()
 
 
 def is_current(student_dir: Path, record: Row, expected: str) -> bool:

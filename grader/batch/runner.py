@@ -93,6 +93,7 @@ def run_all(options: BatchOptions, reporter: Reporter) -> BatchResult:
 def _plan(options: BatchOptions) -> tuple[list[Row], list[BatchJob]]:
     """Rows decided before any grading (skipped, unreadable), and the jobs to run."""
     out, rows, jobs = options.settings.out_dir, [], []
+    key = records.grading_key(options.rubric_file, options.settings)
     seen: dict[str, Path] = {}
     for source in _submissions(options.submissions_dir, options.only):
         try:
@@ -105,7 +106,7 @@ def _plan(options: BatchOptions) -> tuple[list[Row], list[BatchJob]]:
             rows.append(Row(sub.student_id, str(source), "failed", reason))
             continue
         seen[sub.student_id] = source
-        expected = records.fingerprint(sub.sha256, options.rubric_file, options.settings)
+        expected = records.fingerprint(sub.sha256, key)
         stored = records.read_record(out / sub.student_id)
         if (
             not options.force
