@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
 from html.parser import HTMLParser
@@ -24,6 +23,7 @@ from grader.report.class_figures import score_histogram
 from grader.report.class_report import FIGURES_DIR, item_stats, leaderboard, params_limits
 from grader.results import GradeResult
 from grader.rubric import Rubric
+from tests.conftest import skip_unless_required
 from tests.report.conftest import NASTY_NAME, RUBRIC, class_failures, class_results
 
 FLAGS = [
@@ -179,11 +179,9 @@ class _Rows(HTMLParser):
 def chromium_dom(page: Path, profile: Path) -> str:
     browser = shutil.which("chromium") or shutil.which("chromium-browser")
     if browser is None:
-        if os.environ.get("GRADER_REQUIRE_BROWSER") == "1":
-            pytest.fail(
-                "chromium is not installed (scripts/setup.sh installs it), and GRADER_REQUIRE_BROWSER=1"
-            )
-        pytest.skip("chromium is not installed (scripts/setup.sh installs it)")
+        skip_unless_required(
+            "chromium is not installed (scripts/setup.sh installs it)", "GRADER_REQUIRE_BROWSER"
+        )
     flags = [
         "--headless",
         "--no-sandbox",
