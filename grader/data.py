@@ -144,8 +144,9 @@ def _from_tarball(path: Path, split: Split) -> tuple[np.ndarray, np.ndarray, tup
     batches: dict[str, bytes] = {}
     images: list[tuple[str, bytes]] = []
     for name, payload in _tar_members(path, split):
-        if PurePosixPath(name).name in _BATCH_FILES[split]:
-            batches[PurePosixPath(name).name] = payload
+        base = PurePosixPath(name).name
+        if base in _BATCH_FILES[split]:
+            batches[base] = payload
         else:
             images.append((name, payload))
     if not batches:
