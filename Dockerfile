@@ -19,7 +19,9 @@ RUN python3 -m venv --system-site-packages /opt/venv \
 
 FROM ${BASE}
 COPY --from=venv /opt/venv /opt/venv
-COPY grader/ /opt/grader/grader/
+# The harness and the modules it shares with the host (jobs mount the checkout's own copy over it).
+COPY grader/__init__.py grader/protocol.py grader/files.py /opt/grader/grader/
+COPY grader/inside/ /opt/grader/grader/inside/
 # Written directly: minimal bases have no useradd.
 RUN echo "student:x:10001:10001::/tmp:/usr/sbin/nologin" >> /etc/passwd \
  && echo "student:x:10001:" >> /etc/group \
@@ -27,4 +29,4 @@ RUN echo "student:x:10001:10001::/tmp:/usr/sbin/nologin" >> /etc/passwd \
 ENV PYTHONPATH=/opt/grader PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 HOME=/tmp
 USER 10001:10001
 WORKDIR /submission
-CMD ["/opt/venv/bin/python", "-m", "grader.harness", "/job/job.json"]
+CMD ["/opt/venv/bin/python", "-m", "grader.inside", "/job/job.json"]

@@ -1,4 +1,4 @@
-"""Training and evaluation throughput of grader/train.py against the loop students write
+"""Training and evaluation throughput of grader/inside/engine.py against the loop students write
 (prints a table; not a test).
 
     .venv/bin/python benchmarks/train_throughput.py [--data-dir PATH] [--rounds N] [--threads N] [--explore]
@@ -8,7 +8,7 @@ momentum, the same batch size, random crop (padding 4), horizontal flip and norm
 students' side is torchvision's ``DataLoader`` over a Dataset that serves the uint8 images the way
 ``torchvision.datasets.CIFAR10`` does (PIL image → RandomCrop → RandomHorizontalFlip → ToTensor →
 Normalize), ``num_workers=2``, shuffled, NCHW model; its first batch (worker start-up) is not
-timed. The engine is ``grader.train.train``: once with the model forced NCHW, once with the
+timed. The engine is ``grader.inside.engine.train``: once with the model forced NCHW, once with the
 layout its probe picks. The variants alternate round by round and the best round counts, since
 other jobs share the machine; under such load the DataLoader's three processes also get a larger
 share of the CPU than the engine's one, so check ``uptime`` and run it when the machine is quiet.
@@ -39,11 +39,14 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 from torchvision import transforms
 
-from grader.analysis import count_macs, count_params
 from grader.config import REPO_ROOT, Settings
 from grader.data import load_split
-from grader.layout import probe_layout
-from grader.train import Recipe, infer, train
+from grader.inside.augment import Normalizer
+from grader.inside.counting import count_macs, count_params
+from grader.inside.engine import train
+from grader.inside.inference import infer
+from grader.inside.layout import probe_layout
+from grader.protocol import Recipe
 
 DEFAULT_DATA = REPO_ROOT.parent / "shared" / "data" / "cifar10-jpeg.tar.gz"
 CPU = torch.device("cpu")
@@ -164,7 +167,7 @@ def engine_train(
 ) -> tuple[float, str]:
     """Images/s of one engine epoch of ``steps`` batches, and the layout it trained in."""
     n = (steps or case.train_steps) * case.batch_size
-    recipe = Recipe.from_dict({**RECIPE.identity(), "batch_size": case.batch_size})
+    recipe = RECIPE.with_changes({"batch_size": case.batch_size})
     torch.manual_seed(0)
     result = train(
         case.make(),
@@ -186,7 +189,8 @@ def engine_eval(case: Case, images: np.ndarray) -> float:
     model = case.make()
     layout = probe_layout(model.train(), torch.randn(2, 3, 32, 32), CPU)
     started = time.perf_counter()
-    infer(model, images[: case.eval_images], RECIPE, CPU, case.eval_batch, layout.channels_last)
+    norm = Normalizer.of(RECIPE, CPU)
+    infer(model, images[: case.eval_images], norm, CPU, case.eval_batch, channels_last=layout.channels_last)
     seconds = time.perf_counter() - started
     layout.undo(model)
     return case.eval_images / seconds

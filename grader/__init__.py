@@ -7,7 +7,7 @@ Public API::
     graded.result.total
 
 Names are imported on first use, so the sandboxed harness (which imports
-``grader.harness``) does not load the host-side modules.
+``grader.inside``) does not load the host-side modules.
 """
 
 from __future__ import annotations

@@ -21,14 +21,15 @@ import os
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
 from grader.config import Settings
 from grader.errors import UsageError
+from grader.files import write_atomic
 from grader.pipeline import grade
 from grader.report import write_report, write_results_json
-from grader.report.atomic import write_atomic
 from grader.report.gradescope import write_gradescope
 from grader.report.junit import write_junit
 from grader.report.summary import markdown_summary
@@ -36,8 +37,25 @@ from grader.results import GradeResult
 from grader.rubric import Rubric
 
 QUICK_TEST_PER_CLASS = 100  # 1,000 of CIFAR-10's 10,000 test images
-PROFILES = ("auto", "quick", "full")
-FAIL_ON = ("load", "limits", "any", "never")
+
+
+class Profile(StrEnum):
+    """How much a CI run grades: ``auto`` is ``full`` on a GPU, else ``quick``."""
+
+    AUTO = "auto"
+    QUICK = "quick"
+    FULL = "full"
+
+
+class FailOn(StrEnum):
+    """When the CI job fails: a task does not load; that or a hard limit; any item; never."""
+
+    LOAD = "load"
+    LIMITS = "limits"
+    ANY = "any"
+    NEVER = "never"
+
+
 HARD_LIMITS = ("params_limit", "flops_limit")
 QUICK_SKIP_REASON = (
     "not checked in CI (quick profile): the grader's retraining runs in the full grading after the deadline"
@@ -62,8 +80,8 @@ class CiRun:
 
 def resolve_profile(profile: str, device: str) -> str:
     """``auto`` is ``full`` when the grading device is (or would pick) a GPU, else ``quick``."""
-    if profile not in PROFILES:
-        raise UsageError(f"--profile {profile!r}: use {', '.join(PROFILES)}")
+    if profile not in set(Profile):
+        raise UsageError(f"--profile {profile!r}: use {', '.join(Profile)}")
     if profile != "auto":
         return profile
     if device == "cuda":
@@ -96,8 +114,8 @@ def run_ci(
     progress: Callable[[str], None] = lambda _stage: None,
 ) -> CiRun:
     """Grade ``submission`` under ``profile`` and write every CI output into ``settings.out_dir``."""
-    if fail_on not in FAIL_ON:
-        raise UsageError(f"--fail-on {fail_on!r}: use {', '.join(FAIL_ON)}")
+    if fail_on not in set(FailOn):
+        raise UsageError(f"--fail-on {fail_on!r}: use {', '.join(FailOn)}")
     chosen = resolve_profile(profile, settings.device)
     started = time.monotonic()
     graded = grade(submission, rubric, profile_settings(settings, chosen), progress)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import sys
 import time
+import unicodedata
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -12,57 +13,75 @@ import typer
 from rich.console import Console
 from rich.status import Status
 from rich.table import Table
+from rich.text import Text
 
-from grader.config import Settings
+from grader.batch.executors import ExecutorChoice
+from grader.ci import FailOn, Profile
+from grader.config import Device, Settings
 from grader.errors import GraderError, UsageError
-from grader.sandbox import CHOICES
+from grader.sandbox import SandboxChoice
 
 app = typer.Typer(
     add_completion=False,
-    no_args_is_help=True,
     help="Grade deep-learning assignments in a sandbox and write PDF reports.",
+    rich_markup_mode=None,
+    pretty_exceptions_enable=False,
 )
 console = Console(stderr=True)
 _DEFAULTS = Settings()
+_DEVICE, _SANDBOX = Device(_DEFAULTS.device), SandboxChoice(_DEFAULTS.sandbox)
 log = logging.getLogger("grader")
 
 # Options shared by several commands, declared once.
-DataDir = Annotated[Path | None, typer.Option(help="CIFAR-10 source; default $GRADER_DATA_DIR.")]
-Device = Annotated[str, typer.Option(help="auto, cpu or cuda.")]
-SandboxChoice = Annotated[
-    str,
+DataDir = Annotated[
+    Path | None, typer.Option(metavar="PATH", help="CIFAR-10 source; default $GRADER_DATA_DIR.")
+]
+DeviceOption = Annotated[Device, typer.Option(help="Where models run: auto is CUDA when there is a GPU.")]
+SandboxOption = Annotated[
+    SandboxChoice,
     typer.Option(
-        help="Sandbox backend: auto (Docker if a daemon answers, else bubblewrap), docker or bwrap."
+        help="Sandbox backend: auto is Docker if a daemon answers and has the image, else bubblewrap."
     ),
 ]
 SkipTraining = Annotated[
     bool, typer.Option("--skip-training", help="Leave out retraining (its items are left for a TA).")
 ]
 RecipeFields = Annotated[
-    list[str] | None, typer.Option(help="KEY=VALUE forced on every retraining, e.g. epochs=1 (repeatable).")
+    list[str] | None,
+    typer.Option(metavar="KEY=VALUE", help="Forced on every retraining, e.g. epochs=1 (repeatable)."),
 ]
-Timeout = Annotated[float, typer.Option(help="Seconds per task in the sandbox.")]
-Overrides = Annotated[Path | None, typer.Option(help="Scores set by hand (CSV or YAML).")]
+Timeout = Annotated[float, typer.Option(metavar="SECONDS", help="Time limit of one task in the sandbox.")]
+Overrides = Annotated[Path | None, typer.Option(metavar="FILE", help="Scores set by hand (CSV or YAML).")]
 
 
 @app.command()
 def run(
-    submission: Annotated[Path, typer.Argument(help="A student's submission folder (named by student id).")],
+    submission: Annotated[
+        Path,
+        typer.Argument(metavar="SUBMISSION", help="A student's submission folder (named by student id)."),
+    ],
     rubric: Annotated[
         str | None,
-        typer.Option(help="Rubric YAML file or name in rubrics/; default: the manifest's assignment."),
+        typer.Option(
+            metavar="FILE|NAME",
+            help="Rubric YAML file or name in rubrics/; default: the manifest's assignment.",
+        ),
     ] = None,
-    out: Annotated[Path, typer.Option(help="Reports go to OUT/<student_id>/.")] = _DEFAULTS.out_dir,
+    out: Annotated[
+        Path, typer.Option(metavar="DIR", help="Reports go to DIR/<student_id>/.")
+    ] = _DEFAULTS.out_dir,
     data_dir: DataDir = None,
-    device: Device = _DEFAULTS.device,
-    sandbox: SandboxChoice = _DEFAULTS.sandbox,
+    device: DeviceOption = _DEVICE,
+    sandbox: SandboxOption = _SANDBOX,
     unsafe_no_sandbox: Annotated[
         bool,
         typer.Option("--unsafe-no-sandbox", help="Run student code with no isolation (trusted code only)."),
     ] = False,
-    docker_image: Annotated[str, typer.Option(help="Image for the Docker backend.")] = _DEFAULTS.docker_image,
+    docker_image: Annotated[
+        str, typer.Option(metavar="IMAGE", help="Image for the Docker backend.")
+    ] = _DEFAULTS.docker_image,
     docker_runtime: Annotated[
-        str | None, typer.Option(help="Docker runtime, e.g. runsc for gVisor.")
+        str | None, typer.Option(metavar="RUNTIME", help="Docker runtime, e.g. runsc for gVisor.")
     ] = _DEFAULTS.docker_runtime,
     skip_training: SkipTraining = False,
     recipe: RecipeFields = None,
@@ -81,10 +100,7 @@ def run(
         recipe_overrides=_recipe_overrides(recipe or []),
         skip_training=skip_training,
     )
-    try:
-        _run(submission, rubric, settings)
-    except GraderError as err:
-        _exit(err)
+    _run(submission, rubric, settings)
 
 
 def _recipe_overrides(pairs: list[str]) -> dict[str, Any]:
@@ -92,19 +108,20 @@ def _recipe_overrides(pairs: list[str]) -> dict[str, Any]:
     import yaml
     from pydantic import ValidationError
 
-    from grader.recipe import Recipe
+    from grader.protocol import Recipe
 
     overrides = {}
     for pair in pairs:
         key, sep, value = pair.partition("=")
         if not sep:
-            _exit(UsageError(f"--recipe {pair!r}: expected KEY=VALUE, e.g. --recipe epochs=1"))
+            raise UsageError(f"--recipe {pair!r}: expected KEY=VALUE, e.g. --recipe epochs=1")
         overrides[key.strip()] = yaml.safe_load(value)
     try:
         Recipe().with_changes(overrides)
     except ValidationError as err:
         first = err.errors()[0]
-        _exit(UsageError(f"--recipe {'.'.join(map(str, first['loc']))}: {first['msg']}"))
+        key = ".".join(map(str, first["loc"])) or ", ".join(overrides)
+        raise UsageError(f"--recipe {key}: {first['msg']}") from None
     return overrides
 
 
@@ -137,26 +154,29 @@ CI_HERE, CI_OUT = Path("."), Path("grader-ci")
 @app.command()
 def ci(
     rubric: Annotated[
-        str, typer.Option(help="Rubric YAML from the course's side (never the student's repository).")
+        str,
+        typer.Option(
+            metavar="FILE|NAME", help="Rubric YAML from the course's side (never the student's repository)."
+        ),
     ],
     submission: Annotated[
-        Path, typer.Argument(help="The submission folder, e.g. the checked-out repo.")
+        Path, typer.Argument(metavar="PATH", help="The submission folder, e.g. the checked-out repo.")
     ] = CI_HERE,
     profile: Annotated[
-        str, typer.Option(help="quick (no retraining, test subset), full, or auto (quick without a GPU).")
-    ] = "auto",
+        Profile, typer.Option(help="quick (no retraining, test subset), full, or auto (quick without a GPU).")
+    ] = Profile.AUTO,
     out: Annotated[
-        Path, typer.Option(help="junit.xml, results.json, summary.md and the PDF go here.")
+        Path, typer.Option(metavar="DIR", help="junit.xml, results.json, summary.md and the PDF go here.")
     ] = CI_OUT,
     fail_on: Annotated[
-        str,
+        FailOn,
         typer.Option(
             help="Exit 1 when: load (a task fails to load), limits (that or a hard limit), any, never."
         ),
-    ] = "limits",
+    ] = FailOn.LIMITS,
     data_dir: DataDir = None,
-    device: Device = _DEFAULTS.device,
-    sandbox: SandboxChoice = _DEFAULTS.sandbox,
+    device: DeviceOption = _DEVICE,
+    sandbox: SandboxOption = _SANDBOX,
     unsafe_no_sandbox: Annotated[
         bool,
         typer.Option("--unsafe-no-sandbox", help="Run student code with no isolation (trusted code only)."),
@@ -170,39 +190,33 @@ def ci(
     settings = _settings(
         device, sandbox, unsafe_no_sandbox, data_dir=data_dir, out_dir=out, task_timeout_s=timeout
     )
-    try:
-        parsed = load_rubric(find_rubric(rubric))
-        with console.status("starting") as status:
-            done = run_ci(submission, parsed, settings, profile, fail_on, lambda s: _stage(status, s))
-    except GraderError as err:
-        _exit(err)
+    parsed = load_rubric(find_rubric(rubric))
+    with console.status("starting") as status:
+        done = run_ci(submission, parsed, settings, profile, fail_on, lambda s: _stage(status, s))
     publish(done)
     _print_scores(done.result)
     console.print(f"profile {done.profile}, {done.seconds:.0f} s; outputs in {out}/")
     for problem in done.problems:
-        console.print(f"[bold red]CI check failed:[/] {problem}", highlight=False, soft_wrap=True)
+        console.print(Text("CI check failed: ", style="bold red") + student_text(problem), soft_wrap=True)
     if done.failed:
         raise typer.Exit(1)
 
 
 @app.command()
 def baselines(
-    rubric: Annotated[str, typer.Option(help="Rubric YAML file or name in rubrics/.")],
+    rubric: Annotated[str, typer.Option(metavar="FILE|NAME", help="Rubric YAML file or name in rubrics/.")],
     data_dir: DataDir = None,
-    device: Device = _DEFAULTS.device,
-    sandbox: SandboxChoice = _DEFAULTS.sandbox,
+    device: DeviceOption = _DEVICE,
+    sandbox: SandboxOption = _SANDBOX,
 ) -> None:
     """Train the rubric's reference models once; later gradings reuse the cached results."""
     from grader.pipeline import train_baselines
     from grader.rubric import find_rubric, load_rubric
 
-    settings = Settings(data_dir=data_dir, device=device, sandbox=sandbox)
-    try:
-        parsed = load_rubric(find_rubric(rubric))
-        with console.status("starting") as status:
-            runs = train_baselines(parsed, settings, progress=lambda stage: _stage(status, stage))
-    except GraderError as err:
-        _exit(err)
+    settings = _settings(device, sandbox, data_dir=data_dir)
+    parsed = load_rubric(find_rubric(rubric))
+    with console.status("starting") as status:
+        runs = train_baselines(parsed, settings, progress=lambda stage: _stage(status, stage))
     if not runs:
         console.print(f"{parsed.id} names no baselines (training.baselines)")
     table = Table(title=f"baselines of {parsed.id}")
@@ -210,7 +224,7 @@ def baselines(
         table.add_column(column)
     for task_id, run in runs.items():
         acc = f"{run.test_accuracy:.2f}%" if run.test_accuracy is not None else "—"
-        table.add_row(task_id, run.label, str(len(run.history)), acc, run.error or "")
+        table.add_row(task_id, run.label, str(len(run.history)), acc, student_text(run.error or ""))
     console.print(table)
     if any(run.error for run in runs.values()):
         raise typer.Exit(1)
@@ -218,24 +232,33 @@ def baselines(
 
 @app.command("run-all")
 def run_all(
-    submissions: Annotated[Path, typer.Argument(help="A folder holding one sub-folder per student.")],
-    rubric: Annotated[str, typer.Option(help="Rubric YAML file or name in rubrics/.")],
-    out: Annotated[Path, typer.Option(help="Reports go to OUT/<student_id>/.")] = _DEFAULTS.out_dir,
-    jobs: Annotated[int, typer.Option(min=1, help="Submissions graded at the same time.")] = 1,
-    executor: Annotated[str, typer.Option(help="local (worker processes) or ray.")] = "local",
+    submissions: Annotated[
+        Path, typer.Argument(metavar="SUBMISSIONS", help="A folder holding one sub-folder per student.")
+    ],
+    rubric: Annotated[str, typer.Option(metavar="FILE|NAME", help="Rubric YAML file or name in rubrics/.")],
+    out: Annotated[
+        Path, typer.Option(metavar="DIR", help="Reports go to DIR/<student_id>/.")
+    ] = _DEFAULTS.out_dir,
+    jobs: Annotated[int, typer.Option(min=1, metavar="N", help="Submissions graded at the same time.")] = 1,
+    executor: Annotated[
+        ExecutorChoice, typer.Option(help="local (worker processes) or ray (install grader[ray]).")
+    ] = ExecutorChoice.LOCAL,
     ray_address: Annotated[
-        str | None, typer.Option(help="A Ray cluster (ray start --head); default: a local Ray instance.")
+        str | None,
+        typer.Option(
+            metavar="ADDRESS", help="A Ray cluster (ray start --head); default: a local Ray instance."
+        ),
     ] = None,
     only: Annotated[
-        list[str] | None, typer.Option(help="Grade only this student folder (repeatable).")
+        list[str] | None, typer.Option(metavar="ID", help="Grade only this student folder (repeatable).")
     ] = None,
     force: Annotated[
         bool, typer.Option("--force", help="Grade again even students whose grading is current.")
     ] = False,
     overrides: Overrides = None,
     data_dir: DataDir = None,
-    device: Device = _DEFAULTS.device,
-    sandbox: SandboxChoice = _DEFAULTS.sandbox,
+    device: DeviceOption = _DEVICE,
+    sandbox: SandboxOption = _SANDBOX,
     skip_training: SkipTraining = False,
     recipe: RecipeFields = None,
     timeout: Timeout = _DEFAULTS.task_timeout_s,
@@ -255,34 +278,32 @@ def run_all(
         recipe_overrides=_recipe_overrides(recipe or []),
         skip_training=skip_training,
     )
-    try:
-        rubric_file = find_rubric(rubric)
-        parsed = load_rubric(rubric_file)
-        options = BatchOptions(
-            submissions,
-            rubric_file,
-            settings,
-            jobs,
-            executor,
-            ray_address,
-            only or [],
-            load_overrides(overrides, parsed) if overrides else [],
-            force,
-        )
-        with _BatchProgress() as progress:
-            result = run_batch(options, progress)
-    except GraderError as err:
-        _exit(err)
+    rubric_file = find_rubric(rubric)
+    parsed = load_rubric(rubric_file)
+    options = BatchOptions(
+        submissions,
+        rubric_file,
+        settings,
+        jobs,
+        executor,
+        ray_address,
+        only or [],
+        load_overrides(overrides, parsed) if overrides else [],
+        force,
+    )
+    with _BatchProgress() as progress:
+        result = run_batch(options, progress)
     _print_batch(result, out)
 
 
 @app.command()
 def report(
-    out: Annotated[Path, typer.Argument(help="The folder `grader run-all` wrote.")],
-    rubric: Annotated[str, typer.Option(help="Rubric YAML file or name in rubrics/.")],
+    out: Annotated[Path, typer.Argument(metavar="DIR", help="The folder `grader run-all` wrote.")],
+    rubric: Annotated[str, typer.Option(metavar="FILE|NAME", help="Rubric YAML file or name in rubrics/.")],
     overrides: Overrides = None,
     data_dir: Annotated[
-        Path | None, typer.Option(help="CIFAR-10 source, for the misclassified images in the PDFs.")
+        Path | None,
+        typer.Option(metavar="PATH", help="CIFAR-10 source, for the misclassified images in the PDFs."),
     ] = None,
 ) -> None:
     """Re-render PDFs, results.json and the gradebook from stored results (no model runs)."""
@@ -290,17 +311,12 @@ def report(
     from grader.overrides import load_overrides
     from grader.rubric import find_rubric, load_rubric
 
-    try:
-        parsed = load_rubric(find_rubric(rubric))
-        hand = load_overrides(overrides, parsed) if overrides else []
-        if not out.is_dir():
-            raise UsageError(f"{out} is not a folder of graded submissions; give the --out of grader run-all")
-        rows = last_rows(out)
-        rewritten = write_class_outputs(out, parsed, rows, hand, _test_images(data_dir), force=True)
-    except GraderError as err:
-        _exit(err)
-    except ValueError as err:
-        _exit(UsageError(str(err)))
+    parsed = load_rubric(find_rubric(rubric))
+    hand = load_overrides(overrides, parsed) if overrides else []
+    if not out.is_dir():
+        raise UsageError(f"{out} is not a folder of graded submissions; give the --out of grader run-all")
+    rows = last_rows(out)
+    rewritten = write_class_outputs(out, parsed, rows, hand, _test_images(data_dir), force=True)
     console.print(f"{len(rewritten)} reports rewritten; gradebook: {out / 'gradebook.csv'}")
 
 
@@ -312,7 +328,10 @@ def _test_images(data_dir: Path | None) -> Any:
         source = datasets.resolve_source(data_dir)
         return datasets.load_split(source, "test", Settings().cache_dir).images()
     except GraderError as err:
-        console.print(f"[yellow]note:[/] {err}; the reports leave out the misclassified images")
+        console.print(
+            Text("note: ", style="yellow")
+            + student_text(f"{err}; the reports leave out the misclassified images")
+        )
         return None
 
 
@@ -353,7 +372,9 @@ class _BatchProgress:
     def finished(self, row: Any) -> None:
         self.bar.advance(self.task)
         if row.status == "failed":
-            self.bar.console.print(f"[red]failed[/] {row.student_id}: {row.reason}", highlight=False)
+            self.bar.console.print(
+                Text("failed ", style="red") + student_text(f"{row.student_id}: {row.reason}")
+            )
 
 
 def _print_batch(result: Any, out: Path) -> None:
@@ -367,44 +388,75 @@ def _print_batch(result: Any, out: Path) -> None:
         table.add_column("student")
         table.add_column("reason")
         for row in failed:
-            table.add_row(row.student_id, row.reason)
+            table.add_row(student_text(row.student_id), student_text(row.reason))
         console.print(table)
 
 
-def _settings(device: str, sandbox: str, unsafe_no_sandbox: bool = False, **fields: Any) -> Settings:
-    """A command's Settings, once the --device and --sandbox choices every command shares are
-    checked; --unsafe-no-sandbox overrides the backend."""
-    if device not in ("auto", "cpu", "cuda"):
-        _exit(UsageError(f"--device {device!r}: use auto, cpu or cuda"))
-    if sandbox not in CHOICES:
-        _exit(UsageError(f"--sandbox {sandbox!r}: use {', '.join(CHOICES)} (or --unsafe-no-sandbox)"))
-    return Settings(device=device, sandbox="none" if unsafe_no_sandbox else sandbox, **fields)
+def _settings(
+    device: Device, sandbox: SandboxChoice, unsafe_no_sandbox: bool = False, **fields: Any
+) -> Settings:
+    """A command's Settings from the choices every command shares; --unsafe-no-sandbox
+    overrides the backend."""
+    backend = "none" if unsafe_no_sandbox else sandbox.value
+    return Settings(device=device.value, sandbox=backend, **fields)
 
 
 def _stage(status: Status, stage: str) -> None:
-    console.print(f"[dim]{time.strftime('%H:%M:%S')}[/] {stage}", highlight=False)
-    status.update(stage)
+    console.print(Text(time.strftime("%H:%M:%S "), style="dim") + student_text(stage))
+    status.update(student_text(stage))
 
 
 def _print_scores(result: object) -> None:
     from grader.results import GradeResult
 
     assert isinstance(result, GradeResult)
-    table = Table(title=f"{result.student_id} — {result.rubric_title}")
+    table = Table(title=student_text(f"{result.student_id} — {result.rubric_title}"))
     for column in ("item", "task", "score", "status", "reason"):
         table.add_column(column)
     for item in result.items:
-        table.add_row(
-            item.id, item.task or "", f"{item.score:g}/{item.max_score:g}", item.status, item.message
-        )
+        score = f"{item.score:g}/{item.max_score:g}"
+        table.add_row(item.id, item.task or "", score, item.status, student_text(item.message))
     table.add_row("total", "", f"{result.total:g}/{result.max_total:g}", "", "")
     console.print(table)
 
 
-def _exit(err: GraderError) -> None:
-    console.print(f"[bold red]error:[/] {err}", highlight=False, soft_wrap=True)
-    raise typer.Exit(err.exit_code)
+def student_text(text: str) -> Text:
+    """Text a student controls (messages, exception text, names) for the terminal: shown as it
+    is, never read as Rich markup, with control characters (escape sequences among them) and
+    other invisible format characters replaced by U+FFFD."""
+    return Text("".join(_visible(c) for c in text))
+
+
+def _visible(char: str) -> str:
+    if char in "\n\t":
+        return char
+    return "\ufffd" if unicodedata.category(char) in ("Cc", "Cf", "Cs", "Co", "Cn") else char
+
+
+def _print_error(err: GraderError) -> None:
+    console.print(Text("error: ", style="bold red") + student_text(str(err)), soft_wrap=True)
+
+
+def run_cli(argv: list[str] | None = None) -> int:
+    """Run the command line on ``argv`` (default: the process's) and return the exit code.
+
+    Every ``GraderError`` is caught here, once, and printed as its one line with its exit code.
+    """
+    args = sys.argv[1:] if argv is None else argv
+    try:
+        code = app(args=args or ["--help"], standalone_mode=False, prog_name="grader")
+    except GraderError as err:
+        _print_error(err)
+        return err.exit_code
+    except typer.TyperException as err:  # the parser's own: a bad flag or value (exit 2)
+        message = err.format_message().replace("Value error, ", "")
+        console.print(Text("error: ", style="bold red") + Text(message), soft_wrap=True)
+        return err.exit_code
+    except (typer.Abort, KeyboardInterrupt):
+        console.print("interrupted")
+        return 130
+    return code if isinstance(code, int) else 0
 
 
 def main() -> None:
-    sys.exit(app())
+    sys.exit(run_cli())

@@ -7,8 +7,11 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
+from enum import StrEnum
 from pathlib import Path
 from typing import Any
+
+from grader.protocol import Limits
 
 PACKAGE_DIR = Path(__file__).resolve().parent
 REPO_ROOT = PACKAGE_DIR.parent
@@ -34,14 +37,22 @@ def _default_cache_dir() -> Path:
     return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "grader"
 
 
+class Device(StrEnum):
+    """Where models run: ``auto`` is CUDA when torch sees a GPU, else the CPU."""
+
+    AUTO = "auto"
+    CPU = "cpu"
+    CUDA = "cuda"
+
+
 @dataclass
 class Settings:
     # Where CIFAR-10 is read from; None falls back to $GRADER_DATA_DIR (see data.resolve_source).
     data_dir: Path | None = None
     # Reports go to out_dir/<student_id>/.
     out_dir: Path = Path("reports")
-    # "auto" picks CUDA when torch sees a GPU, else the CPU.
-    device: str = "auto"
+    # A Device: "auto" picks CUDA when torch sees a GPU, else the CPU.
+    device: str = Device.AUTO
     # Decoded datasets are cached here as .npy files, keyed by the source file.
     cache_dir: Path = field(default_factory=_default_cache_dir)
     # Sandbox backend: "auto" is Docker when a daemon answers and has the image, else
@@ -86,7 +97,25 @@ class Settings:
     max_checkpoint_bytes: int = 2 * 2**30
     # stdout + stderr kept from one job; a flood beyond this is discarded.
     max_log_bytes: int = 1 * 2**20
+    # Open files of one job, and the size of its /tmp (and /dev/shm).
+    max_open_files: int = 256
+    tmpfs_bytes: int = 256 * 2**20
     # Images per forward pass during evaluation.
     eval_batch_size: int = 500
     # Misclassified test images shown in the report.
     misclassified_shown: int = 16
+
+    def limits(self, training: bool = False) -> Limits:
+        """The resource caps of one sandbox job; a training job also writes checkpoints."""
+        largest_file = max(self.max_output_bytes, self.max_checkpoint_bytes if training else 0)
+        return Limits(
+            address_space_bytes=self.address_space_bytes,
+            file_size_bytes=largest_file,
+            memory_bytes=self.memory_bytes,
+            pids=self.max_pids,
+            cpus=self.cpus,
+            output_bytes=self.max_output_bytes,
+            log_bytes=self.max_log_bytes,
+            open_files=self.max_open_files,
+            tmpfs_bytes=self.tmpfs_bytes,
+        )

@@ -25,6 +25,7 @@ import numpy as np
 from PIL import Image
 
 from grader.errors import DataError
+from grader.files import write_atomic
 
 CIFAR10_CLASSES = (
     "airplane", "automobile", "bird", "cat", "deer",
@@ -80,7 +81,7 @@ def load_split(source: Path, split: Split, cache_dir: Path) -> CachedSplit:
         cache_dir.mkdir(parents=True, exist_ok=True)
         _save_atomic(images_path, images)
         _save_atomic(labels_path, labels)
-        classes_path.write_text("\n".join(classes))
+        write_atomic(classes_path, "\n".join(classes).encode())
     classes = tuple(classes_path.read_text().split("\n"))
     return CachedSplit(images_path, labels_path, classes)
 
@@ -121,10 +122,7 @@ def _cache_key(source: Path, split: Split) -> str:
 
 
 def _save_atomic(path: Path, array: np.ndarray) -> None:
-    tmp = path.with_name(path.name + f".{os.getpid()}.tmp")
-    with open(tmp, "wb") as f:
-        np.save(f, array, allow_pickle=False)
-    os.replace(tmp, path)
+    write_atomic(path, lambda handle: np.save(handle, array, allow_pickle=False))
 
 
 def _decode(source: Path, split: Split) -> tuple[np.ndarray, np.ndarray, tuple[str, ...]]:

@@ -1,116 +1,44 @@
-"""One task of one submission as a sandbox job: what goes in, and reading what comes out.
+"""One task of one submission as a sandbox job: the job going in, what comes out, and what it
+means for the task.
 
-The sandbox sees the submission (read-only), the unlabeled test images and a job file,
-and for a notebook model the module built from the notebook (read-only, next to the
-submission, so the harness imports it like a ``.py`` file). It writes ``report.json``
-and ``logits.npy`` to its own output directory. Those files are untrusted: they are
-opened without following links, size-capped and schema-checked.
+The sandbox sees the submission (read-only), the unlabeled test images, the job file, the
+harness code (``grader.inside`` with the modules it shares with the host) and, for a notebook
+model, the module built from the notebook. It writes ``report.json`` and ``logits.npy`` to its
+own output folder. Those files are untrusted: opened without following links, size-capped,
+and the report decoded into ``grader.protocol.HarnessReport``, which checks every field.
+``failure`` is the one place an outcome becomes a task's failed stage and message.
 """
 
 from __future__ import annotations
 
 import io
-import json
-import os
 import signal
-import stat
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import ValidationError
 
-from grader.config import Settings
+from grader.config import PACKAGE_DIR, Settings
+from grader.files import UntrustedFileError, read_untrusted, write_atomic
 from grader.notebook import NotebookModule
-from grader.rubric import COUNTERS, Rubric
-from grader.sandbox import Backend, Job, Limits, Mount, Outcome
+from grader.protocol import HarnessJob, HarnessReport, NotebookRef, Recipe, TrainingJob, decode, encode
+from grader.rubric import Rubric
+from grader.sandbox import Backend, Job, Mount, Outcome
 from grader.submission import TaskEntry
 
-_REPORT_CAP = 4 * 2**20
-_PACKAGE_DIR = Path(__file__).resolve().parent  # the grader package, mounted for the harness
-
-
-class _Row(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    name: str
-    output_shape: list[int]
-    params: int
-
-
-class _Summary(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    rows: list[_Row]
-    total_params: int
-    trainable_params: int
-    input_mb: float
-    forward_backward_mb: float
-    params_mb: float
-    total_mb: float
-
-
-class _Block(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    name: str
-    type: str
-    output_shape: list[int]
-    params: int
-
-
-class _Epoch(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    epoch: int
-    train_loss: float
-    train_acc: float
-    val_loss: float | None
-    val_acc: float | None
-    lr: float
-    seconds: float
-
-
-class _Training(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    history: list[_Epoch]
-    stopped_early: str | None
-    images_per_second: float
-    channels_last: bool
-    nchw_after: str | None = None
-    resumed_from_epoch: int | None
-
-
-class HarnessReport(BaseModel):
-    """What the harness may say; anything else in report.json is refused."""
-
-    model_config = ConfigDict(extra="forbid")
-    stages_done: list[str]
-    error: str | None = None
-    error_stage: str | None = None
-    device: str | None = None
-    torch_version: str | None = None
-    params: int | None = None
-    trainable_params: int | None = None
-    output_shape: list[int] | None = None
-    residual_adds: int | None = None
-    module_counts: dict[str, int] = {}
-    summary: _Summary | None = None
-    diagram: list[_Block] = []
-    macs: dict[str, int] = {}
-    forward_ok: bool = False
-    weights_loaded: bool = False
-    weights_fingerprint: list[float] | None = None
-    logits_shape: list[int] | None = None
-    harness_seconds: float | None = None
-    stage_seconds: dict[str, float] = {}
-    started_at: float | None = None
-    training: _Training | None = None
+REPORT_CAP = 4 * 2**20
+CODE_ROOT = "/opt/grader"  # where the harness code is mounted in a sandbox
+# What the harness imports of the grader: its own package and the modules it shares with the host.
+HARNESS_CODE = ("__init__.py", "protocol.py", "files.py", "inside")
 
 
 @dataclass(frozen=True)
 class TrainingInputs:
     """What a retraining job adds: the recipe, the labeled training split, a checkpoint folder."""
 
-    recipe: dict[str, Any]
+    recipe: Recipe
     train_images: Path
     train_labels: Path  # training labels may enter the sandbox; test labels never do
     checkpoints: Path  # kept on the host between attempts, so a killed job resumes
@@ -123,15 +51,6 @@ class TrainingInputs:
             "checkpoints": Mount(self.checkpoints, "/checkpoints", writable=True),
         }
 
-    def spec(self, where: dict[str, str]) -> dict[str, Any]:
-        return {
-            "mode": "train",
-            "recipe": self.recipe,
-            "train_images": where["train_images"],
-            "train_labels": where["train_labels"],
-            "checkpoints": where["checkpoints"],
-        }
-
 
 @dataclass
 class TaskRun:
@@ -139,6 +58,12 @@ class TaskRun:
     report: HarnessReport | None
     logits: np.ndarray | None
     problem: str | None  # why the outputs could not be used, in plain words
+
+
+@dataclass(frozen=True)
+class Failure:
+    stage: str
+    message: str
 
 
 def run_task(
@@ -159,7 +84,7 @@ def run_task(
         "submission": Mount(submission_root, "/submission"),
         "images": Mount(images, "/data/test_images.npy"),
         "job": Mount(job_file, "/job/job.json"),
-        "code": Mount(_PACKAGE_DIR, "/opt/grader/grader"),
+        **{f"code:{name}": Mount(PACKAGE_DIR / name, f"{CODE_ROOT}/grader/{name}") for name in HARNESS_CODE},
         "out": Mount(out_dir, "/out", writable=True),
     }
     if entry.notebook is not None:
@@ -169,19 +94,16 @@ def run_task(
     # Inside a sandbox the job sees the mount points; without one, the host paths.
     isolated = getattr(backend, "maps_paths", True)
     where = {key: m.inside if isolated else str(m.host) for key, m in mounts.items()}
-    spec = _job_spec(entry, rubric, settings, where)
-    if training is not None:
-        spec |= training.spec(where)
-    job_file.write_text(json.dumps(spec))
+    write_atomic(job_file, encode(harness_job(entry, rubric, settings, where, training)))
     job = Job(
-        argv=[sys.executable, "-m", "grader.harness", where["job"]],
+        argv=[sys.executable, "-m", "grader.inside", where["job"]],
         mounts=list(mounts.values()),
         workdir=where["submission"],
         timeout_s=training.timeout_s if training else settings.task_timeout_s,
-        limits=_limits(settings, training is not None),
+        limits=settings.limits(training is not None),
         log_dir=work_dir / "logs",
         env={
-            "PYTHONPATH": str(Path(where["code"]).parent),
+            "PYTHONPATH": CODE_ROOT if isolated else str(PACKAGE_DIR.parent),
             # torch's thread pool sized to the job's CPU share, not to the whole machine.
             "OMP_NUM_THREADS": str(max(1, int(settings.cpus))),
         },
@@ -191,17 +113,29 @@ def run_task(
     return read_outputs(outcome, out_dir, settings, rubric.num_classes), backend.enforced(job)
 
 
-def _limits(settings: Settings, training: bool) -> Limits:
-    # A training job writes checkpoints (weights and optimizer state) besides its outputs.
-    largest_file = max(settings.max_output_bytes, settings.max_checkpoint_bytes if training else 0)
-    return Limits(
-        address_space_bytes=settings.address_space_bytes,
-        file_size_bytes=largest_file,
-        memory_bytes=settings.memory_bytes,
-        pids=settings.max_pids,
-        cpus=settings.cpus,
-        output_bytes=settings.max_output_bytes,
-        log_bytes=settings.max_log_bytes,
+def harness_job(
+    entry: TaskEntry,
+    rubric: Rubric,
+    settings: Settings,
+    where: dict[str, str],
+    training: TrainingInputs | None = None,
+) -> HarnessJob:
+    return HarnessJob(
+        submission=where["submission"],
+        model=entry.model,
+        weights=entry.weights,
+        images=where["images"],
+        out=where["out"],
+        device=settings.device,  # type: ignore[arg-type]  # checked by the CLI
+        mean=entry.preprocess.mean,
+        std=entry.preprocess.std,
+        num_classes=rubric.num_classes,
+        batch_size=settings.eval_batch_size,
+        max_model_bytes=settings.max_model_bytes,
+        notebook=_notebook_ref(entry.notebook, where.get("notebook")),
+        training=None
+        if training is None
+        else TrainingJob(training.recipe, where["train_images"], where["train_labels"], where["checkpoints"]),
     )
 
 
@@ -217,34 +151,12 @@ def _stage(module: NotebookModule, folder: Path) -> Path:
     return folder
 
 
-def _notebook_spec(module: NotebookModule | None, folder: str | None) -> dict[str, Any] | None:
+def _notebook_ref(module: NotebookModule | None, folder: str | None) -> NotebookRef | None:
     """Where the harness finds the built module, and how its lines map to the notebook's cells."""
     if module is None or folder is None:
         return None
-    return {
-        "module": f"{folder}/{module.file_name}",
-        "origins": [[o.module_line, o.cell, o.cell_line] for o in module.origins],
-        "problem": module.problem,
-    }
-
-
-def _job_spec(entry: TaskEntry, rubric: Rubric, settings: Settings, where: dict[str, str]) -> dict[str, Any]:
-    return {
-        "submission": where["submission"],
-        "model": entry.model,
-        "notebook": _notebook_spec(entry.notebook, where.get("notebook")),
-        "weights": entry.weights,
-        "images": where["images"],
-        "out": where["out"],
-        "device": settings.device,
-        "mean": list(entry.preprocess.mean),
-        "std": list(entry.preprocess.std),
-        "num_classes": rubric.num_classes,
-        "input_shape": [3, 32, 32],
-        "batch_size": settings.eval_batch_size,
-        "counters": list(COUNTERS),
-        "max_model_bytes": settings.max_model_bytes,
-    }
+    origins = tuple((o.module_line, o.cell, o.cell_line) for o in module.origins)
+    return NotebookRef(f"{folder}/{module.file_name}", origins, module.problem)
 
 
 def read_outputs(outcome: Outcome, out_dir: Path, settings: Settings, num_classes: int) -> TaskRun:
@@ -255,6 +167,45 @@ def read_outputs(outcome: Outcome, out_dir: Path, settings: Settings, num_classe
     if report is None and problem is None:
         problem = _silent_exit(outcome)
     return TaskRun(outcome, report, logits, problem)
+
+
+def failure(run: TaskRun, finished: str = "inference") -> Failure | None:
+    """Why the job's task stopped, or None when it reached stage ``finished`` with usable outputs."""
+    report, outcome = run.report, run.outcome
+    if outcome.timed_out:
+        return Failure("timeout", _timeout_message(outcome, report))
+    if outcome.resource_problem():
+        return Failure("resources", outcome.resource_problem() or "")
+    if report is not None and report.error:
+        return Failure(report.error_stage or "harness", report.error)
+    if run.problem:
+        return Failure("sandbox", run.problem)
+    if report is not None and finished not in report.stages_done:
+        done = report.stages_done[-1] if report.stages_done else "start"
+        return Failure(
+            "sandbox",
+            f"the sandboxed process ended after stage {done!r} without finishing "
+            f"(exit code {outcome.returncode})",
+        )
+    return None
+
+
+# Where a job stopped at its deadline, by the last stage it finished, and what usually causes it.
+_STUCK_AFTER = {
+    None: "while importing the model file (a long loop or download at module level?)",
+    "start": "while importing the model file (a long loop or download at module level?)",
+    "import": "while building the model (an endless loop in __init__?)",
+    "build": "in the first forward pass (an endless loop in forward?)",
+    "forward": "while counting MACs",
+    "macs": "while loading the weights",
+    "weights": "during the test pass",
+}
+
+
+def _timeout_message(outcome: Outcome, report: HarnessReport | None) -> str:
+    last = report.stages_done[-1] if report and report.stages_done else None
+    where = _STUCK_AFTER.get(last, f"after stage {last!r}")
+    return f"stopped after {outcome.seconds:.0f} s {where}: the task did not finish within the time limit"
 
 
 def _silent_exit(outcome: Outcome) -> str:
@@ -270,34 +221,23 @@ def _silent_exit(outcome: Outcome) -> str:
     return f"the sandboxed process exited with code {code} before reporting anything (see the log)"
 
 
-def _read_untrusted(path: Path, cap: int) -> bytes | None:
-    """The file's bytes if it is a regular file under ``cap``; links are not followed."""
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
-    except OSError:
-        return None
-    with os.fdopen(fd, "rb") as f:
-        info = os.fstat(fd)
-        if not stat.S_ISREG(info.st_mode) or info.st_size > cap:
-            return None
-        return f.read(cap + 1)
-
-
 def _read_report(path: Path) -> tuple[HarnessReport | None, str | None]:
-    if not os.path.lexists(path):
+    try:
+        raw = read_untrusted(path, REPORT_CAP)
+    except FileNotFoundError:
         return None, None
-    raw = _read_untrusted(path, _REPORT_CAP)
-    if raw is None:
+    except UntrustedFileError:
         return None, "the sandbox's report file was not a regular file or was too large"
     try:
-        return HarnessReport.model_validate_json(raw), None
+        return decode(HarnessReport, raw), None
     except ValidationError:
         return None, "the sandbox's report file did not have the expected form"
 
 
 def _read_logits(path: Path, cap: int, num_classes: int) -> tuple[np.ndarray | None, str | None]:
-    raw = _read_untrusted(path, cap)
-    if raw is None:
+    try:
+        raw = read_untrusted(path, cap)
+    except OSError:
         return None, "the logits file was missing, not a regular file, or too large"
     try:
         logits = np.load(io.BytesIO(raw), allow_pickle=False)

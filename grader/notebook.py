@@ -20,6 +20,8 @@ from typing import Any
 
 import nbformat
 
+from grader.files import UntrustedFileError, read_untrusted
+
 SUFFIX = ".ipynb"
 MAX_BYTES = 64 * 2**20  # notebooks with many saved figures run to tens of MiB
 _HEADER = (
@@ -125,6 +127,12 @@ class Notebook:
                 found[task_id] = Claim(accuracy, number, line.strip()[:_SHOWN_CHARS])
         return found
 
+    def code(self) -> str:
+        """Every code cell's source without IPython's shell, magic and help lines."""
+        cells = [_source(cell).split("\n") for _, cell in self._code_cells()]
+        kept = ["\n".join(line for line in lines if not _MAGIC_LINE.match(line)) for lines in cells]
+        return "\n\n".join(kept)
+
     def _code_cells(self) -> Iterator[tuple[int, Any]]:
         for number, cell in enumerate(self.cells, 1):
             if cell.get("cell_type") == "code":
@@ -140,20 +148,29 @@ class Notebook:
 
 def read(root: Path, name: str) -> Notebook:
     """The notebook at ``root / name``, as data; NotebookError if it cannot be read."""
-    path = root / name
-    if path.stat().st_size > MAX_BYTES:
-        raise NotebookError(
-            f"{name} is larger than {MAX_BYTES // 2**20} MiB; "
-            "clear the outputs of big figures and save it again"
-        )
     try:
-        text = path.read_text(encoding="utf-8")
+        raw = read_untrusted(root / name, MAX_BYTES)
+    except UntrustedFileError as err:
+        if "limit" in str(err):
+            raise NotebookError(
+                f"{name} is larger than {MAX_BYTES // 2**20} MiB; "
+                "clear the outputs of big figures and save it again"
+            ) from err
+        raise NotebookError(f"{name} cannot be read: {err}; submit the notebook itself") from err
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise NotebookError(f"{name} is not UTF-8 text ({err}); save it again from Jupyter") from err
+    return parse(name, text)
+
+
+def parse(name: str, text: str) -> Notebook:
+    """A notebook's JSON text, as data; NotebookError if it is not a notebook."""
+    try:
         with warnings.catch_warnings():
             # Old notebooks lack cell ids and the like: harmless for reading definitions.
             warnings.simplefilter("ignore")
             nb = nbformat.reads(text, as_version=4)
-    except UnicodeDecodeError as err:
-        raise NotebookError(f"{name} is not UTF-8 text ({err}); save it again from Jupyter") from err
     except Exception as err:  # nbformat raises JSON, schema and conversion errors of many kinds
         raise NotebookError(
             f"{name} is not a readable Jupyter notebook ({type(err).__name__}: {err}); "

@@ -20,8 +20,9 @@ from grader import data as datasets
 from grader import retraining
 from grader.config import Settings
 from grader.evaluate import evaluate
-from grader.jobs import HarnessReport, TaskRun, run_task
-from grader.results import DiagramNode, Evaluation, GradeResult, LayerRow, Summary, TaskResult, TrainingRun
+from grader.jobs import TaskRun, failure, run_task
+from grader.protocol import HarnessReport
+from grader.results import Evaluation, GradeResult, TaskResult, TrainingRun
 from grader.rubric import FlopsLimitItem, ParamsLimitItem, Rubric
 from grader.sandbox import Backend, UnsandboxedBackend, pick_backend
 from grader.sandbox.unsafe import WARNING as UNSANDBOXED_WARNING
@@ -205,29 +206,11 @@ def _name_subset(evaluation: Evaluation, test: _TestSet) -> None:
 def _absorb(task: TaskResult, run: TaskRun) -> None:
     """Copy what the harness measured, then record why it stopped, if it did."""
     task.sandbox_seconds = round(run.outcome.seconds, 2)
-    report = run.report
-    if report is not None:
-        _copy_measurements(task, report)
-    if run.outcome.timed_out:
-        task.fail(
-            "timeout",
-            f"stopped after {run.outcome.seconds:.0f} s: the task did not finish within "
-            "the time limit (an endless loop in __init__ or forward?)",
-        )
-    elif run.outcome.resource_problem():
-        task.fail("resources", run.outcome.resource_problem() or "")
-    elif report is not None and report.error:
-        task.fail(report.error_stage or "harness", report.error)
-    elif run.problem:
-        task.fail("sandbox", run.problem)
-    elif report is not None and "inference" not in report.stages_done:
-        done = report.stages_done[-1] if report.stages_done else "start"
-        task.fail(
-            "sandbox",
-            f"the sandboxed process ended after stage {done!r} without finishing "
-            f"(exit code {run.outcome.returncode})",
-        )
-    if task.status == "error":
+    if run.report is not None:
+        _copy_measurements(task, run.report)
+    stopped = failure(run)
+    if stopped is not None:
+        task.fail(stopped.stage, stopped.message)
         task.log_tail = run.outcome.log_tail[-4000:]
 
 
@@ -241,10 +224,8 @@ def _copy_measurements(task: TaskResult, report: HarnessReport) -> None:
     task.output_shape = report.output_shape
     task.stage_seconds = dict(report.stage_seconds)
     task.device = report.device
-    if report.summary:
-        totals = report.summary.model_dump(exclude={"rows"})
-        task.summary = Summary(rows=[LayerRow(**r.model_dump()) for r in report.summary.rows], **totals)
-    task.diagram = [DiagramNode(**node.model_dump()) for node in report.diagram]
+    task.summary = report.summary
+    task.diagram = list(report.diagram)
 
 
 def _sandbox_warnings(backend: Backend) -> list[str]:

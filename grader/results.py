@@ -1,48 +1,21 @@
 """The records handed from stage to stage, and written to ``results.json``.
 
 Everything here is plain data (no torch), so scoring and reporting can run from a
-stored ``results.json`` without touching a model.
+stored ``results.json`` without touching a model. The records measured inside the sandbox
+(layer table, diagram, epochs) are ``grader.protocol``'s, used here as they came back.
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, fields, is_dataclass
-from typing import Any, Literal, get_args, get_origin, get_type_hints
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal
+
+from grader.protocol import DiagramNode, EpochRecord, LayerRow, Summary, from_plain
 
 # "not_checked": the grading that produced this result left the item's evidence out on
 # purpose (--skip-training, or grader ci's quick profile); a full grading scores it.
 ItemStatus = Literal["pass", "partial", "fail", "error", "manual", "not_checked"]
 TaskStatus = Literal["ok", "error"]
-
-
-@dataclass
-class LayerRow:
-    """One row of the torchsummary-style table."""
-
-    name: str  # e.g. "Conv2d-1"
-    output_shape: list[int]  # batch dimension shown as -1
-    params: int
-
-
-@dataclass
-class Summary:
-    rows: list[LayerRow]
-    total_params: int
-    trainable_params: int
-    input_mb: float
-    forward_backward_mb: float
-    params_mb: float
-    total_mb: float
-
-
-@dataclass
-class DiagramNode:
-    """A top-level block of the model, as drawn in the diagram."""
-
-    name: str
-    type: str
-    output_shape: list[int]
-    params: int
 
 
 @dataclass
@@ -61,17 +34,6 @@ class Evaluation:
 
 
 @dataclass
-class EpochRecord:
-    epoch: int
-    train_loss: float
-    train_acc: float  # percent
-    val_loss: float | None
-    val_acc: float | None
-    lr: float
-    seconds: float
-
-
-@dataclass
 class TrainingRun:
     """One retraining of a model under one recipe, measured by the grader."""
 
@@ -80,6 +42,7 @@ class TrainingRun:
     history: list[EpochRecord] = field(default_factory=list)
     test_accuracy: float | None = None  # percent, computed on the host from the logits
     error: str | None = None
+    error_stage: str | None = None
     stopped_early: str | None = None
     images_per_second: float | None = None
     resumed_from_epoch: int | None = None
@@ -200,36 +163,19 @@ class GradeResult:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> GradeResult:
-        """The inverse of ``to_dict``, e.g. for a stored ``results.json``.
-
-        Nested records are rebuilt from the field types; the derived keys (``total``,
-        ``max_total``, ``pending_manual``, ``not_checked``, a task's ``test_accuracy``) are ignored.
-        """
-        result = _from_plain(cls, data)
-        assert isinstance(result, GradeResult)
-        return result
-
-
-_DERIVED_KEYS = {"total", "max_total", "pending_manual", "not_checked", "test_accuracy"}
+        """The inverse of ``to_dict``, e.g. for a stored ``results.json``; every field is checked
+        (``pydantic.ValidationError``) and the derived keys (``total``, ``max_total``,
+        ``pending_manual``, ``not_checked``, a task's ``test_accuracy``) are left out."""
+        plain = {k: v for k, v in data.items() if k not in _DERIVED_KEYS}
+        plain["tasks"] = {
+            task_id: {k: v for k, v in task.items() if k != "test_accuracy"}
+            for task_id, task in plain.get("tasks", {}).items()
+        }
+        return from_plain(GradeResult, plain)
 
 
-def _from_plain(kind: Any, value: Any) -> Any:
-    """``value`` (parsed JSON) as an instance of the annotated type ``kind``."""
-    if value is None:
-        return None
-    if is_dataclass(kind) and isinstance(kind, type):
-        hints = get_type_hints(kind)
-        names = {f.name for f in fields(kind) if f.init}
-        known = {k: v for k, v in value.items() if k not in _DERIVED_KEYS or k in names}
-        return kind(**{k: _from_plain(hints[k], v) for k, v in known.items()})
-    origin, args = get_origin(kind), get_args(kind)
-    if origin is list:
-        return [_from_plain(args[0], v) for v in value]
-    if origin is tuple:
-        return tuple(value)
-    if origin is dict:
-        return {k: _from_plain(args[1], v) for k, v in value.items()}
-    if origin is not None and origin is not Literal and type(None) in args:  # X | None
-        (inner,) = [a for a in args if a is not type(None)]
-        return _from_plain(inner, value)
-    return value
+_DERIVED_KEYS = {"total", "max_total", "pending_manual", "not_checked"}
+__all__ = [
+    "DiagramNode", "EpochRecord", "Evaluation", "GradeResult", "HandScore", "ItemResult", "ItemStatus",
+    "LayerRow", "Summary", "TaskResult", "TaskStatus", "TrainingRun",
+]  # fmt: skip

@@ -12,7 +12,7 @@ import hashlib
 import json
 import shutil
 import tempfile
-from dataclasses import asdict, dataclass, replace
+from dataclasses import dataclass, replace
 from importlib.metadata import version
 from pathlib import Path
 from typing import Any
@@ -22,9 +22,10 @@ import numpy as np
 from grader import data as datasets
 from grader.config import REFERENCE_DIR, Settings
 from grader.evaluate import evaluate
-from grader.jobs import TaskRun, TrainingInputs, run_task
-from grader.recipe import Recipe
-from grader.results import EpochRecord, TaskResult, TrainingRun
+from grader.files import write_atomic
+from grader.jobs import TaskRun, TrainingInputs, failure, run_task
+from grader.protocol import Recipe, encode, from_plain, to_plain
+from grader.results import TaskResult, TrainingRun
 from grader.rubric import CurvesItem, ExperimentItem, RetrainItem, Rubric, ScalingItem
 from grader.sandbox import Backend
 from grader.submission import TaskEntry
@@ -90,13 +91,11 @@ def retrain_task(
     """Fill ``task.training``; a model that never built gets each run's reason instead."""
     if not task.forward_ok:
         reason = f"not retrained: the model did not build and run ({task.error})"
-        task.training = {
-            label: TrainingRun(label, r.model_dump(mode="json"), error=reason) for label, r in recipes.items()
-        }
+        task.training = {label: TrainingRun(label, to_plain(r), error=reason) for label, r in recipes.items()}
         return
     done: dict[str, TrainingRun] = {}
     for label, recipe in recipes.items():
-        key = recipe.model_dump_json()
+        key = encode(recipe).decode()
         if key not in done:
             done[key] = run_one(entry, root, recipe, ctx, _key(ctx, entry, recipe, task.id))
         task.training[label] = replace(done[key], label=label)
@@ -109,7 +108,7 @@ def run_one(entry: TaskEntry, root: Path, recipe: Recipe, ctx: Context, key: str
     # The engine stops after the epoch that uses up the budget and still evaluates, so a
     # slow model ends with a result (stopped early) rather than being killed at the deadline.
     inputs = TrainingInputs(
-        recipe.model_dump(mode="json") | {"budget_s": budget},
+        replace(recipe, budget_s=budget),
         ctx.train.images_path,
         ctx.train.labels_path,
         checkpoints,
@@ -119,7 +118,7 @@ def run_one(entry: TaskEntry, root: Path, recipe: Recipe, ctx: Context, key: str
         run, _ = run_task(
             ctx.backend, entry, root, ctx.test.images_path, ctx.rubric, ctx.settings, Path(work), inputs
         )
-    result = _absorb(TrainingRun("", recipe.model_dump(mode="json")), run, ctx)
+    result = _absorb(TrainingRun("", to_plain(recipe)), run, ctx)
     if result.error is None:
         shutil.rmtree(checkpoints, ignore_errors=True)  # finished: nothing left to resume
     return result
@@ -129,26 +128,21 @@ def _absorb(result: TrainingRun, run: TaskRun, ctx: Context) -> TrainingRun:
     report = run.report
     result.seconds = round(run.outcome.seconds, 2)
     if report is not None and report.training is not None:
-        result.history = [EpochRecord(**e.model_dump()) for e in report.training.history]
+        result.history = list(report.training.history)
         result.stopped_early = report.training.stopped_early
         result.images_per_second = round(report.training.images_per_second, 1)
         result.resumed_from_epoch = report.training.resumed_from_epoch
-    if run.outcome.timed_out:
-        result.error = f"stopped after {run.outcome.seconds:.0f} s: over the training time limit"
-    elif report is not None and report.error:
-        result.error = f"{report.error} (stage: {report.error_stage})"
-    elif run.problem or run.logits is None:
-        result.error = run.problem or "no test logits came back from the training job"
-    else:
+    stopped = failure(run)
+    if stopped is not None:
+        result.error, result.error_stage = stopped.message, stopped.stage
+    elif run.logits is not None:
         result.test_accuracy = evaluate(run.logits, ctx.test_labels, ctx.test.classes, 0).top1
     return result
 
 
 def _key(ctx: Context, entry: TaskEntry, recipe: Recipe, *extra: str) -> str:
     """Names a run's checkpoints: same code, weights-free recipe and data → same folder."""
-    ident = json.dumps(
-        [entry.model, recipe.model_dump(mode="json"), ctx.train.images_path.name, version("grader"), *extra]
-    )
+    ident = json.dumps([entry.model, to_plain(recipe), ctx.train.images_path.name, version("grader"), *extra])
     return hashlib.sha256(ident.encode()).hexdigest()[:24]
 
 
@@ -160,23 +154,17 @@ def baseline(task_id: str, ref: str, ctx: Context) -> TrainingRun:
         [
             ref,
             model_file.read_text(),
-            recipe.model_dump(mode="json"),
+            to_plain(recipe),
             ctx.train.images_path.name,
             version("grader"),
         ]
     )
     cache = ctx.settings.cache_dir / "baselines" / f"{hashlib.sha256(ident.encode()).hexdigest()[:24]}.json"
     if cache.is_file():
-        return load_run(json.loads(cache.read_text()))
+        return from_plain(TrainingRun, json.loads(cache.read_text()))
     entry = TaskEntry(task_id, ref, weights="", preprocess=ctx.rubric.preprocess)
     result = run_one(entry, REFERENCE_DIR, recipe, ctx, cache.stem)
     result.label = f"baseline:{ref}"
     if result.error is None:
-        cache.parent.mkdir(parents=True, exist_ok=True)
-        cache.write_text(json.dumps(asdict(result)))
+        write_atomic(cache, encode(result))
     return result
-
-
-def load_run(data: dict[str, Any]) -> TrainingRun:
-    history = [EpochRecord(**e) for e in data.pop("history")]
-    return TrainingRun(**data, history=history)

@@ -15,17 +15,19 @@ override in ``submission.yaml``) and the items that score them. Item types:
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any, ClassVar, Literal, get_args
+from typing import Annotated, Any, ClassVar, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from grader.config import RUBRICS_DIR
+from grader.config import REFERENCE_DIR, RUBRICS_DIR
 from grader.errors import RubricError
-from grader.recipe import Recipe, StudentBounds
+from grader.protocol import Counter, Recipe
 
-Counter = Literal["thop", "ptflops"]
-COUNTERS: tuple[str, ...] = get_args(Counter)  # every task is counted under each
+# The gradebook's columns besides the items' own (grader/report/gradebook.py): no item may take one.
+GRADEBOOK_IDENTITY = ("student_id", "name")
+GRADEBOOK_TOTALS = ("total", "max_total", "pending_manual", "status")
+RESERVED_IDS = frozenset(GRADEBOOK_IDENTITY + GRADEBOOK_TOTALS)
 
 
 class _Strict(BaseModel):
@@ -169,6 +171,47 @@ class ScalingItem(_Item):
         return value
 
 
+class StudentBounds(_Strict):
+    """What a student's declared recipe may change, and how far."""
+
+    allowed: list[str] = Field(
+        default_factory=lambda: [
+            "optimizer",
+            "lr",
+            "momentum",
+            "nesterov",
+            "weight_decay",
+            "schedule",
+            "step_size",
+            "milestones",
+            "gamma",
+            "warmup_epochs",
+            "label_smoothing",
+            "crop_padding",
+            "flip",
+            "cutout",
+            "normalize",
+            "mean",
+            "std",
+            "batch_size",
+        ]
+    )
+    max_epochs: int = Field(default=30, ge=1)
+
+    def apply(self, base: Recipe, asked: dict[str, Any]) -> Recipe:
+        """``base`` with the student's changes; refused keys raise ValueError naming them."""
+        refused = sorted(set(asked) - set(self.allowed) - {"epochs"})
+        if refused:
+            raise ValueError(f"the rubric does not let a submission set {', '.join(refused)}")
+        try:
+            recipe = base.with_changes(asked)
+        except ValidationError as err:
+            raise ValueError(_first_error(err)) from None
+        if recipe.epochs > self.max_epochs:
+            raise ValueError(f"epochs {recipe.epochs} is over the rubric's limit of {self.max_epochs}")
+        return recipe
+
+
 class Training(_Strict):
     """How the grader retrains: the base recipe, what students may change, the baselines."""
 
@@ -215,6 +258,11 @@ class Rubric(_Strict):
         for index, item in enumerate(self.items):
             if item.id in seen:
                 raise ValueError(f"items[{index}].id: duplicate id {item.id!r}")
+            if item.id in RESERVED_IDS:
+                raise ValueError(
+                    f"items[{index}].id: {item.id!r} is a column of the gradebook "
+                    f"({', '.join(sorted(RESERVED_IDS))}); give the item another id"
+                )
             seen.add(item.id)
             if item.type != "manual" and item.task not in self.tasks:
                 known = ", ".join(self.tasks)
@@ -222,9 +270,10 @@ class Rubric(_Strict):
             for task in getattr(item, "tasks", []):
                 if task not in self.tasks:
                     raise ValueError(f"items[{index}].tasks: {task!r} is not a task")
-        for task in self.training.baselines:
+        for task, ref in self.training.baselines.items():
             if task not in self.tasks:
                 raise ValueError(f"training.baselines: {task!r} is not a task")
+            _check_reference(task, ref)
         self._check_recipes()
         return self
 
@@ -249,6 +298,16 @@ class Rubric(_Strict):
     @property
     def max_total(self) -> float:
         return sum(item.points for item in self.items)
+
+
+def _check_reference(task: str, ref: str) -> None:
+    """A baseline names ``file.py:Callable`` of ``reference_models/``."""
+    file, sep, name = ref.partition(":")
+    known = ", ".join(sorted(p.name for p in REFERENCE_DIR.glob("*.py")))
+    if not sep or not name.isidentifier() or not file.endswith(".py"):
+        raise ValueError(f"training.baselines.{task}: {ref!r} is not file.py:Callable (files: {known})")
+    if "/" in file or not (REFERENCE_DIR / file).is_file():
+        raise ValueError(f"training.baselines.{task}: {file} is not in reference_models/ ({known})")
 
 
 def find_rubric(name_or_path: str) -> Path:
@@ -289,21 +348,25 @@ def _first_error(err: ValidationError) -> str:
 
     A misspelt key shows up twice (unknown key + missing key); the unknown one names the typo.
     """
-    errors = sorted(err.errors(), key=lambda e: e["type"] != "extra_forbidden")
+    errors = sorted(err.errors(), key=lambda e: e["type"] not in _UNKNOWN_KEY)
     first = errors[0]
     loc = [part for part in first["loc"] if not _is_union_tag(part)]
     key = ""
     for part in loc:
         key += f"[{part}]" if isinstance(part, int) else (f".{part}" if key else str(part))
     message = first["msg"].removeprefix("Value error, ")
-    if first["type"] == "extra_forbidden":
+    if first["type"] in _UNKNOWN_KEY:
         message = "unknown key" + _missing_beside(errors, first["loc"]) + " (see docs/rubrics.md)"
     got = first.get("input")
-    suffix = f" (got {got!r})" if first["type"] not in ("missing", "extra_forbidden") and _short(got) else ""
+    suffix = f" (got {got!r})" if first["type"] not in ("missing", *_UNKNOWN_KEY) and _short(got) else ""
     more = f"; {len(errors) - 1} more problem(s)" if len(errors) > 1 else ""
     if not key and message.startswith("items["):  # cross-item checks already name their key
         return f"{message}{suffix}{more}"
     return f"{key or 'top level'}: {message}{suffix}{more}"
+
+
+# pydantic's error types for a key the model does not have (models; dataclasses such as Recipe).
+_UNKNOWN_KEY = ("extra_forbidden", "unexpected_keyword_argument")
 
 
 def _missing_beside(errors: list[Any], loc: tuple[Any, ...]) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 import io
 import os
@@ -10,16 +11,60 @@ import subprocess
 import sys
 import tarfile
 from collections import defaultdict
+from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
 
 import pytest
 from lxml import etree
 
+from grader.config import Settings
+from grader.protocol import Limits
+from grader.rubric import Rubric, find_rubric, load_rubric
+
+# Hand-made graded results (tests/graded.py), as fixtures for every test.
+from tests.graded import cnn_rubric, failures, results, rubric  # noqa: F401
+
 FILES = Path(__file__).parent / "files"
 CIFAR_TARBALL = Path(__file__).resolve().parents[2] / "shared" / "data" / "cifar10-jpeg.tar.gz"
 TEST_PER_CLASS = 20
 TRAIN_PER_CLASS = 5
+
+
+GOLDEN = FILES / "golden"
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--regen-golden",
+        action="store_true",
+        help="write the outputs the golden tests produce into tests/files/golden/ instead of comparing",
+    )
+
+
+@pytest.fixture
+def golden(request: pytest.FixtureRequest) -> Callable[[str, str], None]:
+    """``golden(name, text)``: ``text`` must equal tests/files/golden/<name>; ``--regen-golden``
+    writes it instead."""
+
+    def check(name: str, text: str) -> None:
+        path = GOLDEN / name
+        if request.config.getoption("--regen-golden"):
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(text, encoding="utf-8")
+            return
+        if not path.is_file():
+            pytest.fail(f"{path} is missing: run pytest --regen-golden and review the new file")
+        assert text == path.read_text(encoding="utf-8"), f"{name} changed: review, then pytest --regen-golden"
+
+    return check
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Tests that need Docker or run install steps are slow ones too: `-m "not slow"` leaves them out."""
+    for item in items:
+        if item.get_closest_marker("docker") or item.get_closest_marker("install"):
+            item.add_marker(pytest.mark.slow)
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -29,6 +74,11 @@ def _private_cache(tmp_path_factory: pytest.TempPathFactory) -> None:
     mp.setenv("GRADER_CACHE_DIR", str(tmp_path_factory.mktemp("cache")))
     yield
     mp.undo()
+
+
+@pytest.fixture(scope="session")
+def eai_rubric() -> Rubric:
+    return load_rubric(find_rubric("eai-lab2"))
 
 
 @pytest.fixture(scope="session")
@@ -67,6 +117,14 @@ def _slice(cifar_tarball: Path, target: Path, wanted: dict[str, int]) -> Path:
                 info.size = len(payload)
                 dst.addfile(info, io.BytesIO(payload))
     return target
+
+
+def pdf_text(path: Path, mode: str | None = "-layout") -> str:
+    """What a reader sees in a PDF, as poppler's pdftotext extracts it: ``-layout`` keeps the
+    columns of a page, ``-raw`` the order in which the text was drawn, None pdftotext's default."""
+    flags = [mode] if mode else []
+    done = subprocess.run(["pdftotext", *flags, str(path), "-"], capture_output=True, text=True, check=True)
+    return done.stdout
 
 
 def load_module(path: Path) -> ModuleType:
@@ -167,3 +225,10 @@ def copy_checkout(target: Path) -> Path:
             (target / name).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(source, target / name)
     return target
+
+
+def job_limits(**changes: float) -> Limits:
+    """A sandbox job's limits as the grader sets them, with 8 GiB of address space and files of at
+    most 1 MiB, and ``changes``."""
+    base = dataclasses.replace(Settings().limits(), address_space_bytes=8 * 2**30, file_size_bytes=2**20)
+    return dataclasses.replace(base, **changes)

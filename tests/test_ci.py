@@ -31,16 +31,21 @@ import pytest
 import yaml
 from lxml import etree
 
+from grader.ci import CiRun, policy_problems, publish, resolve_profile
 from grader.config import REPO_ROOT
+from grader.errors import UsageError
+from grader.results import GradeResult
+from grader.rubric import Rubric
 from tests.conftest import (
     FILES,
     TEST_PER_CLASS,
     copy_checkout,
     junit_schema,
     load_module,
+    pdf_text,
     skip_unless_required,
 )
-from tests.report.test_ci_writers import GRADESCOPE_TEST, GRADESCOPE_TOP
+from tests.graded import GRADESCOPE_TEST, GRADESCOPE_TOP, ci_graded
 
 ACTION = REPO_ROOT / "action.yml"
 CLASSROOM = REPO_ROOT / "examples" / "github-classroom.yml"
@@ -207,7 +212,7 @@ def github_run(
     return {"steps": done, "runner": runner, "out": workspace / inputs["out"], "bin": runner_python}
 
 
-@pytest.mark.slow
+@pytest.mark.install
 def test_action_installs_and_grades_the_pushed_repository(
     github_run: dict[str, Any], small_cifar: Path
 ) -> None:
@@ -264,7 +269,7 @@ def host_accuracy(small_cifar: Path) -> float:
     return round(100.0 * float(np.mean(pred == split.labels())), 2)
 
 
-@pytest.mark.slow
+@pytest.mark.install
 def test_action_junit_matches_the_schema_and_the_scores(github_run: dict[str, Any]) -> None:
     doc = etree.parse(str(github_run["out"] / "junit.xml"))
     junit_schema().assertValid(doc)
@@ -280,7 +285,7 @@ def test_action_junit_matches_the_schema_and_the_scores(github_run: dict[str, An
     assert doc.getroot().get("failures") == "1" and suite is not None and suite.get("skipped") == "2"
 
 
-@pytest.mark.slow
+@pytest.mark.install
 def test_action_gradescope_json_follows_the_spec(github_run: dict[str, Any]) -> None:
     data = json.loads((github_run["out"] / "results.json").read_text())
     assert set(data) <= GRADESCOPE_TOP and {"score", "tests", "execution_time", "leaderboard"} <= set(data)
@@ -302,7 +307,7 @@ def test_action_gradescope_json_follows_the_spec(github_run: dict[str, Any]) -> 
     assert board["Accuracy"]["value"] == record["tasks"]["cnn"]["evaluation"]["top1"]
 
 
-@pytest.mark.slow
+@pytest.mark.install
 def test_action_step_summary_and_pdf(github_run: dict[str, Any]) -> None:
     summary = (github_run["runner"] / "step_summary.md").read_text()
     assert summary.startswith("# Tests of an earlier step\n\n## CIFAR-10 CNN")
@@ -319,12 +324,7 @@ def test_action_step_summary_and_pdf(github_run: dict[str, Any]) -> None:
         "| 200 (first 100 per class) | 85.00% |",
     ):
         assert line in summary
-    text = subprocess.run(
-        ["pdftotext", "-raw", str(github_run["out"] / "report.pdf"), "-"],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
+    text = pdf_text(github_run["out"] / "report.pdf", "-raw")
     assert "not checked" in text and "10 points not checked" in text
 
 
@@ -356,14 +356,15 @@ def rubric_url(workspace: Path) -> Iterator[str]:
     thread.join()
 
 
+@pytest.mark.slow
 def test_action_fetches_a_rubric_url_with_the_token(workspace: Path, rubric_url: str, tmp_path: Path) -> None:
     env = base_env(tmp_path, None) | {"RUNNER_TEMP": str(tmp_path)}
     inputs = action_inputs(
-        {"rubric": rubric_url, "rubric-token": "s3cret", "profile": "bogus", "data": str(tmp_path)}
+        {"rubric": rubric_url, "rubric-token": "s3cret", "data": str(tmp_path / "no-data")}
     )
     ((_, done),) = run_action(workspace, env, inputs)
-    # The rubric was fetched and parsed: grading stops only at the bad profile (a usage error).
-    assert done.returncode == 2 and "--profile 'bogus': use auto, quick, full" in done.stderr
+    # The rubric was fetched and parsed: grading stops only at the missing data (exit 4).
+    assert done.returncode == 4 and "no-data does not exist" in done.stderr
     assert _RubricServer.seen == ["Bearer s3cret"]
     assert (tmp_path / "rubric.yaml").read_bytes() == _RubricServer.body
 
@@ -371,7 +372,7 @@ def test_action_fetches_a_rubric_url_with_the_token(workspace: Path, rubric_url:
 # --- the GitLab template -----------------------------------------------------------------
 
 
-@pytest.mark.slow
+@pytest.mark.install
 def test_gitlab_template_installs_grades_and_reports_junit(
     workspace: Path, small_cifar: Path, runner_python: Path, grader_source: Path, tmp_path: Path
 ) -> None:
@@ -416,3 +417,55 @@ def test_a_broken_hard_limit_fails_the_job(workspace: Path, small_cifar: Path, t
     assert "❌ **CI check failed**" in summary and "| cnn | parameters | 5,370 | 5,000 | ❌ no |" in summary
     never = bash(f"grader ci {workspace / 'submission'} {args} --fail-on never", tmp_path, env)
     assert never.returncode == 0, never.stderr
+
+
+# --- the CI run's policy, profiles and publishing, below the CLI --------------------------
+
+
+def test_scores_of_the_sample_result(cnn_rubric: Rubric) -> None:
+    result = ci_graded(cnn_rubric)
+    assert [(i.score, i.status) for i in result.items] == [
+        (10, "pass"), (20, "pass"), (25, "partial"), (0, "not_checked"), (0, "manual"),
+    ]  # fmt: skip
+    assert (result.total, result.max_total, result.not_checked, result.pending_manual) == (55, 100, 10, 10)
+    assert "first 100 test images of each class" in result.items[2].message
+    assert result.to_dict()["not_checked"] == 10
+    assert GradeResult.from_dict(result.to_dict()).items == result.items
+
+
+def test_policy_levels(cnn_rubric: Rubric) -> None:
+    fine, over, broken = (
+        ci_graded(cnn_rubric),
+        ci_graded(cnn_rubric, params=2_000_000),
+        ci_graded(cnn_rubric, error="weights/model.pt is missing"),
+    )
+    low = ci_graded(cnn_rubric, accuracy=50.0)  # item 3 fails, no limit broken
+    assert [len(policy_problems(r, "limits")) for r in (fine, over, broken, low)] == [0, 1, 1, 0]
+    assert [len(policy_problems(r, "load")) for r in (fine, over, broken, low)] == [0, 0, 1, 0]
+    assert [len(policy_problems(r, "any")) for r in (fine, over, broken, low)] == [0, 1, 3, 1]
+    assert [len(policy_problems(r, "never")) for r in (fine, over, broken, low)] == [0, 0, 0, 0]
+    assert policy_problems(broken, "load") == ["task cnn stopped at weights: weights/model.pt is missing"]
+
+
+def test_publish_appends_summary_and_step_outputs(cnn_rubric: Rubric, tmp_path: Path) -> None:
+    summary_file = tmp_path / "summary.md"
+    summary_file.write_text("# earlier step\n")
+    (tmp_path / "out.md").write_text("the summary\n")
+    run = CiRun(ci_graded(cnn_rubric), "quick", 3.0, {"summary": tmp_path / "out.md"}, ["a problem"])
+    env = {"GITHUB_STEP_SUMMARY": str(summary_file), "GITHUB_OUTPUT": str(tmp_path / "outputs")}
+    printed: list[str] = []
+    publish(run, env, printed.append)
+    assert printed == []  # not on GitHub Actions: no workflow command
+    publish(run, {"GITHUB_ACTIONS": "true"}, printed.append)
+    assert printed == ["::notice title=Autograding complete::Points 55/100"]
+    assert summary_file.read_text() == "# earlier step\nthe summary\n"
+    outputs = (tmp_path / "outputs").read_text().splitlines()
+    assert outputs == ["score=55", "max-score=100", "profile=quick", "passed=false"]
+
+
+def test_profiles() -> None:
+    assert resolve_profile("auto", "cpu") == "quick"
+    assert resolve_profile("auto", "cuda") == "full"
+    assert resolve_profile("full", "cpu") == "full"
+    with pytest.raises(UsageError, match="--profile 'fast'"):
+        resolve_profile("fast", "cpu")

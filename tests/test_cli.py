@@ -1,19 +1,47 @@
-"""`grader run` as a TA types it: exit codes, one-line errors, the files it writes."""
+"""The command line as a TA types it: exit codes, one-line errors, the files it writes.
+
+Messages and exit codes are checked in-process through ``run_cli``, the function the
+``grader`` script runs; the slow tests start the real script and grade in the sandbox.
+"""
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import shutil
 import subprocess
 import sys
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from rich.console import Console
 
-from tests.conftest import FILES, load_module
+from grader.cli import run_cli, student_text
+from tests.conftest import FILES, load_module, pdf_text
 
 GRADER = str(Path(sys.executable).parent / "grader")
+
+
+@dataclass
+class Ran:
+    returncode: int
+    stderr: str
+
+
+@pytest.fixture
+def cli(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> Callable[..., Ran]:
+    """``grader ARGS`` run in this process, with no $GRADER_DATA_DIR."""
+    monkeypatch.delenv("GRADER_DATA_DIR", raising=False)
+
+    def run(*args: str) -> Ran:
+        capsys.readouterr()
+        code = run_cli(list(args))
+        return Ran(code, capsys.readouterr().err)
+
+    return run
 
 
 def run_grader(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
@@ -56,9 +84,7 @@ def test_run_writes_results_and_a_pdf_with_the_score_table(
     assert items["2"]["status"] == "pass" and items["2"]["score"] == 20
     assert items["5"]["status"] == "manual"
     assert results["total"] == pytest.approx(sum(i["score"] for i in results["items"]))
-    text = subprocess.run(
-        ["pdftotext", "-raw", str(out / "report.pdf"), "-"], capture_output=True, text=True, check=True
-    ).stdout
+    text = pdf_text(out / "report.pdf", "-raw")
     squashed = "".join(text.split())  # table cells wrap titles across lines
     assert "Atmost1,000,000parameters" in squashed
     assert "ThemodelbuildsandclassifiesaCIFAR-10image" in squashed
@@ -66,8 +92,10 @@ def test_run_writes_results_and_a_pdf_with_the_score_table(
     assert "Layer(type)" in squashed and "5,370" in squashed
 
 
-def test_no_data_is_one_line_naming_the_options(student: Path, tmp_path: Path) -> None:
-    done = run_grader("run", str(student), "--out", str(tmp_path))
+def test_no_data_is_one_line_naming_the_options(
+    cli: Callable[..., Ran], student: Path, tmp_path: Path
+) -> None:
+    done = cli("run", str(student), "--out", str(tmp_path))
     assert done.returncode == 4
     errors = [line for line in done.stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and done.stderr.rstrip().endswith(errors[0])
@@ -75,41 +103,82 @@ def test_no_data_is_one_line_naming_the_options(student: Path, tmp_path: Path) -
     assert not (tmp_path / "B000000001").exists()
 
 
-def test_invalid_rubric_names_file_and_key(student: Path, tmp_path: Path) -> None:
+def test_invalid_rubric_names_file_and_key(cli: Callable[..., Ran], student: Path, tmp_path: Path) -> None:
     bad = tmp_path / "bad.yaml"
     bad.write_text(
         "id: x\ntitle: X\ntasks: {t: {title: T, model: 'm.py:Net', weights: w.pt}}\n"
         "items: [{id: a, task: t, title: A, type: model_valid, points: ten}]\n"
     )
-    done = run_grader("run", str(student), "--rubric", str(bad), "--data-dir", str(tmp_path))
+    done = cli("run", str(student), "--rubric", str(bad), "--data-dir", str(tmp_path))
     assert done.returncode == 3
     assert "bad.yaml: items[0].points" in done.stderr and "'ten'" in done.stderr
 
 
-def test_missing_rubric_is_a_usage_error(tmp_path: Path) -> None:
+def test_missing_rubric_is_a_usage_error(cli: Callable[..., Ran], tmp_path: Path) -> None:
     sub = tmp_path / "B1"
     sub.mkdir()
-    done = run_grader("run", str(sub), "--data-dir", str(tmp_path))
+    done = cli("run", str(sub), "--data-dir", str(tmp_path))
     assert done.returncode == 2
     assert "pass --rubric FILE" in done.stderr
 
 
-def test_unknown_rubric_lists_the_known_ones(student: Path) -> None:
-    done = run_grader("run", str(student), "--rubric", "no-such-lab")
+def test_unknown_rubric_lists_the_known_ones(cli: Callable[..., Ran], student: Path) -> None:
+    done = cli("run", str(student), "--rubric", "no-such-lab")
     assert done.returncode == 3
     assert "cifar10-cnn" in done.stderr and "eai-lab2" in done.stderr
 
 
-def test_missing_submission_folder(tmp_path: Path) -> None:
-    done = run_grader("run", str(tmp_path / "nobody"), "--rubric", "cifar10-cnn")
+def test_missing_submission_folder(cli: Callable[..., Ran], tmp_path: Path) -> None:
+    done = cli("run", str(tmp_path / "nobody"), "--rubric", "cifar10-cnn")
     assert done.returncode == 6
     assert "is not a directory" in done.stderr
 
 
-def test_bad_device_flag(student: Path) -> None:
-    done = run_grader("run", str(student), "--device", "tpu")
+@pytest.mark.parametrize(
+    ("args", "words"),
+    [
+        (["--device", "tpu"], "'--device': 'tpu' is not one of 'auto', 'cpu', 'cuda'"),
+        (["--sandbox", "chroot"], "'--sandbox': 'chroot' is not one of 'auto', 'docker', 'bwrap'"),
+        (["--recipe", "epochs"], "--recipe 'epochs': expected KEY=VALUE"),
+        (["--recipe", "epochs=0"], "--recipe epochs: Input should be greater than or equal to 1"),
+    ],
+)
+def test_bad_flags_are_usage_errors(
+    cli: Callable[..., Ran], student: Path, args: list[str], words: str
+) -> None:
+    done = cli("run", str(student), *args)
     assert done.returncode == 2
-    assert "--device 'tpu'" in done.stderr
+    assert done.stderr.count("\n") == 1 and words in done.stderr
+
+
+@pytest.mark.parametrize("command", ["run", "run-all", "ci", "baselines", "report"])
+def test_every_command_checks_its_choices(cli: Callable[..., Ran], command: str, tmp_path: Path) -> None:
+    done = cli(command, str(tmp_path), "--rubric", "cifar10-cnn", "--device", "tpu")
+    if command == "report":  # draws from stored results: no device to choose
+        assert done.returncode == 2 and "No such option: --device" in done.stderr
+    else:
+        assert done.returncode == 2 and "'tpu' is not one of" in done.stderr
+
+
+@pytest.mark.parametrize("command", ["run", "run-all", "ci", "baselines", "report"])
+def test_help_names_every_value(capsys: pytest.CaptureFixture[str], command: str) -> None:
+    assert run_cli([command, "--help"]) == 0
+    text = capsys.readouterr().out
+    assert "--rubric FILE|NAME" in text
+    assert "<bool>" not in text and "<str>" not in text, text
+    if command != "report":
+        assert "--device <auto|cpu|cuda>" in text
+    if command == "run-all":
+        assert "--executor <local|ray>" in text and "--jobs N" in text
+
+
+def test_a_student_message_reaches_the_terminal_as_plain_text() -> None:
+    console = Console(file=io.StringIO(), force_terminal=True, color_system="truecolor")
+    nasty = "[green]all checks pass[/] [/x] \x1b]52;c;cHduZWQ=\x07 \x1b]0;title\x07 done"
+    console.print(student_text(nasty))
+    out = console.file.getvalue()
+    assert "\x1b]" not in out and "\x07" not in out
+    assert "[green]all checks pass[/] [/x]" in out and "\ufffd]52;c;cHduZWQ=\ufffd" in out
 
 
 @pytest.mark.slow
@@ -122,16 +191,5 @@ def test_unsafe_no_sandbox_stamps_every_report(student: Path, small_cifar: Path,
     assert results["sandbox"]["backend"] == "none"
     assert any("WITHOUT a sandbox" in w for w in results["warnings"])
     assert results["tasks"]["cnn"]["status"] == "ok"
-    text = subprocess.run(
-        ["pdftotext", str(tmp_path / "B000000001" / "report.pdf"), "-"],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
+    text = pdf_text(tmp_path / "B000000001" / "report.pdf", None)
     assert "WITHOUT a sandbox" in text
-
-
-def test_unknown_sandbox_is_a_usage_error(student: Path) -> None:
-    done = run_grader("run", str(student), "--sandbox", "chroot")
-    assert done.returncode == 2
-    assert "--sandbox 'chroot'" in done.stderr and "--unsafe-no-sandbox" in done.stderr

@@ -8,7 +8,6 @@ cannot be scheduled becomes that submission's failed row; the others go on.
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
@@ -16,17 +15,27 @@ import tarfile
 import tempfile
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor, as_completed
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
+from enum import StrEnum
 from io import BytesIO
 from pathlib import Path
 from typing import Any, Protocol
 
 from grader.batch.records import Row
-from grader.batch.worker import grade_into, settings_from_dict, settings_to_dict
+from grader.batch.worker import WorkerJob, grade_into
 from grader.config import Settings
+from grader.files import write_atomic
 from grader.overrides import Override
+from grader.protocol import decode, encode, from_plain, to_plain
 
-EXECUTORS = ("local", "ray")
+
+class ExecutorChoice(StrEnum):
+    """local: worker processes on this machine; ray: Ray tasks, on this machine or a cluster."""
+
+    LOCAL = "local"
+    RAY = "ray"
+
+
 _LOG_TAIL = 2_000
 
 
@@ -70,7 +79,10 @@ class LocalExecutor:
     def _one(self, job: BatchJob) -> Row:
         spec = job.staging.with_suffix(".job.json")
         row_file = job.staging.with_suffix(".row.json")
-        spec.write_text(json.dumps(self._spec(job, row_file)), encoding="utf-8")
+        worker_job = WorkerJob(
+            job.source, self.rubric_file, self.settings, job.staging, job.overrides, row_file, os.getpid()
+        )
+        write_atomic(spec, encode(worker_job))
         job.log.parent.mkdir(parents=True, exist_ok=True)
         with open(job.log, "wb") as log:
             proc = subprocess.run(
@@ -80,24 +92,13 @@ class LocalExecutor:
                 stderr=subprocess.STDOUT,
             )
         if proc.returncode == 0 and row_file.is_file():
-            return Row(**json.loads(row_file.read_text(encoding="utf-8")))
+            return decode(Row, row_file.read_bytes())
         return Row(
             job.student_id,
             str(job.source),
             "failed",
             f"the grading process ended with exit code {proc.returncode}: {_last_line(job.log)}",
         )
-
-    def _spec(self, job: BatchJob, row_file: Path) -> dict[str, Any]:
-        return {
-            "source": str(job.source),
-            "rubric_file": str(self.rubric_file),
-            "settings": settings_to_dict(self.settings),
-            "target": str(job.staging),
-            "overrides": [asdict(o) for o in job.overrides],
-            "row_file": str(row_file),
-            "parent_pid": os.getpid(),
-        }
 
 
 class RayExecutor:
@@ -128,13 +129,13 @@ class RayExecutor:
     def _schedule(self, ray: Any, jobs: list[BatchJob], done: Done) -> None:
         task = ray.remote(_ray_grade).options(num_cpus=1, num_gpus=1 if self._gpu(ray) else 0, max_retries=0)
         rubric = (self.rubric_file.name, self.rubric_file.read_text(encoding="utf-8"))
-        settings = settings_to_dict(self.settings)
+        settings = to_plain(self.settings)
         queue = list(jobs)
         pending: dict[Any, BatchJob] = {}
         while queue or pending:
             while queue and len(pending) < self.workers:
                 job = queue.pop(0)
-                overrides = [asdict(o) for o in job.overrides]
+                overrides = to_plain(job.overrides)
                 pending[task.remote(_pack(job.source), job.source.name, rubric, settings, overrides)] = job
             ready, _ = ray.wait(list(pending), num_returns=1)
             job = pending.pop(ready[0])
@@ -156,7 +157,7 @@ class RayExecutor:
             path = job.staging / name
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_bytes(data)
-        return Row(**row_data)
+        return from_plain(Row, row_data)
 
 
 def _pack(source: Path) -> bytes:
@@ -192,16 +193,16 @@ def _ray_grade(
             row = grade_into(
                 root / "in" / name,
                 rubric_file,
-                settings_from_dict(settings),
+                from_plain(Settings, settings),
                 target,
-                [Override(**o) for o in overrides],
+                from_plain(list[Override], overrides),
             )
         finally:
             logging.getLogger("grader").removeHandler(handler)
             handler.close()
         row.source = name
         files = {p.relative_to(target).as_posix(): p.read_bytes() for p in target.rglob("*") if p.is_file()}
-        return asdict(row), files, log_path.read_bytes()
+        return to_plain(row), files, log_path.read_bytes()
 
 
 def _last_line(log: Path) -> str:

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Literal
 
 from grader.config import Settings
-from grader.report.atomic import write_atomic
+from grader.files import write_atomic
 
 RECORD = "grading.json"
 STAGING = ".staging"

@@ -19,13 +19,13 @@ from typing import Protocol
 
 from grader import data as datasets
 from grader.batch import records
-from grader.batch.executors import BatchJob, Executor, LocalExecutor, RayExecutor
+from grader.batch.executors import BatchJob, Executor, ExecutorChoice, LocalExecutor, RayExecutor
 from grader.batch.outputs import SUMMARY, write_class_outputs
 from grader.batch.records import Row
 from grader.config import Settings
 from grader.errors import SubmissionError, UsageError
+from grader.files import write_atomic
 from grader.overrides import Override
-from grader.report.atomic import write_atomic
 from grader.rubric import load_rubric
 from grader.submission import load_submission
 
@@ -164,7 +164,7 @@ def _executor(options: BatchOptions) -> Executor:
         return RayExecutor(options.rubric_file, options.settings, options.jobs, options.ray_address)
     if options.executor == "local":
         return LocalExecutor(options.rubric_file, options.settings, options.jobs)
-    raise UsageError(f"--executor {options.executor!r}: use local or ray")
+    raise UsageError(f"--executor {options.executor!r}: use {', '.join(ExecutorChoice)}")
 
 
 def _summary(result: BatchResult) -> dict[str, object]:

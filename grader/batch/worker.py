@@ -8,25 +8,24 @@ raises for a submission's problems: the row says what went wrong.
 from __future__ import annotations
 
 import ctypes
-import json
 import logging
 import os
 import signal
 import sys
 import time
 import traceback
-from dataclasses import asdict, fields
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from grader.batch.records import Row
 from grader.config import Settings
 from grader.errors import GraderError
+from grader.files import write_atomic
 from grader.overrides import Override, apply_overrides
+from grader.protocol import decode, encode
 from grader.results import GradeResult
 
 log = logging.getLogger("grader.batch")
-_PATH_SETTINGS = {"data_dir", "out_dir", "cache_dir"}
 _PR_SET_PDEATHSIG = 1
 
 
@@ -65,21 +64,6 @@ def _fill(row: Row, result: GradeResult) -> None:
         row.gpu_seconds = round(sum(held), 2)
 
 
-def settings_to_dict(settings: Settings) -> dict[str, Any]:
-    data = asdict(settings)
-    for key in _PATH_SETTINGS:
-        data[key] = None if data[key] is None else str(data[key])
-    return data
-
-
-def settings_from_dict(data: dict[str, Any]) -> Settings:
-    known = {f.name for f in fields(Settings)}
-    values = {k: v for k, v in data.items() if k in known}
-    for key in _PATH_SETTINGS & values.keys():
-        values[key] = None if values[key] is None else Path(values[key])
-    return Settings(**values)
-
-
 def _die_with_parent(parent: int) -> None:
     """A batch killed outright must not leave its workers grading on (Linux only)."""
     try:
@@ -91,19 +75,26 @@ def _die_with_parent(parent: int) -> None:
         os._exit(1)
 
 
+@dataclass(frozen=True)
+class WorkerJob:
+    """What the local executor hands its worker process, as a JSON file."""
+
+    source: Path
+    rubric_file: Path
+    settings: Settings
+    target: Path
+    overrides: list[Override]
+    row_file: Path  # where the worker writes its Row
+    parent_pid: int
+
+
 def main(argv: list[str]) -> int:
     """``python -m grader.batch.worker JOB.json``: the local executor's worker process."""
-    job = json.loads(Path(argv[1]).read_text(encoding="utf-8"))
-    _die_with_parent(job["parent_pid"])
+    job = decode(WorkerJob, Path(argv[1]).read_bytes())
+    _die_with_parent(job.parent_pid)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    row = grade_into(
-        Path(job["source"]),
-        Path(job["rubric_file"]),
-        settings_from_dict(job["settings"]),
-        Path(job["target"]),
-        [Override(**o) for o in job["overrides"]],
-    )
-    Path(job["row_file"]).write_text(json.dumps(asdict(row)), encoding="utf-8")
+    row = grade_into(job.source, job.rubric_file, job.settings, job.target, job.overrides)
+    write_atomic(job.row_file, encode(row))
     return 0
 
 

@@ -16,7 +16,7 @@ from typing import NamedTuple
 import pandas as pd
 import weasyprint
 
-from grader.report.atomic import write_atomic
+from grader.files import write_atomic
 from grader.report.class_figures import Point, accuracy_vs_params_figure, histogram_figure
 from grader.report.gradebook import FAILED, Failure, gradebook
 from grader.report.render import environment

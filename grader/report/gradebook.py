@@ -15,13 +15,12 @@ from pathlib import Path
 
 import pandas as pd
 
-from grader.report.atomic import write_atomic
+from grader.files import write_atomic
 from grader.results import GradeResult
-from grader.rubric import Rubric
+from grader.rubric import GRADEBOOK_IDENTITY, GRADEBOOK_TOTALS, Rubric
 
 FAILED = "failed"
-IDENTITY = ("student_id", "name")
-TOTALS = ("total", "max_total", "pending_manual", "status")
+IDENTITY, TOTALS = GRADEBOOK_IDENTITY, GRADEBOOK_TOTALS
 CANVAS_IDENTITY = ("Student", "ID", "SIS User ID", "SIS Login ID", "Section")
 CANVAS_POINTS_ROW = "    Points Possible"  # the label Canvas's own export gives its second row
 MOODLE_IDENTITY = ("ID number", "Email address")
@@ -76,10 +75,7 @@ def gradebook(
     pending or when the item is missing), ``total``, ``max_total``, ``pending_manual``
     and ``status``. ``failures`` become rows with status ``failed`` and no scores.
     """
-    item_ids = [item.id for item in rubric.items]
-    clash = sorted(set(item_ids) & {*IDENTITY, *TOTALS})
-    if clash:
-        raise ValueError(f"rubric {rubric.id}: item ids {clash} clash with gradebook columns; rename them")
+    item_ids = [item.id for item in rubric.items]  # the rubric keeps them apart from IDENTITY and TOTALS
     rows = [_row(r, item_ids) for r in results] + [_failed_row(f, rubric) for f in failures]
     numbers = [*item_ids, "total", "max_total", "pending_manual"]
     df = pd.DataFrame(rows, columns=[*IDENTITY, *item_ids, *TOTALS])

@@ -17,7 +17,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from grader.report.atomic import write_atomic
+from grader.files import write_atomic
 from grader.results import GradeResult, ItemResult
 
 VISIBILITY = "visible"  # students see their feedback as soon as the autograder finishes

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import quote
 
-from grader.report.atomic import write_atomic
+from grader.files import write_atomic
 from grader.report.gradebook import Failure, student_status
 from grader.report.render import environment
 from grader.results import GradeResult

@@ -16,7 +16,7 @@ import xml.etree.ElementTree as ET
 from datetime import datetime
 from pathlib import Path
 
-from grader.report.atomic import write_atomic
+from grader.files import write_atomic
 from grader.report.render import score
 from grader.results import GradeResult, ItemResult
 

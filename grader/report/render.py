@@ -16,7 +16,7 @@ import numpy as np
 import weasyprint  # needs libharfbuzz-subset0 (scripts/setup.sh installs it)
 
 from grader.config import TEMPLATES_DIR
-from grader.report.atomic import write_atomic
+from grader.files import write_atomic
 from grader.report.figures import task_figures
 from grader.report.training_figures import scaling_plot, training_figures
 from grader.results import GradeResult, Summary, TaskResult

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from grader.report.atomic import write_atomic
+from grader.files import write_atomic
 from grader.results import GradeResult
 
 

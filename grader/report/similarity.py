@@ -30,11 +30,7 @@ out may want a higher threshold.
 from __future__ import annotations
 
 import ast
-import hashlib
-import json
-import os
 import re
-import stat
 from collections.abc import Sequence
 from dataclasses import dataclass
 from itertools import combinations
@@ -43,6 +39,8 @@ from typing import Literal
 
 import numpy as np
 
+from grader import notebook
+from grader.files import open_untrusted, read_untrusted, sha256
 from grader.results import GradeResult, TaskResult
 
 SimilarityKind = Literal["identical_weights", "similar_weights", "similar_code"]
@@ -77,58 +75,41 @@ class CodeFingerprint:
     shingles: frozenset[tuple[str, ...]]
 
 
-def _open_inside(root: Path, relative: str) -> int | None:
-    """A read-only descriptor of a regular file inside ``root``; None for anything else."""
+def _inside(root: Path, relative: str) -> Path | None:
+    """``root / relative`` when it stays inside ``root`` through any links; else None."""
     base = root.resolve()
     path = (base / relative).resolve()
-    if not path.is_relative_to(base):
-        return None
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
-    except OSError:
-        return None
-    if not stat.S_ISREG(os.fstat(fd).st_mode):  # a FIFO or device would never end
-        os.close(fd)
-        return None
-    return fd
+    return path if path.is_relative_to(base) else None
 
 
 def file_sha256(root: Path, relative: str) -> str | None:
     """SHA-256 of a file's bytes, or None when it is missing or not a regular file in ``root``."""
-    fd = _open_inside(root, relative)
-    if fd is None:
+    path = _inside(root, relative)
+    if path is None:
         return None
-    with os.fdopen(fd, "rb") as handle:
-        return hashlib.file_digest(handle, "sha256").hexdigest()
+    try:
+        with open_untrusted(path) as handle:
+            return sha256(handle)
+    except OSError:
+        return None
 
 
 def read_source(root: Path, relative: str) -> str | None:
     """The Python source of a ``.py`` file, or the code cells of an ``.ipynb``, as text."""
-    fd = _open_inside(root, relative)
-    if fd is None:
+    path = _inside(root, relative)
+    try:
+        data = read_untrusted(path, MAX_SOURCE_BYTES) if path else None
+    except OSError:
         return None
-    with os.fdopen(fd, "rb") as handle:
-        data = handle.read(MAX_SOURCE_BYTES + 1)
-    if len(data) > MAX_SOURCE_BYTES:
+    if data is None:
         return None
     text = data.decode("utf-8", errors="replace")
-    return notebook_code(text) if relative.endswith(".ipynb") else text
-
-
-def notebook_code(text: str) -> str | None:
-    """A notebook's code cells joined, without IPython's ``%magic`` and ``!shell`` lines."""
+    if not relative.endswith(notebook.SUFFIX):
+        return text
     try:
-        cells = json.loads(text).get("cells", [])
-    except (ValueError, AttributeError):
+        return notebook.parse(relative, text).code()
+    except notebook.NotebookError:
         return None
-    code = []
-    for cell in cells:
-        if not isinstance(cell, dict) or cell.get("cell_type") != "code":
-            continue
-        source = cell.get("source", "")
-        lines = ("".join(source) if isinstance(source, list) else str(source)).splitlines()
-        code.append("\n".join(line for line in lines if not line.lstrip().startswith(("%", "!"))))
-    return "\n\n".join(code)
 
 
 def _defined_names(tree: ast.AST) -> set[str]:

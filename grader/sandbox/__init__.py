@@ -12,6 +12,7 @@ Docker daemon runs) and ``none`` (no isolation at all; only behind --unsafe-no-s
 from __future__ import annotations
 
 import shutil
+from enum import StrEnum
 
 from grader.errors import SandboxError
 from grader.sandbox.base import Backend, Job, Limits, Mount, Outcome
@@ -21,9 +22,16 @@ from grader.sandbox.unsafe import UnsandboxedBackend
 
 __all__ = [
     "Backend", "BwrapBackend", "DockerBackend", "Job", "Limits", "Mount", "Outcome",
-    "UnsandboxedBackend", "pick_backend",
+    "SandboxChoice", "UnsandboxedBackend", "pick_backend",
 ]  # fmt: skip
-CHOICES = ("auto", "docker", "bwrap")
+
+
+class SandboxChoice(StrEnum):
+    """The backends a user may pick; ``none`` (no isolation) only through --unsafe-no-sandbox."""
+
+    AUTO = "auto"
+    DOCKER = "docker"
+    BWRAP = "bwrap"
 
 
 def pick_backend(name: str = "auto", image: str = DEFAULT_IMAGE, runtime: str | None = None) -> Backend:
@@ -43,7 +51,7 @@ def pick_backend(name: str = "auto", image: str = DEFAULT_IMAGE, runtime: str | 
             "bubblewrap is not installed: apt-get install bubblewrap, or start a Docker daemon "
             "(student code only ever runs inside a sandbox)"
         )
-    raise SandboxError(f"unknown sandbox {name!r}: use one of {', '.join(CHOICES)}")
+    raise SandboxError(f"unknown sandbox {name!r}: use one of {', '.join(SandboxChoice)}")
 
 
 def _has_image(client: object, image: str) -> bool:

@@ -16,7 +16,8 @@ import sys
 from pathlib import Path
 
 from grader.sandbox import outdir
-from grader.sandbox.base import Job, Mount, Outcome, run_process
+from grader.sandbox.base import Job, Mount, Outcome
+from grader.sandbox.process import run_process
 
 # Merged-/usr Debian: the system's libraries and tools all live under /usr.
 _SYSTEM_RO = ["/usr", "/etc/ld.so.cache", "/etc/ld.so.conf", "/etc/ld.so.conf.d", "/etc/alternatives"]

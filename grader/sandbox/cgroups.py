@@ -21,10 +21,8 @@ import signal
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
-if TYPE_CHECKING:
-    from grader.sandbox.base import Limits
+from grader.protocol import Limits
 
 CONTROLLERS = ("memory", "pids", "cpu")
 LABELS = {"memory": "memory", "pids": "processes", "cpu": "cpu"}

@@ -25,8 +25,9 @@ from typing import Any
 
 from grader.errors import SandboxError
 from grader.sandbox import outdir
-from grader.sandbox.base import Job, Mount, Outcome, keep_log
+from grader.sandbox.base import Job, Mount, Outcome
 from grader.sandbox.logs import CappedBuffer
+from grader.sandbox.process import keep_log
 
 DEFAULT_IMAGE = "grader-harness:latest"
 # The image's interpreter: the harness and the libraries student code imports live here.

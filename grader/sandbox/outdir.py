@@ -21,6 +21,7 @@ from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
 
+from grader.files import open_untrusted
 from grader.sandbox.base import Mount
 
 _MS_NOSUID, _MS_NODEV, _MS_NOEXEC = 2, 4, 8
@@ -93,6 +94,5 @@ def copy_regular_files(source: Path, target: Path, budget_bytes: int) -> None:
 
 
 def _copy_file(source: Path, target: Path, size: int) -> None:
-    fd = os.open(source, os.O_RDONLY | os.O_NOFOLLOW)
-    with os.fdopen(fd, "rb") as src, open(target, "wb") as dst:
-        dst.write(src.read(size))
+    with open_untrusted(source, size) as src, open(target, "wb") as dst:
+        dst.write(src.read(size))  # no more than was counted, should the file have grown

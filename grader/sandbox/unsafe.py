@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import sys
 
-from grader.sandbox.base import Job, Outcome, run_process
+from grader.sandbox.base import Job, Outcome
+from grader.sandbox.process import run_process
 
 WARNING = (
     "graded WITHOUT a sandbox (--unsafe-no-sandbox): student code ran with the grader's own "

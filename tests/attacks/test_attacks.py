@@ -28,7 +28,7 @@ from tests.attacks.grading import (
 from tests.attacks.weights import PAYLOAD_MARKER
 from tests.conftest import TEST_PER_CLASS, require_docker_or_skip
 
-BACKENDS = ["bwrap", "docker"]
+BACKENDS = ["bwrap", pytest.param("docker", marks=pytest.mark.docker)]
 
 
 def _unavailable(backend: str) -> str | None:

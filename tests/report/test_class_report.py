@@ -23,8 +23,8 @@ from grader.report.class_figures import score_histogram
 from grader.report.class_report import FIGURES_DIR, item_stats, leaderboard, params_limits
 from grader.results import GradeResult
 from grader.rubric import Rubric
-from tests.conftest import skip_unless_required
-from tests.report.conftest import NASTY_NAME, RUBRIC, class_failures, class_results
+from tests.conftest import pdf_text, skip_unless_required
+from tests.graded import NASTY_NAME, RUBRIC, class_failures, class_results
 
 FLAGS = [
     SimilarityFlag(
@@ -32,12 +32,6 @@ FLAGS = [
     ),
     SimilarityFlag("similar_code", "tiny", ("S002", "S003"), 0.875, "tiny.py and tiny.py: 88% shared"),
 ]
-
-
-def pdf_text(path: Path) -> str:
-    return subprocess.run(
-        ["pdftotext", "-layout", str(path), "-"], capture_output=True, text=True, check=True
-    ).stdout
 
 
 def line_with(text: str, needle: str) -> str:

@@ -6,12 +6,10 @@ import csv
 import math
 from pathlib import Path
 
-import pytest
-
 from grader.report import Failure, gradebook, write_gradebooks
 from grader.results import GradeResult
 from grader.rubric import Rubric
-from tests.report.conftest import NASTY_NAME, RUBRIC
+from tests.graded import NASTY_NAME, ci_graded
 
 ITEMS = ["valid", "params", "acc", "tiny-acc", "report"]
 
@@ -58,13 +56,6 @@ def test_pending_manual_and_failed_cells_are_empty(
     assert rows.loc["S004", "report"] == 10
     assert rows.loc["S005", [*ITEMS, "total"]].isna().all()
     assert rows.loc["S005", "max_total"] == 100
-
-
-def test_item_ids_that_clash_with_columns_are_refused(results: list[GradeResult]) -> None:
-    data = dict(RUBRIC)
-    data["items"] = [*RUBRIC["items"][:-1], {"id": "total", "title": "x", "type": "manual", "points": 1}]
-    with pytest.raises(ValueError, match=r"\['total'\] clash"):
-        gradebook(results, Rubric.model_validate(data))
 
 
 def test_gradebook_csv(
@@ -128,3 +119,10 @@ def test_moodle_csv(
     assert rows[1] == ["S001", "", "90", "10", "20", "50", "10", ""]
     assert rows[4] == ["S004", "", "100", "10", "20", "50", "10", "10"]
     assert rows[5] == ["S005", "", "", "", "", "", "", ""]
+
+
+def test_not_checked_cells_stay_empty_in_the_gradebook(cnn_rubric: Rubric) -> None:
+    rows = gradebook([ci_graded(cnn_rubric)], cnn_rubric)
+    row = rows.iloc[0]
+    assert row["3"] == 25 and row["4"] != row["4"]  # NaN: not scored yet
+    assert row["status"] == "pending review"

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 
+import nbformat
 import pytest
+from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
 
 from grader.report import find_similar
 from grader.report.similarity import (
@@ -173,13 +174,10 @@ def test_unparsable_or_missing_models_are_skipped(tmp_path: Path) -> None:
 
 def test_notebook_code_cells_are_compared(tmp_path: Path) -> None:
     cells = [
-        {"cell_type": "markdown", "source": ["# My model"]},
-        {
-            "cell_type": "code",
-            "source": ["%matplotlib inline\n", "!pip install torch\n", *ORIGINAL.splitlines(True)],
-        },
+        new_markdown_cell("# My model"),
+        new_code_cell("%matplotlib inline\n!pip install torch\n" + ORIGINAL),
     ]
-    (tmp_path / "nb.ipynb").write_text(json.dumps({"cells": cells, "nbformat": 4}))
+    nbformat.write(new_notebook(cells=cells), tmp_path / "nb.ipynb")
     source = read_source(tmp_path, "nb.ipynb")
     assert source is not None and "%matplotlib" not in source and "pip install" not in source
     assert normalize_source(source) == normalize_source(ORIGINAL)

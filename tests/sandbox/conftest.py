@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from grader.sandbox import BwrapBackend, Job, Limits, Mount, Outcome
+from grader.sandbox import BwrapBackend, Job, Mount, Outcome
+from tests.conftest import job_limits
 
 
 @dataclass
@@ -33,7 +34,7 @@ def run_script(tmp_path: Path):
             mounts=[Mount(out, "/out", writable=True)],
             workdir="/",
             timeout_s=timeout_s,
-            limits=Limits(8 * 2**30, 2**20, **limits),  # type: ignore[arg-type]
+            limits=job_limits(**limits),
             log_dir=tmp_path / "logs",
         )
         backend = BwrapBackend()

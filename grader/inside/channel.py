@@ -1,0 +1,85 @@
+"""The harness's only output channel: report.json (a ``HarnessReport``) and logits.npy.
+
+The report is rewritten after every stage, so what a later crash or kill interrupts is still
+on record. Each write replaces the file atomically; if the submission filled or blocked the
+output folder, what it left there is removed and the write tried once more.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+from grader.files import write_atomic
+from grader.protocol import HarnessReport, encode
+
+REPORT = "report.json"
+LOGITS = "logits.npy"
+
+
+class StageFailure(Exception):
+    """The task stops at ``stage``; ``message`` says why in words for the student."""
+
+    def __init__(self, stage: str, message: str) -> None:
+        super().__init__(message)
+        self.stage = stage
+        self.message = message
+
+
+class Channel:
+    """Writes the report after each stage, and the logits once they exist."""
+
+    def __init__(self, out_dir: Path) -> None:
+        self.out_dir = out_dir
+        self.report = HarnessReport(started_at=time.time())
+        self._started = time.monotonic()
+        self._logits: bytes | None = None
+
+    def done(self, stage: str, **fields: Any) -> None:
+        """Record ``stage`` as finished, with what it measured and its time since the start."""
+        self.report.update(**fields)
+        self.report.stages_done.append(stage)
+        self.report.stage_seconds[stage] = round(time.monotonic() - self._started, 3)
+        self.flush()
+
+    def failed(self, stage: str, message: str) -> None:
+        self.report.error_stage, self.report.error = stage, message
+        self.flush()
+
+    def save_logits(self, data: bytes) -> None:
+        """Write the logits file; its bytes are kept to be written again by ``seal``."""
+        self._logits = data
+        self._write(LOGITS, data)
+
+    def seal(self) -> None:
+        """The last word, once no other process of the job is left to overwrite it."""
+        self.report.harness_seconds = round(time.monotonic() - self._started, 3)
+        if self._logits is not None:
+            self._write(LOGITS, self._logits)
+        self.flush()
+
+    def flush(self) -> None:
+        self._write(REPORT, encode(self.report))
+
+    def _write(self, name: str, data: bytes) -> None:
+        try:
+            write_atomic(self.out_dir / name, data, sync=False)
+        except OSError:
+            _clear_foreign(self.out_dir)
+            write_atomic(self.out_dir / name, data, sync=False)
+
+
+def _clear_foreign(out_dir: Path) -> None:
+    """Everything in ``out_dir`` but the harness's own regular files."""
+    for entry in os.scandir(out_dir):
+        if entry.name in (REPORT, LOGITS) and entry.is_file(follow_symlinks=False):
+            continue
+        with contextlib.suppress(OSError):
+            if entry.is_dir(follow_symlinks=False):
+                shutil.rmtree(entry.path)
+            else:
+                os.unlink(entry.path)

@@ -1,0 +1,135 @@
+"""How a model runs on a device: which device, autocast, deterministic kernels, memory layout.
+
+channels_last is faster for convolutions, but students' ``x.view(x.size(0), -1)`` raises on
+channels_last activations; ``probe_layout`` finds the layout a model accepts. Runs inside
+the sandbox with the training engine.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+from torch.utils.hooks import RemovableHandle
+
+from grader.inside.channel import StageFailure
+
+
+def pick_device(requested: str) -> torch.device:
+    """``auto`` is CUDA when torch sees a GPU in the sandbox, else the CPU."""
+    if requested == "auto":
+        requested = "cuda" if torch.cuda.is_available() else "cpu"
+    if requested == "cuda" and not torch.cuda.is_available():
+        raise StageFailure("start", "--device cuda was asked for but no GPU is visible in the sandbox")
+    return torch.device(requested)
+
+
+def autocast(device: torch.device) -> contextlib.AbstractContextManager[Any]:
+    if device.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+@contextlib.contextmanager
+def deterministic(device: torch.device) -> Iterator[None]:
+    """Deterministic kernels on the CPU (a warning, not an error, for ops that have none)."""
+    if device.type != "cpu":
+        yield
+        return
+    before = (
+        torch.are_deterministic_algorithms_enabled(),
+        torch.is_deterministic_algorithms_warn_only_enabled(),
+        torch._C._get_mkldnn_deterministic(),
+    )
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    torch._C._set_mkldnn_deterministic(True)  # oneDNN's own switch; the global one leaves it
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(before[0], warn_only=before[1])
+        torch._C._set_mkldnn_deterministic(before[2])
+
+
+def memory_format(channels_last: bool) -> torch.memory_format:
+    return torch.channels_last if channels_last else torch.contiguous_format
+
+
+@dataclass
+class Layout:
+    """The memory format a model trains in, and where it has to go back to NCHW."""
+
+    channels_last: bool = False
+    nchw_after: str | None = None  # the module whose outputs are made NCHW, for a later .view
+    _hook: RemovableHandle | None = field(default=None, repr=False, compare=False)
+
+    def apply(self, model: nn.Module) -> None:
+        model.to(memory_format=memory_format(self.channels_last))
+        if self.nchw_after is not None and self._hook is None:
+            self._hook = model.get_submodule(self.nchw_after).register_forward_hook(_to_nchw)
+
+    def undo(self, model: nn.Module) -> None:
+        """Back to the plain NCHW model the student wrote."""
+        if self._hook is not None:
+            self._hook.remove()
+            self._hook = None
+        model.to(memory_format=torch.contiguous_format)
+
+
+def _to_nchw(module: nn.Module, inputs: Any, output: Any) -> Any:
+    return output.contiguous() if isinstance(output, torch.Tensor) else output
+
+
+def probe_layout(model: nn.Module, sample: torch.Tensor, device: torch.device) -> Layout:
+    """channels_last if a forward in the model's current mode allows it, else NCHW; left applied.
+
+    Students' ``x.view(x.size(0), -1)`` raises on channels_last activations: the probe then makes
+    the output of the last module that produced a 4-D tensor NCHW again and tries once more, so
+    the convolutions still run channels_last. Batch-norm updates of the probe are undone.
+    """
+    saved = {name: b.clone() for name, b in model.named_buffers()}
+    try:
+        return _probe(model, sample.contiguous(memory_format=torch.channels_last), device)
+    finally:
+        with torch.no_grad():
+            for name, b in model.named_buffers():
+                b.copy_(saved[name])
+
+
+def _probe(model: nn.Module, x: torch.Tensor, device: torch.device) -> Layout:
+    Layout(channels_last=True).apply(model)
+    ok, last = _forward(model, x, device)
+    if ok:
+        return Layout(channels_last=True)
+    if last is not None:
+        hooked = Layout(channels_last=True, nchw_after=last)
+        hooked.apply(model)
+        if _forward(model, x, device)[0]:
+            return hooked
+        hooked.undo(model)
+    model.to(memory_format=torch.contiguous_format)
+    return Layout(channels_last=False)
+
+
+def _forward(model: nn.Module, x: torch.Tensor, device: torch.device) -> tuple[bool, str | None]:
+    """Whether a forward succeeds, and the last module before the end or the error with a 4-D output."""
+    names = {module: name for name, module in model.named_modules() if name}
+    last: list[str] = []
+
+    def note(module: nn.Module, inputs: Any, output: Any) -> None:
+        if isinstance(output, torch.Tensor) and output.dim() == 4:
+            last.append(names[module])
+
+    handles = [module.register_forward_hook(note) for module in names]
+    try:
+        with torch.no_grad(), autocast(device):
+            model(x)
+        return True, None
+    except RuntimeError:
+        return False, last[-1] if last else None
+    finally:
+        for handle in handles:
+            handle.remove()

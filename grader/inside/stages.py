@@ -1,0 +1,108 @@
+"""Evaluating submitted weights, stage by stage: import, build, forward and count, weights, infer."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from grader.inside import counting
+from grader.inside.augment import Normalizer
+from grader.inside.channel import Channel, StageFailure
+from grader.inside.inference import infer
+from grader.inside.layout import pick_device
+from grader.inside.loading import build, import_factory
+from grader.inside.weights import load_state_dict
+from grader.protocol import HarnessJob
+
+
+def evaluate(job: HarnessJob, channel: Channel) -> None:
+    device = pick_device(job.device)
+    channel.done("start", device=str(device), torch_version=torch.__version__)
+    factory = import_factory(Path(job.submission), job.model, job.notebook)
+    channel.done("import")
+    model = build_counted(factory, job, channel)
+    analyze(model, job, channel)
+    load_state_dict(model, Path(job.submission) / job.weights, job.weights)
+    channel.done("weights", weights_loaded=True, weights_fingerprint=counting.weights_sketch(model))
+    images = np.load(job.images, allow_pickle=False)  # (N, H, W, C) uint8
+    norm = Normalizer.from_stats(job.mean, job.std, device)
+    logits = infer(model.to(device), images, norm, device, job.batch_size, job.num_classes)
+    channel.save_logits(npy_bytes(logits.numpy()))
+    channel.done("inference", logits_shape=list(logits.shape))
+
+
+def npy_bytes(array: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    np.save(buffer, array, allow_pickle=False)
+    return buffer.getvalue()
+
+
+def build_counted(factory: Any, job: HarnessJob, channel: Channel) -> nn.Module:
+    """Count on the meta device first, so a model too large for memory is never allocated."""
+    meta = build(factory, job.model, meta=True)
+    if meta is not None:
+        total, trainable = counting.count_params(meta)
+        if total * 4 > job.max_model_bytes:
+            _report_oversized(meta, total, trainable, job, channel)
+    torch.manual_seed(0)
+    model = build(factory, job.model)
+    assert model is not None
+    model.eval()
+    total, trainable = counting.count_params(model)
+    channel.done("build", params=total, trainable_params=trainable)
+    return model
+
+
+def _report_oversized(meta: nn.Module, total: int, trainable: int, job: HarnessJob, channel: Channel) -> None:
+    macs = {}
+    x = torch.zeros(1, *job.input_shape, device="meta")
+    for counter in job.counters:
+        try:
+            macs[counter] = counting.count_macs(meta, x, counter)
+        except Exception:
+            continue
+    channel.done("build", params=total, trainable_params=trainable, macs=macs)
+    gib = total * 4 / 2**30
+    limit = job.max_model_bytes / 2**30
+    raise StageFailure(
+        "build",
+        f"the model has {total:,} parameters ({gib:.1f} GiB in float32), more than "
+        f"the {limit:.1f} GiB the grader allows; it was counted without being built",
+    )
+
+
+def analyze(model: nn.Module, job: HarnessJob, channel: Channel) -> None:
+    shape = job.input_shape
+    x = torch.zeros(1, *shape)
+    try:
+        probe = counting.ForwardProbe(model).run(x)
+    except Exception as exc:
+        raise StageFailure(
+            "forward",
+            f"forward on a (1, {', '.join(map(str, shape))}) batch raised {type(exc).__name__}: {exc}",
+        ) from exc
+    out = probe.output
+    if not isinstance(out, torch.Tensor):
+        raise StageFailure("forward", f"forward returned {type(out).__name__}, expected a tensor of logits")
+    channel.done(
+        "forward",
+        output_shape=list(out.shape),
+        residual_adds=probe.residual_adds,
+        module_counts=counting.module_counts(model),
+        summary=probe.summary(shape),
+        diagram=probe.blocks,
+    )
+    expected = [1, job.num_classes]
+    if list(out.shape) != expected:
+        raise StageFailure(
+            "forward",
+            f"forward on one image returned shape {list(out.shape)}, "
+            f"expected {expected} (one logit per class)",
+        )
+    macs = {counter: counting.count_macs(model, x, counter) for counter in job.counters}
+    channel.done("macs", macs=macs, forward_ok=True)

@@ -1,0 +1,58 @@
+"""Retraining a submitted model inside the sandbox: the training half of the harness.
+
+The job brings the training images with their labels (the validation split is carved
+from them) and the unlabeled test images. The model is built from the student's code with
+fresh weights, trained by ``grader.inside.engine`` under the job's recipe, checkpointed after
+every epoch (so a killed job resumes), and its test logits go back to the host.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from grader.inside import engine
+from grader.inside.augment import Normalizer, split_train_val
+from grader.inside.channel import Channel, StageFailure
+from grader.inside.inference import infer
+from grader.inside.layout import pick_device
+from grader.inside.loading import build_fresh, import_factory
+from grader.inside.stages import npy_bytes
+from grader.protocol import HarnessJob, TrainingJob
+
+
+def retrain(job: HarnessJob, training: TrainingJob, channel: Channel) -> None:
+    device = pick_device(job.device)
+    channel.done("start", device=str(device), torch_version=torch.__version__)
+    recipe = training.recipe
+    factory = import_factory(Path(job.submission), job.model, job.notebook)
+    channel.done("import")
+    torch.manual_seed(recipe.seed)  # the same initial weights on every run of this recipe
+    model = build_fresh(factory, job.model).to(device)
+    channel.done("build")
+    images = np.load(training.train_images, allow_pickle=False)  # (N, 32, 32, 3) uint8
+    labels = np.load(training.train_labels, allow_pickle=False)
+    picked, held_out = split_train_val(labels, recipe)
+    try:
+        result = engine.train(
+            model,
+            images[picked],
+            labels[picked],
+            images[held_out],
+            labels[held_out],
+            recipe,
+            device,
+            Path(training.checkpoints),
+            log=print,
+        )
+    except StageFailure:
+        raise
+    except Exception as exc:  # the student's forward may raise anything while training
+        raise StageFailure("training", f"training raised {type(exc).__name__}: {exc}") from exc
+    test = np.load(job.images, allow_pickle=False)
+    norm = Normalizer.of(recipe, device)
+    logits = infer(model, test, norm, device, job.batch_size, job.num_classes, result.channels_last)
+    channel.save_logits(npy_bytes(logits.numpy()))
+    channel.done("inference", training=result, logits_shape=list(logits.shape))

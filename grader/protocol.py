@@ -1,0 +1,295 @@
+"""What crosses the sandbox boundary, both ways, as one set of plain dataclasses.
+
+The host writes a ``HarnessJob`` (``encode``) to the job's folder; the harness inside the
+sandbox reads it back (``decode``), does the job and writes a ``HarnessReport`` after every
+stage. The host reads that report back with ``decode`` too, and since everything the sandbox
+writes is untrusted, decoding validates every field and refuses unknown keys. Both sides
+import this module, so it imports nothing of the grader's: only the standard library,
+``annotated_types`` for the bounds of a field, and pydantic for the codec.
+
+``Recipe`` (how the grader retrains a model) is written here once: rubrics and manifests are
+validated into it on the host and the training engine reads it inside.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Annotated, Any, ClassVar, Literal, TypeVar
+
+from annotated_types import Ge, Gt, Le, Lt
+from pydantic import TypeAdapter
+
+T = TypeVar("T")
+# Unknown keys are an error: a field the other side does not know about is a bug or a forgery.
+_STRICT: Any = {"extra": "forbid"}
+
+Optimizer = Literal["sgd", "adam", "adamw"]
+Schedule = Literal["none", "step", "multistep", "cosine", "onecycle"]
+Counter = Literal["thop", "ptflops"]
+COUNTERS: tuple[Counter, ...] = ("thop", "ptflops")  # every model is counted under each
+Triple = tuple[float, float, float]
+Positive = Annotated[float, Gt(0)]
+
+
+def encode(value: Any) -> bytes:
+    """``value`` (a dataclass of this module, or a container of them) as JSON."""
+    return _adapter(type(value)).dump_json(value)
+
+
+def decode(kind: type[T], data: bytes | str) -> T:
+    """JSON as ``kind``, every field checked; raises ``pydantic.ValidationError``."""
+    return _adapter(kind).validate_json(data)
+
+
+def from_plain(kind: type[T], data: Any) -> T:
+    """Parsed JSON or YAML (dicts and lists) as ``kind``, every field checked."""
+    return _adapter(kind).validate_python(data)
+
+
+def to_plain(value: Any) -> Any:
+    """``value`` as dicts and lists of JSON types."""
+    return _adapter(type(value)).dump_python(value, mode="json")
+
+
+_ADAPTERS: dict[Any, TypeAdapter[Any]] = {}
+
+
+def _adapter(kind: Any) -> TypeAdapter[Any]:
+    """One adapter per type, built on first use (building one costs milliseconds)."""
+    if kind not in _ADAPTERS:
+        _ADAPTERS[kind] = TypeAdapter(kind)
+    return _ADAPTERS[kind]
+
+
+# --- how to train ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """One way to train a model: optimizer, lr schedule, epochs, augmentation, data.
+
+    Schedules are a function of the optimizer step (``grader.inside.engine.lr_factor``): linear
+    warmup over ``warmup_epochs``, then cosine, one-cycle, or step/multistep decays that change
+    at epoch boundaries.
+    """
+
+    __pydantic_config__: ClassVar[Any] = _STRICT
+
+    optimizer: Optimizer = "sgd"  # momentum and nesterov are SGD's only
+    lr: Annotated[float, Gt(0), Le(10)] = 0.05  # peak lr, reached after warmup
+    momentum: Annotated[float, Ge(0), Lt(1)] = 0.9
+    nesterov: bool = True
+    weight_decay: Annotated[float, Ge(0), Le(1)] = 5e-4  # L2 for sgd/adam, decoupled for adamw
+    schedule: Schedule = "cosine"
+    step_size: Annotated[int, Ge(1)] = 10  # epochs, for "step"
+    milestones: tuple[int, ...] = (50, 75)  # epochs, for "multistep"
+    gamma: Annotated[float, Gt(0), Le(1)] = 0.1
+    warmup_epochs: Annotated[float, Ge(0)] = 0.0
+    epochs: Annotated[int, Ge(1), Le(1000)] = 10
+    batch_size: Annotated[int, Ge(1), Le(8192)] = 256
+    label_smoothing: Annotated[float, Ge(0), Lt(1)] = 0.0
+    crop_padding: Annotated[int, Ge(0), Le(16)] = 4  # as RandomCrop(32, padding=4); 0 = no crop
+    flip: bool = True
+    cutout: Annotated[int, Ge(0), Le(32)] = 0  # side of the cutout square, 0 = off
+    normalize: bool = True
+    mean: Triple = (0.4914, 0.4822, 0.4465)
+    std: tuple[Positive, Positive, Positive] = (0.2470, 0.2435, 0.2616)
+    # A fixed, seeded, class-stratified subset of what the validation split leaves.
+    train_fraction: Annotated[float, Gt(0), Le(1)] = 1.0
+    val_size: Annotated[int, Ge(0)] = 5000  # carved from the training split (seeded, stratified); 0: none
+    seed: int = 0
+    # Stop after the epoch during which training time passes this many seconds.
+    budget_s: Positive | None = None
+
+    def __post_init__(self) -> None:
+        if self.optimizer == "sgd" and self.nesterov and self.momentum == 0:
+            raise ValueError("nesterov needs momentum > 0")
+
+    def with_changes(self, changes: dict[str, Any]) -> Recipe:
+        """A copy with ``changes`` applied, validated again (ValidationError names the key)."""
+        return from_plain(Recipe, {**to_plain(self), **changes})
+
+    def identity(self) -> dict[str, Any]:
+        """What a checkpoint must agree with to be resumed; the budget may change between runs."""
+        return {k: v for k, v in to_plain(self).items() if k != "budget_s"}
+
+
+# --- the job going in -----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Resource caps of one job; each backend enforces what its platform allows and says so.
+
+    Every value comes from ``grader.config.Settings``; there are no defaults here.
+    """
+
+    address_space_bytes: int  # RLIMIT_AS; bounds runaway allocations, not the working set
+    file_size_bytes: int  # RLIMIT_FSIZE: the largest single file the job may write
+    memory_bytes: int  # resident memory (cgroup / container), no swap
+    pids: int  # processes and threads (cgroup / container)
+    cpus: float  # CPU time share (cgroup / container)
+    output_bytes: int  # the whole output directory
+    log_bytes: int  # stdout + stderr kept; the rest is discarded
+    open_files: int
+    tmpfs_bytes: int
+
+    def as_dict(self) -> dict[str, str]:
+        return {
+            "address space": f"{self.address_space_bytes / 2**30:.0f} GiB",
+            "largest file written": f"{self.file_size_bytes / 2**20:.0f} MiB",
+            "open files": str(self.open_files),
+            "/tmp size": f"{self.tmpfs_bytes / 2**20:.0f} MiB",
+            "core dumps": "off",
+        }
+
+
+@dataclass(frozen=True)
+class NotebookRef:
+    """The module the host built from a notebook, and where its lines come from."""
+
+    module: str  # path of the built module, as the job sees it
+    # (module line, cell, cell line): the first line of each kept block of cells.
+    origins: tuple[tuple[int, int, int], ...] = ()
+    problem: str | None = None  # the notebook could not be read; the import stage says why
+
+
+@dataclass(frozen=True)
+class TrainingJob:
+    """What a retraining adds: the recipe, the labeled training split and a checkpoint folder."""
+
+    recipe: Recipe
+    train_images: str
+    train_labels: str  # training labels may enter the sandbox; test labels never do
+    checkpoints: str  # kept on the host between attempts, so a killed job resumes
+
+
+@dataclass(frozen=True)
+class HarnessJob:
+    """One task of one submission for ``python -m grader.inside``: evaluate the submitted
+    weights, or with ``training`` retrain the model from fresh weights. Paths are as the job
+    sees them."""
+
+    __pydantic_config__: ClassVar[Any] = _STRICT
+
+    submission: str
+    model: str  # "file.py:Callable" or "file.ipynb:Callable", relative to the submission
+    weights: str
+    images: str  # (N, 32, 32, 3) uint8 test images, unlabeled
+    out: str  # the job's only writable folder
+    device: Literal["auto", "cpu", "cuda"]
+    mean: Triple
+    std: Triple
+    num_classes: int
+    batch_size: int
+    max_model_bytes: int
+    input_shape: tuple[int, int, int] = (3, 32, 32)
+    counters: tuple[Counter, ...] = COUNTERS
+    notebook: NotebookRef | None = None
+    training: TrainingJob | None = None
+
+
+# --- the report coming back -----------------------------------------------------------------
+
+
+@dataclass
+class LayerRow:
+    """One row of the torchsummary-style table."""
+
+    __pydantic_config__: ClassVar[Any] = _STRICT
+
+    name: str  # e.g. "Conv2d-1"
+    output_shape: list[int]  # batch dimension shown as -1
+    params: int
+
+
+@dataclass
+class Summary:
+    __pydantic_config__: ClassVar[Any] = _STRICT
+
+    rows: list[LayerRow]
+    total_params: int
+    trainable_params: int
+    input_mb: float
+    forward_backward_mb: float
+    params_mb: float
+    total_mb: float
+
+
+@dataclass
+class DiagramNode:
+    """A top-level block of the model, as drawn in the diagram."""
+
+    __pydantic_config__: ClassVar[Any] = _STRICT
+
+    name: str
+    type: str
+    output_shape: list[int]
+    params: int
+
+
+@dataclass
+class EpochRecord:
+    __pydantic_config__: ClassVar[Any] = _STRICT
+
+    epoch: int  # 1-based
+    train_loss: float  # on the augmented batches, in train mode
+    train_acc: float  # percent
+    val_loss: float | None  # None without a validation set
+    val_acc: float | None
+    lr: float  # at the epoch's last step
+    seconds: float  # training and validation
+
+
+@dataclass
+class TrainingReport:
+    """How a retraining went, as the engine measured it."""
+
+    __pydantic_config__: ClassVar[Any] = _STRICT
+
+    history: list[EpochRecord]
+    stopped_early: str | None
+    images_per_second: float  # training steps of this run only
+    channels_last: bool
+    nchw_after: str | None  # the module after which activations go back to NCHW
+    resumed_from_epoch: int | None
+
+
+@dataclass
+class HarnessReport:
+    """Everything the harness says, rewritten after each stage so a later crash keeps it."""
+
+    __pydantic_config__: ClassVar[Any] = _STRICT
+
+    stages_done: list[str] = field(default_factory=list)
+    error: str | None = None
+    error_stage: str | None = None
+    device: str | None = None
+    torch_version: str | None = None
+    params: int | None = None
+    trainable_params: int | None = None
+    output_shape: list[int] | None = None
+    residual_adds: int | None = None
+    module_counts: dict[str, int] = field(default_factory=dict)
+    summary: Summary | None = None
+    diagram: list[DiagramNode] = field(default_factory=list)
+    macs: dict[str, int] = field(default_factory=dict)
+    forward_ok: bool = False
+    weights_loaded: bool = False
+    weights_fingerprint: list[float] | None = None
+    logits_shape: list[int] | None = None
+    harness_seconds: float | None = None
+    stage_seconds: dict[str, float] = field(default_factory=dict)
+    started_at: float | None = None  # wall clock, so the host can measure the sandbox's start-up
+    training: TrainingReport | None = None
+
+    def update(self, **fields: Any) -> None:
+        """Set measured fields by name; a name the report does not have is a bug."""
+        for name, value in fields.items():
+            if name not in _REPORT_FIELDS:
+                raise AttributeError(f"HarnessReport has no field {name!r}")
+            setattr(self, name, value)
+
+
+_REPORT_FIELDS = frozenset(f.name for f in dataclasses.fields(HarnessReport))

@@ -1,0 +1,45 @@
+"""grader/report/summary.py: the Markdown step summary, line by line."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from grader.ci import policy_problems
+from grader.report.summary import cell, markdown_summary
+from grader.rubric import Rubric
+from tests.graded import ci_graded
+
+
+def test_summary_has_the_score_table_limits_and_accuracy(cnn_rubric: Rubric) -> None:
+    result = ci_graded(cnn_rubric)
+    result.warnings = ["a | pipe\nand a <b>tag</b>"]
+    text = markdown_summary(result, "quick", [])
+    assert "**55 / 100 points** (profile `quick`)" in text
+    assert "- 10 points not checked in CI; the full grading scores them" in text
+    assert "✅ **CI check passed**" in text
+    assert "| 2 | cnn | At most 1,000,000 parameters | 20 / 20 | ✅ pass |" in text
+    assert "| 3 | cnn | Test accuracy (full points at 85%) | 25 / 50 | 🟡 partial |" in text
+    assert "| 4 | cnn | Reported test accuracy matches the measured one | 0 / 10 | ⏭️ not checked |" in text
+    assert "| **Total** | | | **55 / 100** | | |" in text
+    assert "| cnn | parameters | 5,370 | 1,000,000 | ✅ yes |" in text
+    assert "| cnn | MACs (thop) | 259,072 | — | — |" in text
+    assert "| cnn | 72.50% | 90.00% | 1,000 (first 100 per class) | 85.00% |" in text
+    assert "- ⚠️ a \\| pipe and a &lt;b&gt;tag&lt;/b&gt;" in text
+
+
+def test_summary_lists_why_the_check_failed(cnn_rubric: Rubric) -> None:
+    result = ci_graded(cnn_rubric, params=2_000_000)
+    problems = policy_problems(result, "limits")
+    text = markdown_summary(result, "quick", problems)
+    assert "❌ **CI check failed**" in text
+    assert "- item 2 (At most 1,000,000 parameters): 2,000,000 parameters, over the limit" in text
+    assert "| cnn | parameters | 2,000,000 | 1,000,000 | ❌ no |" in text
+
+
+def test_cell_keeps_a_table_row_on_one_line() -> None:
+    assert cell("a|b\n\nc  d") == "a\\|b c d"
+
+
+def test_summary_matches_the_golden_file(cnn_rubric: Rubric, golden: Callable[[str, str], None]) -> None:
+    result = ci_graded(cnn_rubric, params=2_000_000)
+    golden("summary.md", markdown_summary(result, "quick", policy_problems(result, "limits")))

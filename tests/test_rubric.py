@@ -1,0 +1,186 @@
+"""grader/rubric.py: the shipped rubrics load, and every invalid rubric names file, key and expectation."""
+
+from __future__ import annotations
+
+import copy
+import re
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from grader.errors import RubricError
+from grader.rubric import ArchitectureItem, ManualItem, TestAccuracyItem, find_rubric, load_rubric
+
+VALID: dict[str, Any] = {
+    "id": "mini",
+    "title": "Mini rubric",
+    "tasks": {"task1": {"title": "CNN", "model": "model.py:Net", "weights": "weights/task1.pt"}},
+    "items": [
+        {
+            "id": "1",
+            "task": "task1",
+            "title": "Size",
+            "type": "params_limit",
+            "points": 10,
+            "max_params": 1000,
+        },
+        {
+            "id": "2",
+            "task": "task1",
+            "title": "Accuracy",
+            "type": "test_accuracy",
+            "points": 5,
+            "thresholds": [{"accuracy": 50, "fraction": 0.0}, {"accuracy": 80, "fraction": 1.0}],
+        },
+        {"id": "3", "task": "task1", "title": "Claim", "type": "claim", "points": 1},
+    ],
+}
+
+
+def write_rubric(tmp_path: Path, change: Callable[[dict[str, Any]], object]) -> Path:
+    data = copy.deepcopy(VALID)
+    change(data)
+    path = tmp_path / "lab-rubric.yaml"
+    path.write_text(yaml.safe_dump(data, sort_keys=False), encoding="utf-8")
+    return path
+
+
+def rubric_error(path: Path, pattern: str) -> str:
+    """Load ``path`` expecting a RubricError that starts with the file name and matches ``pattern``."""
+    with pytest.raises(RubricError, match=pattern) as info:
+        load_rubric(path)
+    assert str(info.value).startswith(f"{path}: ")
+    return str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("name", "tasks", "items", "total"), [("eai-lab2", 2, 16, 100), ("cifar10-cnn", 1, 5, 100)]
+)
+def test_shipped_rubrics_load(name: str, tasks: int, items: int, total: int) -> None:
+    rubric = load_rubric(find_rubric(name))
+    assert rubric.id == name
+    assert (len(rubric.tasks), len(rubric.items)) == (tasks, items)
+    assert rubric.max_total == total == sum(item.points for item in rubric.items)
+
+
+def test_eai_lab2_items_are_typed(eai_rubric: Any) -> None:
+    items = {item.id: item for item in eai_rubric.items}
+    assert isinstance(items["4"], ArchitectureItem)
+    assert items["4"].expected_params == 11_173_962
+    assert items["4"].required_modules == {"Conv2d": 17, "BatchNorm2d": 17}
+    assert isinstance(items["2a"], TestAccuracyItem)
+    assert [(t.accuracy, t.fraction) for t in items["2a"].thresholds] == [(50, 0.0), (80, 1.0)]
+    assert isinstance(items["8"], ManualItem) and items["8"].task is None
+    assert eai_rubric.preprocess.mean == (0.4914, 0.4822, 0.4465)
+
+
+def test_find_rubric_accepts_a_path_or_a_name(tmp_path: Path) -> None:
+    path = write_rubric(tmp_path, lambda d: None)
+    assert find_rubric(str(path)) == path
+    assert find_rubric("eai-lab2.yaml") == find_rubric("eai-lab2")
+    assert load_rubric(path).max_total == 16
+
+
+def test_unknown_rubric_lists_the_known_ones() -> None:
+    with pytest.raises(RubricError, match=r"'eai-lab9' not found.*cifar10-cnn, eai-lab2"):
+        find_rubric("eai-lab9")
+
+
+def test_missing_tasks(tmp_path: Path) -> None:
+    rubric_error(write_rubric(tmp_path, lambda d: d.pop("tasks")), r": tasks: Field required")
+
+
+def test_points_not_a_number(tmp_path: Path) -> None:
+    path = write_rubric(tmp_path, lambda d: d["items"][0].update(points="ten"))
+    message = rubric_error(path, re.escape("items[0].points: Input should be a valid number"))
+    assert "(got 'ten')" in message
+
+
+def test_negative_points(tmp_path: Path) -> None:
+    path = write_rubric(tmp_path, lambda d: d["items"][1].update(points=-5))
+    rubric_error(path, re.escape("items[1].points: Input should be greater than or equal to 0 (got -5)"))
+
+
+def test_unknown_item_type_lists_the_known_ones(tmp_path: Path) -> None:
+    path = write_rubric(tmp_path, lambda d: d["items"][0].update(type="bonus"))
+    message = rubric_error(path, re.escape("items[0]: Input tag 'bonus'"))
+    for known in ("model_valid", "params_limit", "flops_limit", "architecture", "test_accuracy", "claim"):
+        assert f"'{known}'" in message
+
+
+def test_misspelled_optional_key(tmp_path: Path) -> None:
+    path = write_rubric(tmp_path, lambda d: d["items"][2].update(tolerence=2.0))
+    rubric_error(path, re.escape("items[2].tolerence: unknown key (see docs/rubrics.md)"))
+
+
+def test_misspelled_required_key_names_the_missing_one(tmp_path: Path) -> None:
+    path = write_rubric(tmp_path, lambda d: d["items"][0].update(max_param=d["items"][0].pop("max_params")))
+    rubric_error(path, re.escape("items[0].max_param: unknown key; expected max_params"))
+
+
+def test_misspelled_required_key_also_names_the_misspelling(tmp_path: Path) -> None:
+    path = write_rubric(tmp_path, lambda d: d["items"][0].update(max_param=d["items"][0].pop("max_params")))
+    rubric_error(path, r"max_param\b.*unknown key|unknown key.*max_param\b")
+
+
+def test_item_task_not_declared(tmp_path: Path) -> None:
+    path = write_rubric(tmp_path, lambda d: d["items"][1].update(task="task9"))
+    rubric_error(path, re.escape("items[1].task: 'task9' is not a task (task1)"))
+
+
+def test_thresholds_not_increasing(tmp_path: Path) -> None:
+    thresholds = [{"accuracy": 80, "fraction": 0.0}, {"accuracy": 50, "fraction": 1.0}]
+    path = write_rubric(tmp_path, lambda d: d["items"][1].update(thresholds=thresholds))
+    rubric_error(path, re.escape("items[1].thresholds: accuracies must be strictly increasing"))
+
+
+def test_thresholds_repeated_accuracy(tmp_path: Path) -> None:
+    thresholds = [{"accuracy": 50, "fraction": 0.0}, {"accuracy": 50, "fraction": 1.0}]
+    path = write_rubric(tmp_path, lambda d: d["items"][1].update(thresholds=thresholds))
+    rubric_error(path, re.escape("items[1].thresholds: accuracies must be strictly increasing"))
+
+
+def test_duplicate_item_ids(tmp_path: Path) -> None:
+    path = write_rubric(tmp_path, lambda d: d["items"][2].update(id="1"))
+    rubric_error(path, re.escape("items[2].id: duplicate id '1'"))
+
+
+@pytest.mark.parametrize("column", ["total", "status", "student_id"])
+def test_an_item_id_that_is_a_gradebook_column_is_refused_before_grading(tmp_path: Path, column: str) -> None:
+    path = write_rubric(tmp_path, lambda d: d["items"][2].update(id=column))
+    rubric_error(path, re.escape(f"items[2].id: {column!r} is a column of the gradebook"))
+
+
+def test_a_baseline_outside_reference_models_is_refused(tmp_path: Path) -> None:
+    path = write_rubric(
+        tmp_path, lambda d: d.update(training={"baselines": {"task1": "resnet50.py:ResNet50"}})
+    )
+    rubric_error(path, re.escape("training.baselines.task1: resnet50.py is not in reference_models/"))
+
+
+def test_architecture_item_with_nothing_to_check(tmp_path: Path) -> None:
+    item = {"id": "9", "task": "task1", "title": "Arch", "type": "architecture", "points": 1}
+    path = write_rubric(tmp_path, lambda d: d["items"].append(item))
+    rubric_error(path, re.escape("items[3]: give expected_params, required_modules or min_residual_adds"))
+
+
+def test_model_entry_point_pattern(tmp_path: Path) -> None:
+    path = write_rubric(tmp_path, lambda d: d["tasks"]["task1"].update(model="model.py"))
+    rubric_error(path, re.escape("tasks.task1.model: String should match pattern"))
+
+
+def test_not_yaml_names_the_line(tmp_path: Path) -> None:
+    path = tmp_path / "broken.yaml"
+    path.write_text("id: x\ntitle: X\ntasks:\n  task1: {title: CNN\nitems: []\n", encoding="utf-8")
+    message = rubric_error(path, r"not valid YAML \(line \d+: ")
+    line = int(re.search(r"line (\d+)", message).group(1))  # type: ignore[union-attr]
+    assert 4 <= line <= 5  # the unclosed brace opens on line 4; the parser notices on line 5
+
+
+def test_yaml_that_is_not_a_mapping(tmp_path: Path) -> None:
+    path = tmp_path / "list.yaml"
+    path.write_text("- one\n- two\n", encoding="utf-8")
+    rubric_error(path, "expected a mapping with id, title, tasks and items")
