@@ -8,11 +8,12 @@ cd "$(dirname "$0")/.."
 
 IMAGE=${IMAGE:-grader-harness:latest}
 BASE_IMAGE=${BASE_IMAGE:-grader-base:bookworm}
-ROOTFS=build/rootfs
+ROOTFS=${ROOTFS:-$PWD/build/rootfs}
 
 if ! docker image inspect "$BASE_IMAGE" >/dev/null 2>&1; then
     if [ ! -x "$ROOTFS/usr/bin/python3" ]; then
         rm -rf "$ROOTFS"
+        mkdir -p "$(dirname "$ROOTFS")"
         debootstrap --variant=minbase --include=python3,python3-venv bookworm "$ROOTFS"
     fi
     tar -C "$ROOTFS" -c . | docker import - "$BASE_IMAGE"
