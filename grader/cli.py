@@ -105,9 +105,9 @@ def run(
 
 def _recipe_overrides(pairs: list[str]) -> dict[str, Any]:
     """``["epochs=1", "flip=false"]`` → a validated dict of recipe fields."""
-    import yaml
     from pydantic import ValidationError
 
+    from grader import yamlfile
     from grader.protocol import Recipe
 
     overrides = {}
@@ -115,7 +115,10 @@ def _recipe_overrides(pairs: list[str]) -> dict[str, Any]:
         key, sep, value = pair.partition("=")
         if not sep:
             raise UsageError(f"--recipe {pair!r}: expected KEY=VALUE, e.g. --recipe epochs=1")
-        overrides[key.strip()] = yaml.safe_load(value)
+        try:
+            overrides[key.strip()] = yamlfile.load(value)
+        except yamlfile.YamlError as err:
+            raise UsageError(f"--recipe {pair!r}: the value is not YAML ({err})") from None
     try:
         Recipe().with_changes(overrides)
     except ValidationError as err:
@@ -131,7 +134,7 @@ def _run(submission: Path, rubric_name: str | None, settings: Settings) -> None:
     from grader.rubric import find_rubric, load_rubric
     from grader.submission import load_submission
 
-    name = rubric_name or load_submission(submission).assignment
+    name = rubric_name or load_submission(submission, settings).assignment
     if not name:
         raise UsageError(
             f"no rubric: pass --rubric FILE or set 'assignment:' in {submission}/submission.yaml"

@@ -88,6 +88,9 @@ class Settings:
     max_pids: int = 256
     # CPU share of one job, in cores.
     cpus: float = float(os.cpu_count() or 1)
+    # A submission folder larger than this, or with more files and folders, is refused unread.
+    max_submission_bytes: int = 1 * 2**30
+    max_submission_files: int = 10_000
     # Models whose float32 parameters exceed this are counted on the meta device only.
     max_model_bytes: int = 4 * 2**30
     # Largest file a sandboxed job may write (logits of 10,000 × 10 are 400 kB), and the
@@ -100,6 +103,11 @@ class Settings:
     # Open files of one job, and the size of its /tmp (and /dev/shm).
     max_open_files: int = 256
     tmpfs_bytes: int = 256 * 2**20
+    # The secret probe (grader/probe.py): perturbed copies of this many test images are evaluated
+    # with the test set, and an accuracy this many points lower on them than on the originals
+    # is flagged as a memorised test set.
+    probe_images: int = 1000
+    probe_gap_points: float = 15.0
     # Images per forward pass during evaluation.
     eval_batch_size: int = 500
     # Misclassified test images shown in the report.

@@ -58,6 +58,7 @@ class TaskRun:
     report: HarnessReport | None
     logits: np.ndarray | None
     problem: str | None  # why the outputs could not be used, in plain words
+    finished: str = "inference"  # the stage a job that did all its work reports last
 
 
 @dataclass(frozen=True)
@@ -70,23 +71,29 @@ def run_task(
     backend: Backend,
     entry: TaskEntry,
     submission_root: Path,
-    images: Path,
     rubric: Rubric,
     settings: Settings,
     work_dir: Path,
+    *,
+    images: Path | None = None,
+    weights: Path | None = None,
     training: TrainingInputs | None = None,
 ) -> tuple[TaskRun, dict[str, str]]:
-    """Evaluate the submitted weights, or with ``training``, retrain the model from scratch."""
+    """With ``images``: evaluate the submitted weights (or the file ``weights`` instead) on them.
+    With ``training``: retrain the model from scratch, leaving its weights in the checkpoints."""
     out_dir = work_dir / "out"
     out_dir.mkdir(parents=True)
     job_file = work_dir / "job.json"
     mounts = {
         "submission": Mount(submission_root, "/submission"),
-        "images": Mount(images, "/data/test_images.npy"),
         "job": Mount(job_file, "/job/job.json"),
         **{f"code:{name}": Mount(PACKAGE_DIR / name, f"{CODE_ROOT}/grader/{name}") for name in HARNESS_CODE},
         "out": Mount(out_dir, "/out", writable=True),
     }
+    if images is not None:
+        mounts["images"] = Mount(images, "/data/images.npy")
+    if weights is not None:
+        mounts["weights"] = Mount(weights, f"/weights/{weights.name}")
     if entry.notebook is not None:
         mounts["notebook"] = Mount(_stage(entry.notebook, work_dir / "notebook"), "/notebook")
     if training is not None:
@@ -110,7 +117,8 @@ def run_task(
         gpu=_wants_gpu(settings.device),
     )
     outcome = backend.run(job)
-    return read_outputs(outcome, out_dir, settings, rubric.num_classes), backend.enforced(job)
+    finished = "training" if training is not None else "inference"
+    return read_outputs(outcome, out_dir, settings, rubric.num_classes, finished), backend.enforced(job)
 
 
 def harness_job(
@@ -120,11 +128,13 @@ def harness_job(
     where: dict[str, str],
     training: TrainingInputs | None = None,
 ) -> HarnessJob:
+    weights_path = where.get("weights") or f"{where['submission']}/{entry.weights}"
     return HarnessJob(
         submission=where["submission"],
         model=entry.model,
         weights=entry.weights,
-        images=where["images"],
+        weights_path=weights_path,
+        images=where.get("images"),
         out=where["out"],
         device=settings.device,  # type: ignore[arg-type]  # checked by the CLI
         mean=entry.preprocess.mean,
@@ -159,28 +169,36 @@ def _notebook_ref(module: NotebookModule | None, folder: str | None) -> Notebook
     return NotebookRef(f"{folder}/{module.file_name}", origins, module.problem)
 
 
-def read_outputs(outcome: Outcome, out_dir: Path, settings: Settings, num_classes: int) -> TaskRun:
+def read_outputs(
+    outcome: Outcome, out_dir: Path, settings: Settings, num_classes: int, finished: str = "inference"
+) -> TaskRun:
     report, problem = _read_report(out_dir / "report.json")
     logits = None
-    if report is not None and "inference" in report.stages_done:
+    if report is not None and finished == "inference" and "inference" in report.stages_done:
         logits, problem = _read_logits(out_dir / "logits.npy", settings.max_output_bytes, num_classes)
     if report is None and problem is None:
         problem = _silent_exit(outcome)
-    return TaskRun(outcome, report, logits, problem)
+    return TaskRun(outcome, report, logits, problem, finished)
 
 
-def failure(run: TaskRun, finished: str = "inference") -> Failure | None:
-    """Why the job's task stopped, or None when it reached stage ``finished`` with usable outputs."""
+# Stages that are not the student's doing: the grader's own failure, and the machine's.
+NOT_THE_STUDENTS = {"internal": "the grader", "infrastructure": "the machine"}
+
+
+def failure(run: TaskRun) -> Failure | None:
+    """Why the job's task stopped, or None when it finished its last stage with usable outputs."""
     report, outcome = run.report, run.outcome
+    if outcome.infrastructure:
+        return Failure("infrastructure", outcome.infrastructure)
     if outcome.timed_out:
-        return Failure("timeout", _timeout_message(outcome, report))
+        return Failure("timeout", _timeout_message(outcome, report, run.finished))
     if outcome.resource_problem():
         return Failure("resources", outcome.resource_problem() or "")
     if report is not None and report.error:
-        return Failure(report.error_stage or "harness", report.error)
+        return Failure(report.error_stage or "internal", report.error)
     if run.problem:
         return Failure("sandbox", run.problem)
-    if report is not None and finished not in report.stages_done:
+    if report is not None and run.finished not in report.stages_done:
         done = report.stages_done[-1] if report.stages_done else "start"
         return Failure(
             "sandbox",
@@ -202,9 +220,12 @@ _STUCK_AFTER = {
 }
 
 
-def _timeout_message(outcome: Outcome, report: HarnessReport | None) -> str:
+def _timeout_message(outcome: Outcome, report: HarnessReport | None, finished: str) -> str:
     last = report.stages_done[-1] if report and report.stages_done else None
-    where = _STUCK_AFTER.get(last, f"after stage {last!r}")
+    if finished == "training" and last == "build":
+        where = "while training"
+    else:
+        where = _STUCK_AFTER.get(last, f"after stage {last!r}")
     return f"stopped after {outcome.seconds:.0f} s {where}: the task did not finish within the time limit"
 
 

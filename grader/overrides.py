@@ -16,8 +16,7 @@ import io
 from dataclasses import dataclass
 from pathlib import Path
 
-import yaml
-
+from grader import yamlfile
 from grader.errors import UsageError
 from grader.results import GradeResult, HandScore, ItemResult, ItemStatus
 from grader.rubric import Rubric
@@ -67,8 +66,8 @@ def _csv_rows(path: Path, text: str) -> list[tuple[int, dict[str, object]]]:
 
 def _yaml_rows(path: Path, text: str) -> list[tuple[int, dict[str, object]]]:
     try:
-        data = yaml.safe_load(text) or []
-    except yaml.YAMLError as err:
+        data = yamlfile.load(text) or []
+    except yamlfile.YamlError as err:
         raise UsageError(f"{path.name} is not valid YAML ({err}); fix it or use CSV") from None
     if not isinstance(data, list) or not all(isinstance(row, dict) for row in data):
         raise UsageError(f"{path.name}: expected a list of maps with keys {', '.join(FIELDS)}")

@@ -1,13 +1,14 @@
 """grade(submission, rubric, settings) -> Graded: every stage, failures recorded.
 
-Stages: submission → data → for each task: sandboxed harness → host evaluation →
-scoring. A task's failure is written into its ``TaskResult`` and scored as such; only
-the grader's own problems (no data, no sandbox, bad rubric) raise.
+Stages: submission → data → for each task: sandboxed evaluation (grader/measure.py) →
+retraining (grader/retraining.py) → scoring. A task's failure is written into its
+``TaskResult`` and scored as such; only the grader's own problems (no data, no sandbox, bad
+rubric) raise. A failure that is the grader's or the machine's, not the student's, is tried
+once more, then marked so that the report asks for a regrade and ``run-all`` grades it again.
 """
 
 from __future__ import annotations
 
-import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -19,12 +20,13 @@ import numpy as np
 from grader import data as datasets
 from grader import retraining
 from grader.config import Settings
-from grader.evaluate import evaluate
-from grader.jobs import TaskRun, failure, run_task
+from grader.jobs import NOT_THE_STUDENTS
+from grader.measure import TestSet, measure, prepare
 from grader.protocol import HarnessReport
-from grader.results import Evaluation, GradeResult, TaskResult, TrainingRun
+from grader.results import GradeResult, TaskResult, TrainingRun
 from grader.rubric import FlopsLimitItem, ParamsLimitItem, Rubric
 from grader.sandbox import Backend, UnsandboxedBackend, pick_backend
+from grader.sandbox.leftovers import work_dir
 from grader.sandbox.unsafe import WARNING as UNSANDBOXED_WARNING
 from grader.scoring import TRAINING_ITEMS, score_all
 from grader.submission import TaskEntry, load_submission
@@ -39,24 +41,16 @@ class Graded:
 
 
 @dataclass
-class _TestSet:
-    split: datasets.CachedSplit
-    labels: np.ndarray
-    # With Settings.test_subset_per_class: the subset's positions in the whole test split.
-    positions: np.ndarray | None = None
-    per_class: int | None = None
-
-
-@dataclass
 class _Grading:
     """What every stage of one grading shares."""
 
     rubric: Rubric
     settings: Settings
     backend: Backend
-    test: _TestSet
+    test: TestSet
     source: Path  # where CIFAR-10 is read from
     root: Path  # the submission
+    owner: str  # who the retraining checkpoints belong to: the student and the submission
     progress: Progress
 
 
@@ -64,22 +58,24 @@ def grade(
     submission_dir: Path, rubric: Rubric, settings: Settings, progress: Progress = lambda _stage: None
 ) -> Graded:
     progress("reading submission")
-    sub = load_submission(submission_dir)
+    sub = load_submission(submission_dir, settings)
     progress("loading CIFAR-10 test split")
     source = datasets.resolve_source(settings.data_dir)
     split = datasets.load_split(source, "test", settings.cache_dir)
-    test = _test_set(split, settings.test_subset_per_class)
     backend = pick_backend(settings.sandbox, settings.docker_image, settings.docker_runtime)
-    run = _Grading(rubric, settings, backend, test, source, sub.root, progress)
-    entries = sub.tasks(rubric)
-    tasks: dict[str, TaskResult] = {}
-    enforced: dict[str, str] = {}
-    for entry in entries.values():
-        progress(f"{entry.id}: build, count and evaluate in the {backend.name} sandbox")
-        tasks[entry.id], enforced = _grade_task(entry, run)
-        tasks[entry.id].limits = _limits(rubric, entry.id)
-    warnings = [*_sandbox_warnings(backend), *sub.warnings, *sub.unknown_tasks(rubric)]
-    baselines = _retrain(run, entries, tasks, warnings)
+    with work_dir("grading") as folder:
+        test = prepare(split, settings, folder)
+        owner = f"{sub.student_id}:{sub.sha256}"
+        run = _Grading(rubric, settings, backend, test, source, sub.root, owner, progress)
+        entries = sub.tasks(rubric)
+        tasks: dict[str, TaskResult] = {}
+        enforced: dict[str, str] = {}
+        for entry in entries.values():
+            progress(f"{entry.id}: build, count and evaluate in the {backend.name} sandbox")
+            tasks[entry.id], enforced = _grade_task(entry, run)
+            tasks[entry.id].limits = _limits(rubric, entry.id)
+        warnings = [*_sandbox_warnings(backend), *sub.warnings, *sub.unknown_tasks(rubric)]
+        baselines = _retrain(run, entries, tasks, warnings)
     progress("scoring")
     result = GradeResult(
         student_id=sub.student_id,
@@ -96,20 +92,13 @@ def grade(
         class_names=list(split.classes),
         baselines=baselines,
     )
-    warnings += _shortcut_warnings(rubric, settings, test)
+    warnings += _shortcut_warnings(rubric, settings, test) + _probe_warnings(result)
     skipped = settings.skip_training_reason if settings.skip_training else None
     result.items = score_all(rubric, tasks, baselines, skipped)
     return Graded(result, split.images())
 
 
-def _test_set(split: datasets.CachedSplit, per_class: int | None) -> _TestSet:
-    if per_class is None:
-        return _TestSet(split, split.labels())
-    subset, positions = datasets.first_per_class(split, per_class)
-    return _TestSet(subset, subset.labels(), positions, per_class)
-
-
-def _shortcut_warnings(rubric: Rubric, settings: Settings, test: _TestSet) -> list[str]:
+def _shortcut_warnings(rubric: Rubric, settings: Settings, test: TestSet) -> list[str]:
     """What this grading left out on purpose, for the report's warnings box."""
     notes = []
     if test.per_class is not None:
@@ -122,6 +111,23 @@ def _shortcut_warnings(rubric: Rubric, settings: Settings, test: _TestSet) -> li
     return notes
 
 
+def _probe_warnings(result: GradeResult) -> list[str]:
+    """A model whose accuracy collapses on the secret probe, named for the TA."""
+    notes = []
+    for task in result.tasks.values():
+        checks = [("submitted weights", task.evaluation.probe if task.evaluation else None)]
+        checks += [(f"retraining {label}", run.probe) for label, run in task.training.items()]
+        for what, check in checks:
+            if check is not None and check.flagged:
+                notes.append(
+                    f"{task.id} ({what}): accuracy falls from {check.top1_original:.1f}% on "
+                    f"{check.images:,} test images to {check.top1_perturbed:.1f}% on the same images "
+                    "shifted by one pixel, some mirrored, lightly noised; a classifier loses a few "
+                    "points, a model that recognises the test set itself loses most: review its code"
+                )
+    return notes
+
+
 def train_baselines(
     rubric: Rubric, settings: Settings, progress: Progress = lambda _stage: None
 ) -> dict[str, TrainingRun]:
@@ -130,14 +136,15 @@ def train_baselines(
         return {}
     source = datasets.resolve_source(settings.data_dir)
     progress("loading CIFAR-10")
-    test = datasets.load_split(source, "test", settings.cache_dir)
+    split = datasets.load_split(source, "test", settings.cache_dir)
     train_split = datasets.load_split(source, "train", settings.cache_dir)
     backend = pick_backend(settings.sandbox, settings.docker_image, settings.docker_runtime)
-    ctx = retraining.Context(backend, rubric, settings, test, test.labels(), train_split)
     runs = {}
-    for task_id, ref in rubric.training.baselines.items():
-        progress(f"{task_id}: training {ref} in the {backend.name} sandbox")
-        runs[task_id] = retraining.baseline(task_id, ref, ctx)
+    with work_dir("baselines") as folder:
+        ctx = retraining.Context(backend, rubric, settings, prepare(split, settings, folder), train_split)
+        for task_id, ref in rubric.training.baselines.items():
+            progress(f"{task_id}: training {ref} in the {backend.name} sandbox")
+            runs[task_id] = retraining.baseline(task_id, ref, ctx)
     return runs
 
 
@@ -155,7 +162,7 @@ def _retrain(
         return {}
     run.progress("loading CIFAR-10 train split")
     train_split = datasets.load_split(run.source, "train", settings.cache_dir)
-    ctx = retraining.Context(run.backend, rubric, settings, run.test.split, run.test.labels, train_split)
+    ctx = retraining.Context(run.backend, rubric, settings, run.test, train_split, run.owner)
     for task_id, recipes in plans.items():
         if recipes:
             run.progress(f"{task_id}: retraining ({len(recipes)} run(s)) in the {run.backend.name} sandbox")
@@ -178,45 +185,20 @@ def _grade_task(entry: TaskEntry, run: _Grading) -> tuple[TaskResult, dict[str, 
     if entry.error:
         task.fail("manifest", entry.error)
         return task, {}
-    test = run.test
-    with tempfile.TemporaryDirectory(prefix=f"grader-{entry.id}-") as work:
-        job, enforced = run_task(
-            run.backend, entry, run.root, test.split.images_path, run.rubric, run.settings, Path(work)
-        )
-    _absorb(task, job)
-    if job.logits is not None and task.status == "ok":
-        if len(job.logits) != len(test.labels):
-            task.fail("inference", f"{len(job.logits)} rows of logits for {len(test.labels)} test images")
-        else:
-            task.evaluation = evaluate(
-                job.logits, test.labels, test.split.classes, run.settings.misclassified_shown
-            )
-            _name_subset(task.evaluation, test)
-    return task, enforced
-
-
-def _name_subset(evaluation: Evaluation, test: _TestSet) -> None:
-    """On a subset, misclassified images are named by their index in the whole test split."""
-    if test.positions is None:
-        return
-    evaluation.subset_per_class = test.per_class
-    evaluation.misclassified = [(int(test.positions[i]), t, p) for i, t, p in evaluation.misclassified]
-
-
-def _absorb(task: TaskResult, run: TaskRun) -> None:
-    """Copy what the harness measured, then record why it stopped, if it did."""
-    task.sandbox_seconds = round(run.outcome.seconds, 2)
-    if run.report is not None:
-        _copy_measurements(task, run.report)
-    stopped = failure(run)
-    if stopped is not None:
-        task.fail(stopped.stage, stopped.message)
-        task.log_tail = run.outcome.log_tail[-4000:]
+    measured = measure(run.backend, entry, run.root, run.rubric, run.settings, run.test)
+    task.sandbox_seconds = round(measured.run.outcome.seconds, 2)
+    if measured.run.report is not None:
+        _copy_measurements(task, measured.run.report)
+    task.evaluation = measured.evaluation
+    if measured.failure is not None:
+        task.fail(measured.failure.stage, measured.failure.message)
+        task.log_tail = measured.run.outcome.log_tail[-4000:]
+    return task, measured.enforced
 
 
 def _copy_measurements(task: TaskResult, report: HarnessReport) -> None:
     task.params, task.trainable_params = report.params, report.trainable_params
-    task.macs = dict(report.macs)
+    task.macs, task.macs_failed = dict(report.macs), dict(report.macs_failed)
     task.module_counts = dict(report.module_counts)
     task.residual_adds = report.residual_adds
     task.forward_ok, task.weights_loaded = report.forward_ok, report.weights_loaded
@@ -225,7 +207,25 @@ def _copy_measurements(task: TaskResult, report: HarnessReport) -> None:
     task.stage_seconds = dict(report.stage_seconds)
     task.device = report.device
     task.summary = report.summary
-    task.diagram = list(report.diagram)
+    task.diagram, task.diagram_omitted = list(report.diagram), report.diagram_omitted
+
+
+def not_the_students(result: GradeResult) -> list[str]:
+    """The failures of this grading that were the grader's or the machine's, not the student's:
+    each calls for a regrade, and run-all never counts such a grading as current."""
+    found = [f"{t.id}: {t.error}" for t in result.tasks.values() if t.error_stage in NOT_THE_STUDENTS]
+    for task in result.tasks.values():
+        found += [
+            f"{task.id} ({label}): {run.error}"
+            for label, run in task.training.items()
+            if run.error_stage in NOT_THE_STUDENTS
+        ]
+    found += [
+        f"baseline {t}: {run.error}"
+        for t, run in result.baselines.items()
+        if run.error_stage in NOT_THE_STUDENTS
+    ]
+    return found
 
 
 def _sandbox_warnings(backend: Backend) -> list[str]:

@@ -17,7 +17,7 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Annotated, Any, ClassVar, Literal, TypeVar
 
-from annotated_types import Ge, Gt, Le, Lt
+from annotated_types import Ge, Gt, Le, Lt, MaxLen
 from pydantic import TypeAdapter
 
 T = TypeVar("T")
@@ -30,6 +30,15 @@ Counter = Literal["thop", "ptflops"]
 COUNTERS: tuple[Counter, ...] = ("thop", "ptflops")  # every model is counted under each
 Triple = tuple[float, float, float]
 Positive = Annotated[float, Gt(0)]
+
+# What the harness may report is bounded here, so a forged or runaway report is refused before
+# the host draws or stores any of it (the harness itself keeps within these, see counting.py).
+MAX_MESSAGE = 4000  # an error message, with the student's exception text
+MAX_ROWS = 1000  # rows of the layer table
+MAX_BLOCKS = 64  # blocks of the model diagram
+Name = Annotated[str, MaxLen(200)]  # a module's name or type, a device, a stage
+Message = Annotated[str, MaxLen(MAX_MESSAGE)]
+Shape = Annotated[list[int], MaxLen(8)]
 
 
 def encode(value: Any) -> bytes:
@@ -157,7 +166,11 @@ class NotebookRef:
 
 @dataclass(frozen=True)
 class TrainingJob:
-    """What a retraining adds: the recipe, the labeled training split and a checkpoint folder."""
+    """What a retraining adds: the recipe, the labeled training split and a checkpoint folder.
+
+    A training job never sees the test images: it leaves the trained weights in the checkpoint
+    folder as ``FINAL_WEIGHTS``, and an evaluation job like any other measures them.
+    """
 
     recipe: Recipe
     train_images: str
@@ -165,18 +178,20 @@ class TrainingJob:
     checkpoints: str  # kept on the host between attempts, so a killed job resumes
 
 
+FINAL_WEIGHTS = "final.pt"  # the state_dict a finished training job leaves in its checkpoint folder
+
+
 @dataclass(frozen=True)
 class HarnessJob:
-    """One task of one submission for ``python -m grader.inside``: evaluate the submitted
-    weights, or with ``training`` retrain the model from fresh weights. Paths are as the job
-    sees them."""
+    """One task of one submission for ``python -m grader.inside``: with ``images``, build the
+    model, count it, load ``weights_path`` and write logits for the images; with ``training``,
+    retrain the model from fresh weights. Paths are as the job sees them."""
 
     __pydantic_config__: ClassVar[Any] = _STRICT
 
     submission: str
     model: str  # "file.py:Callable" or "file.ipynb:Callable", relative to the submission
-    weights: str
-    images: str  # (N, 32, 32, 3) uint8 test images, unlabeled
+    weights: str  # the weights file as the student names it, for messages
     out: str  # the job's only writable folder
     device: Literal["auto", "cpu", "cuda"]
     mean: Triple
@@ -184,6 +199,8 @@ class HarnessJob:
     num_classes: int
     batch_size: int
     max_model_bytes: int
+    images: str | None = None  # (N, 32, 32, 3) uint8 images to evaluate, unlabeled
+    weights_path: str | None = None  # where the weights are read (default: weights, in the submission)
     input_shape: tuple[int, int, int] = (3, 32, 32)
     counters: tuple[Counter, ...] = COUNTERS
     notebook: NotebookRef | None = None
@@ -199,8 +216,8 @@ class LayerRow:
 
     __pydantic_config__: ClassVar[Any] = _STRICT
 
-    name: str  # e.g. "Conv2d-1"
-    output_shape: list[int]  # batch dimension shown as -1
+    name: Name  # e.g. "Conv2d-1"
+    output_shape: Shape  # batch dimension shown as -1
     params: int
 
 
@@ -208,13 +225,14 @@ class LayerRow:
 class Summary:
     __pydantic_config__: ClassVar[Any] = _STRICT
 
-    rows: list[LayerRow]
+    rows: Annotated[list[LayerRow], MaxLen(MAX_ROWS)]
     total_params: int
     trainable_params: int
     input_mb: float
     forward_backward_mb: float
     params_mb: float
     total_mb: float
+    rows_omitted: int = 0  # rows past MAX_ROWS, counted and not kept
 
 
 @dataclass
@@ -223,9 +241,9 @@ class DiagramNode:
 
     __pydantic_config__: ClassVar[Any] = _STRICT
 
-    name: str
-    type: str
-    output_shape: list[int]
+    name: Name
+    type: Name
+    output_shape: Shape
     params: int
 
 
@@ -248,11 +266,11 @@ class TrainingReport:
 
     __pydantic_config__: ClassVar[Any] = _STRICT
 
-    history: list[EpochRecord]
-    stopped_early: str | None
+    history: Annotated[list[EpochRecord], MaxLen(1000)]
+    stopped_early: Message | None
     images_per_second: float  # training steps of this run only
     channels_last: bool
-    nchw_after: str | None  # the module after which activations go back to NCHW
+    nchw_after: Name | None  # the module after which activations go back to NCHW
     resumed_from_epoch: int | None
 
 
@@ -262,25 +280,28 @@ class HarnessReport:
 
     __pydantic_config__: ClassVar[Any] = _STRICT
 
-    stages_done: list[str] = field(default_factory=list)
-    error: str | None = None
-    error_stage: str | None = None
-    device: str | None = None
-    torch_version: str | None = None
+    stages_done: Annotated[list[Name], MaxLen(32)] = field(default_factory=list)
+    error: Message | None = None
+    error_stage: Name | None = None
+    device: Name | None = None
+    torch_version: Name | None = None
     params: int | None = None
     trainable_params: int | None = None
-    output_shape: list[int] | None = None
+    output_shape: Shape | None = None
     residual_adds: int | None = None
-    module_counts: dict[str, int] = field(default_factory=dict)
+    module_counts: Annotated[dict[Name, int], MaxLen(500)] = field(default_factory=dict)
     summary: Summary | None = None
-    diagram: list[DiagramNode] = field(default_factory=list)
-    macs: dict[str, int] = field(default_factory=dict)
+    diagram: Annotated[list[DiagramNode], MaxLen(MAX_BLOCKS)] = field(default_factory=list)
+    diagram_omitted: int = 0  # blocks past MAX_BLOCKS, counted and not kept
+    macs: dict[Counter, int] = field(default_factory=dict)
+    # A counter that could not count the model, and why; the other counters and stages go on.
+    macs_failed: dict[Counter, Message] = field(default_factory=dict)
     forward_ok: bool = False
     weights_loaded: bool = False
-    weights_fingerprint: list[float] | None = None
-    logits_shape: list[int] | None = None
+    weights_fingerprint: Annotated[list[float], MaxLen(64)] | None = None
+    logits_shape: Shape | None = None
     harness_seconds: float | None = None
-    stage_seconds: dict[str, float] = field(default_factory=dict)
+    stage_seconds: Annotated[dict[Name, float], MaxLen(32)] = field(default_factory=dict)
     started_at: float | None = None  # wall clock, so the host can measure the sandbox's start-up
     training: TrainingReport | None = None
 

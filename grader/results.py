@@ -10,12 +10,27 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
-from grader.protocol import DiagramNode, EpochRecord, LayerRow, Summary, from_plain
+from grader.protocol import Counter, DiagramNode, EpochRecord, LayerRow, Summary, from_plain
 
 # "not_checked": the grading that produced this result left the item's evidence out on
 # purpose (--skip-training, or grader ci's quick profile); a full grading scores it.
 ItemStatus = Literal["pass", "partial", "fail", "error", "manual", "not_checked"]
 TaskStatus = Literal["ok", "error"]
+
+
+@dataclass
+class ProbeCheck:
+    """The secret probe (grader/probe.py): accuracy on some test images unchanged and slightly
+    perturbed. A classifier loses a few points; a model that memorised the test set, most."""
+
+    images: int
+    top1_original: float  # percent, on the probed test images as they are
+    top1_perturbed: float  # percent, on their perturbed copies
+    flagged: bool  # the gap is larger than Settings.probe_gap_points
+
+    @property
+    def gap(self) -> float:
+        return round(self.top1_original - self.top1_perturbed, 2)
 
 
 @dataclass
@@ -31,6 +46,7 @@ class Evaluation:
     nonfinite_rows: int = 0
     # Set when only the first this-many test images of each class were evaluated (grader ci).
     subset_per_class: int | None = None
+    probe: ProbeCheck | None = None
 
 
 @dataclass
@@ -41,6 +57,7 @@ class TrainingRun:
     recipe: dict[str, Any]
     history: list[EpochRecord] = field(default_factory=list)
     test_accuracy: float | None = None  # percent, computed on the host from the logits
+    probe: ProbeCheck | None = None  # the secret probe, as for submitted weights
     error: str | None = None
     error_stage: str | None = None
     stopped_early: str | None = None
@@ -61,7 +78,9 @@ class TaskResult:
     weights_fingerprint: list[float] | None = None  # summary of tensor values, for similarity
     params: int | None = None
     trainable_params: int | None = None
-    macs: dict[str, int] = field(default_factory=dict)  # counter name -> MACs
+    macs: dict[Counter, int] = field(default_factory=dict)
+    # A counter that could not count the model, and why (its items cannot be scored).
+    macs_failed: dict[Counter, str] = field(default_factory=dict)
     macs_counter: str = "thop"
     module_counts: dict[str, int] = field(default_factory=dict)
     residual_adds: int | None = None
@@ -70,6 +89,7 @@ class TaskResult:
     weights_loaded: bool = False
     summary: Summary | None = None
     diagram: list[DiagramNode] = field(default_factory=list)
+    diagram_omitted: int = 0  # blocks of the forward pass past the diagram's limit
     evaluation: Evaluation | None = None
     claimed_test_accuracy: float | None = None
     limits: dict[str, float] = field(default_factory=dict)  # "params", "macs:<counter>"
@@ -177,5 +197,5 @@ class GradeResult:
 _DERIVED_KEYS = {"total", "max_total", "pending_manual", "not_checked"}
 __all__ = [
     "DiagramNode", "EpochRecord", "Evaluation", "GradeResult", "HandScore", "ItemResult", "ItemStatus",
-    "LayerRow", "Summary", "TaskResult", "TaskStatus", "TrainingRun",
+    "LayerRow", "ProbeCheck", "Summary", "TaskResult", "TaskStatus", "TrainingRun",
 ]  # fmt: skip

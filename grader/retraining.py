@@ -1,34 +1,45 @@
 """Retraining: which runs a rubric asks for, running them in the sandbox, cached baselines.
 
-Every run trains a model from fresh weights under one validated recipe, inside the same
-sandbox as the evaluation (training labels go in, test labels never do) and is scored from
-test logits on the host. Identical recipes on one task train once. A run's checkpoints live
-on the host under the cache folder until it finishes, so a killed run resumes.
+Every run trains a model from fresh weights under one validated recipe in a training job (the
+training split with its labels goes in; no test image does), then measures the trained
+weights with an evaluation job like any submitted weights (grader/measure.py). Identical
+recipes on one task train once.
+
+Checkpoints let a killed run resume, and they belong to one submission only: the folder is
+named by the student, the submission's content hash, the task, the recipe, the data and the
+grader's version, and is locked while a run uses it. After every training job the host notes
+each file the job left there with its SHA-256 in a record the sandbox never sees; before the
+next attempt anything else in the folder is removed, so a job resumes only from files the
+host itself recorded for this same submission and recipe.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import json
+import os
 import shutil
-import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from grader import data as datasets
 from grader.config import REFERENCE_DIR, Settings
-from grader.evaluate import evaluate
-from grader.files import write_atomic
-from grader.jobs import TaskRun, TrainingInputs, failure, run_task
-from grader.protocol import Recipe, encode, from_plain, to_plain
+from grader.files import UntrustedFileError, open_untrusted, sha256, write_atomic
+from grader.jobs import NOT_THE_STUDENTS, Failure, TrainingInputs, failure, run_task
+from grader.measure import TestSet, measure
+from grader.protocol import FINAL_WEIGHTS, Recipe, encode, from_plain, to_plain
 from grader.results import TaskResult, TrainingRun
-from grader.rubric import CurvesItem, ExperimentItem, RetrainItem, Rubric, ScalingItem
+from grader.rubric import CurvesItem, ExperimentItem, Preprocess, RetrainItem, Rubric, ScalingItem
 from grader.sandbox import Backend
+from grader.sandbox.leftovers import work_dir
 from grader.submission import TaskEntry
+
+ATTEMPTS = 2  # a training job the grader or the machine failed runs once more
 
 
 @dataclass
@@ -38,9 +49,9 @@ class Context:
     backend: Backend
     rubric: Rubric
     settings: Settings
-    test: datasets.CachedSplit
-    test_labels: np.ndarray
+    test: TestSet
     train: datasets.CachedSplit
+    owner: str = "reference"  # whose runs these are: "<student id>:<submission sha256>"
 
 
 def plan(
@@ -97,53 +108,136 @@ def retrain_task(
     for label, recipe in recipes.items():
         key = encode(recipe).decode()
         if key not in done:
-            done[key] = run_one(entry, root, recipe, ctx, _key(ctx, entry, recipe, task.id))
+            done[key] = run_one(entry, root, recipe, ctx)
         task.training[label] = replace(done[key], label=label)
 
 
-def run_one(entry: TaskEntry, root: Path, recipe: Recipe, ctx: Context, key: str) -> TrainingRun:
-    checkpoints = ctx.settings.cache_dir / "checkpoints" / key
-    checkpoints.mkdir(parents=True, exist_ok=True)
+def run_one(entry: TaskEntry, root: Path, recipe: Recipe, ctx: Context) -> TrainingRun:
+    """Train ``entry``'s model under ``recipe`` (resuming from this submission's own checkpoints),
+    then measure the trained weights on the test set."""
+    result = TrainingRun("", to_plain(recipe))
+    with _checkpoints(ctx, _key(ctx, entry, recipe)) as folder:
+        stopped = _train(entry, root, recipe, ctx, folder, result)
+        if stopped is None:
+            stopped = _measure(entry, root, recipe, ctx, folder.path / FINAL_WEIGHTS, result)
+        if stopped is not None:
+            result.error, result.error_stage = stopped.message, stopped.stage
+        else:
+            folder.forget()  # finished: nothing left to resume
+    return result
+
+
+def _train(
+    entry: TaskEntry, root: Path, recipe: Recipe, ctx: Context, folder: _Checkpoints, result: TrainingRun
+) -> Failure | None:
     budget = recipe.budget_s or ctx.settings.train_timeout_s
-    # The engine stops after the epoch that uses up the budget and still evaluates, so a
-    # slow model ends with a result (stopped early) rather than being killed at the deadline.
+    # The engine stops after the epoch that uses up the budget and still leaves its weights,
+    # so a slow model ends with a result (stopped early) rather than being killed at the deadline.
     inputs = TrainingInputs(
         replace(recipe, budget_s=budget),
         ctx.train.images_path,
         ctx.train.labels_path,
-        checkpoints,
+        folder.path,
         timeout_s=budget + ctx.settings.task_timeout_s,
     )
-    with tempfile.TemporaryDirectory(prefix="grader-train-") as work:
-        run, _ = run_task(
-            ctx.backend, entry, root, ctx.test.images_path, ctx.rubric, ctx.settings, Path(work), inputs
-        )
-    result = _absorb(TrainingRun("", to_plain(recipe)), run, ctx)
-    if result.error is None:
-        shutil.rmtree(checkpoints, ignore_errors=True)  # finished: nothing left to resume
-    return result
-
-
-def _absorb(result: TrainingRun, run: TaskRun, ctx: Context) -> TrainingRun:
-    report = run.report
+    for _ in range(ATTEMPTS):
+        folder.keep_recorded()
+        with work_dir("train") as work:
+            run, _ = run_task(ctx.backend, entry, root, ctx.rubric, ctx.settings, work, training=inputs)
+        folder.record()
+        stopped = failure(run)
+        if stopped is None or stopped.stage not in NOT_THE_STUDENTS:
+            break
     result.seconds = round(run.outcome.seconds, 2)
-    if report is not None and report.training is not None:
-        result.history = list(report.training.history)
-        result.stopped_early = report.training.stopped_early
-        result.images_per_second = round(report.training.images_per_second, 1)
-        result.resumed_from_epoch = report.training.resumed_from_epoch
-    stopped = failure(run)
-    if stopped is not None:
-        result.error, result.error_stage = stopped.message, stopped.stage
-    elif run.logits is not None:
-        result.test_accuracy = evaluate(run.logits, ctx.test_labels, ctx.test.classes, 0).top1
-    return result
+    report = run.report.training if run.report is not None else None
+    if report is not None:
+        result.history = list(report.history)
+        result.stopped_early = report.stopped_early
+        result.images_per_second = round(report.images_per_second, 1)
+        result.resumed_from_epoch = report.resumed_from_epoch
+    return stopped
 
 
-def _key(ctx: Context, entry: TaskEntry, recipe: Recipe, *extra: str) -> str:
-    """Names a run's checkpoints: same code, weights-free recipe and data → same folder."""
-    ident = json.dumps([entry.model, to_plain(recipe), ctx.train.images_path.name, version("grader"), *extra])
-    return hashlib.sha256(ident.encode()).hexdigest()[:24]
+def _measure(
+    entry: TaskEntry, root: Path, recipe: Recipe, ctx: Context, weights: Path, result: TrainingRun
+) -> Failure | None:
+    """The trained weights, measured as submitted ones are, with the recipe's normalization."""
+    mean, std = (recipe.mean, recipe.std) if recipe.normalize else ((0.0, 0.0, 0.0), (1.0, 1.0, 1.0))
+    trained = replace(entry, preprocess=Preprocess(mean=mean, std=std), weights=FINAL_WEIGHTS)
+    measured = measure(ctx.backend, trained, root, ctx.rubric, ctx.settings, ctx.test, weights)
+    if measured.evaluation is not None:
+        result.test_accuracy, result.probe = measured.evaluation.top1, measured.evaluation.probe
+    return measured.failure
+
+
+def _key(ctx: Context, entry: TaskEntry, recipe: Recipe) -> str:
+    """Names a run's checkpoints: one submission's model, weights-free recipe and data."""
+    ident = json.dumps(
+        [ctx.owner, entry.id, entry.model, recipe.identity(), ctx.train.images_path.name, version("grader")]
+    )
+    return hashlib.sha256(ident.encode()).hexdigest()[:32]
+
+
+@dataclass
+class _Checkpoints:
+    """A run's checkpoint folder and the host's record of what it holds (never mounted)."""
+
+    path: Path
+    record_path: Path
+    max_bytes: int
+
+    def recorded(self) -> dict[str, str]:
+        try:
+            data = json.loads(self.record_path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return {}
+        return data if isinstance(data, dict) else {}
+
+    def keep_recorded(self) -> None:
+        """Remove whatever the host did not record: a job resumes from recorded files only."""
+        recorded = self.recorded()
+        for entry in list(os.scandir(self.path)):
+            digest = self._digest(Path(entry.path))
+            if digest is None or recorded.get(entry.name) != digest:
+                _remove(Path(entry.path))
+
+    def record(self) -> None:
+        """Note every regular file a job left, with its hash (up to the checkpoint size limit)."""
+        found = {}
+        for entry in os.scandir(self.path):
+            digest = self._digest(Path(entry.path))
+            if digest is not None:
+                found[entry.name] = digest
+        write_atomic(self.record_path, json.dumps(found, sort_keys=True).encode())
+
+    def forget(self) -> None:
+        shutil.rmtree(self.path, ignore_errors=True)
+        self.record_path.unlink(missing_ok=True)
+
+    def _digest(self, path: Path) -> str | None:
+        try:
+            with open_untrusted(path, self.max_bytes) as handle:
+                return sha256(handle)
+        except (UntrustedFileError, FileNotFoundError):
+            return None
+
+
+@contextlib.contextmanager
+def _checkpoints(ctx: Context, key: str) -> Iterator[_Checkpoints]:
+    """The run's folder under the cache, held under a lock for as long as the run lasts."""
+    base = ctx.settings.cache_dir / "checkpoints"
+    folder = _Checkpoints(base / key, base / f"{key}.record.json", ctx.settings.max_checkpoint_bytes)
+    folder.path.mkdir(parents=True, exist_ok=True)
+    with open(base / f"{key}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield folder
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        path.unlink(missing_ok=True)
 
 
 def baseline(task_id: str, ref: str, ctx: Context) -> TrainingRun:
@@ -151,19 +245,13 @@ def baseline(task_id: str, ref: str, ctx: Context) -> TrainingRun:
     recipe = ctx.rubric.training.recipe.with_changes(ctx.settings.recipe_overrides)
     model_file = REFERENCE_DIR / ref.split(":", 1)[0]
     ident = json.dumps(
-        [
-            ref,
-            model_file.read_text(),
-            to_plain(recipe),
-            ctx.train.images_path.name,
-            version("grader"),
-        ]
+        [ref, model_file.read_text(), recipe.identity(), ctx.train.images_path.name, version("grader")]
     )
     cache = ctx.settings.cache_dir / "baselines" / f"{hashlib.sha256(ident.encode()).hexdigest()[:24]}.json"
     if cache.is_file():
         return from_plain(TrainingRun, json.loads(cache.read_text()))
     entry = TaskEntry(task_id, ref, weights="", preprocess=ctx.rubric.preprocess)
-    result = run_one(entry, REFERENCE_DIR, recipe, ctx, cache.stem)
+    result = run_one(entry, REFERENCE_DIR, recipe, replace(ctx, owner="reference"))
     result.label = f"baseline:{ref}"
     if result.error is None:
         write_atomic(cache, encode(result))

@@ -17,9 +17,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from grader import yamlfile
 from grader.config import REFERENCE_DIR, RUBRICS_DIR
 from grader.errors import RubricError
 from grader.protocol import Counter, Recipe
@@ -324,23 +324,17 @@ def find_rubric(name_or_path: str) -> Path:
 
 def load_rubric(path: Path) -> Rubric:
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        data = yamlfile.load(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError) as err:
         raise RubricError(f"{path}: cannot read ({err})") from err
-    except yaml.YAMLError as err:
-        raise RubricError(f"{path}: not valid YAML ({_yaml_where(err)})") from err
+    except yamlfile.YamlError as err:
+        raise RubricError(f"{path}: not valid YAML ({err})") from err
     if not isinstance(data, dict):
         raise RubricError(f"{path}: expected a mapping with id, title, tasks and items")
     try:
         return Rubric.model_validate(data)
     except ValidationError as err:
         raise RubricError(f"{path}: {_first_error(err)}") from err
-
-
-def _yaml_where(err: yaml.YAMLError) -> str:
-    mark = getattr(err, "problem_mark", None)
-    problem = getattr(err, "problem", None) or "syntax error"
-    return f"line {mark.line + 1}: {problem}" if mark else str(problem)
 
 
 def _first_error(err: ValidationError) -> str:

@@ -11,21 +11,25 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from grader import notebook
+from grader import notebook, yamlfile
+from grader.config import Settings
 from grader.errors import SubmissionError
+from grader.files import UntrustedFileError, kind, open_untrusted, read_untrusted, sha256
 from grader.notebook import NotebookModule
 from grader.rubric import Preprocess, Rubric
 
 MANIFEST = "submission.yaml"
-_SKIPPED_DIRS = {"__pycache__", ".git", ".ipynb_checkpoints"}
-_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+# Folders that hold no notebook a student means to hand in (they are hashed all the same).
+_NOT_HANDED_IN = {"__pycache__", ".git", ".ipynb_checkpoints"}
+# A student id: visible ASCII letters, digits, '_', '-', '.', matched against the whole name.
+_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 
 
 class ManifestTask(BaseModel):
@@ -170,38 +174,47 @@ class Submission:
         self.warnings += [m for m in messages if m not in self.warnings]
 
 
-def load_submission(root: Path) -> Submission:
+def load_submission(root: Path, settings: Settings | None = None) -> Submission:
+    """The submission in folder ``root``: its id, manifest and content hash.
+
+    Raises ``SubmissionError`` (one line naming the file and the fix) when there is no such
+    folder, its name is no student id, or it holds anything but regular files, folders and
+    links, or more than ``Settings.max_submission_bytes`` / ``max_submission_files``.
+    """
+    settings = settings or Settings()
     if not root.is_dir():
         raise SubmissionError(f"{root} is not a directory; give the folder of one student's submission")
     root = root.resolve()
-    sub = Submission(root, root.name, None, None, content_hash(root))
+    if not _ID.fullmatch(root.name):
+        raise SubmissionError(
+            f"folder name {root.name!r} is not a usable student id "
+            "(letters, digits, '_', '-', '.'); rename the folder to the student id"
+        )
+    files = _files(root, settings)
+    sub = Submission(root, root.name, None, None, content_hash(root, files))
     manifest_path = root / MANIFEST
     if manifest_path.is_symlink():
         sub.manifest_error = f"{MANIFEST} is a symbolic link; submit it as a regular file"
     elif manifest_path.is_file():
         _read_manifest(sub, manifest_path)
-    if not _ID.match(sub.student_id):
-        raise SubmissionError(
-            f"folder name {root.name!r} is not a usable student id "
-            "(letters, digits, '_', '-', '.'); rename the folder to the student id"
-        )
     return sub
 
 
 def _read_manifest(sub: Submission, path: Path) -> None:
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        data = yamlfile.load(read_untrusted(path, yamlfile.MAX_BYTES).decode("utf-8")) or {}
         sub.manifest = Manifest.model_validate(data)
-    except yaml.YAMLError as err:
-        mark = getattr(err, "problem_mark", None)
-        where = f" at line {mark.line + 1}" if mark else ""
-        sub.manifest_error = f"{MANIFEST} is not valid YAML{where}; fix it (see docs/submission.md)"
+    except yamlfile.YamlError as err:
+        sub.manifest_error = f"{MANIFEST} is not valid YAML at {err}; fix it (see docs/submission.md)"
         return
     except ValidationError as err:
         first = err.errors()[0]
         key = ".".join(str(part) for part in first["loc"])
         where = f"{key}: " if key else ""
         sub.manifest_error = f"{MANIFEST}: {where}{first['msg']} (see docs/submission.md)"
+        return
+    except UntrustedFileError as err:
+        sub.manifest_error = f"{MANIFEST} cannot be read ({err}); hand in a small UTF-8 text file"
         return
     except (UnicodeDecodeError, OSError) as err:
         sub.manifest_error = f"{MANIFEST} cannot be read ({err}); save it as UTF-8 text"
@@ -236,33 +249,63 @@ def _inside(root: Path, relative: str, key: str) -> Path:
     return resolved
 
 
-def content_hash(root: Path) -> str:
-    """SHA-256 over every file's relative path and bytes; links hash their target, unfollowed."""
+def content_hash(root: Path, files: list[Path] | None = None) -> str:
+    """SHA-256 over every file's relative path and bytes, read a chunk at a time; links hash
+    their target, unfollowed. Every file counts, bytecode caches and hidden folders included."""
     digest = hashlib.sha256()
-    for path in _files(root):
+    for path in _files(root, Settings()) if files is None else files:
         rel = path.relative_to(root).as_posix()
-        digest.update(rel.encode() + b"\0")
+        digest.update(rel.encode("utf-8", "surrogateescape") + b"\0")
         if path.is_symlink():
-            digest.update(b"link:" + os.readlink(path).encode())
+            digest.update(b"link:" + os.fsencode(os.readlink(path)))
         else:
-            digest.update(hashlib.sha256(path.read_bytes()).digest())
+            with open_untrusted(path) as handle:
+                digest.update(bytes.fromhex(sha256(handle)))
     return digest.hexdigest()
 
 
 def notebooks(root: Path) -> list[str]:
     """The submission's notebooks (regular files, not links, not checkpoints), relative to it."""
-    return [
-        path.relative_to(root).as_posix()
-        for path in _files(root)
-        if path.suffix == notebook.SUFFIX and path.is_file() and not path.is_symlink()
-    ]
+    found = []
+    for path in _files(root, Settings()):
+        rel = path.relative_to(root)
+        if path.suffix == notebook.SUFFIX and not path.is_symlink() and not _NOT_HANDED_IN & set(rel.parts):
+            found.append(rel.as_posix())
+    return found
 
 
-def _files(root: Path) -> list[Path]:
+def _files(root: Path, settings: Settings) -> list[Path]:
+    """Every file and link in ``root`` (a linked folder is one entry: its link), sorted.
+
+    Bounded before anything is read: a FIFO, device or socket would block or mean nothing, and
+    the size is summed from the folder's entries, so a sparse or huge file is refused unread.
+    """
     found: list[Path] = []
+    total, entries = 0, 0
     for dirpath, dirnames, filenames in os.walk(root):
-        # A linked folder is hashed as a link (its target), like a linked file.
-        found += [Path(dirpath) / d for d in dirnames if (Path(dirpath) / d).is_symlink()]
-        dirnames[:] = sorted(d for d in dirnames if d not in _SKIPPED_DIRS)
-        found += [Path(dirpath) / name for name in filenames]
+        folder = Path(dirpath)
+        dirnames.sort()
+        for name in [*dirnames, *filenames]:
+            entries += 1
+            if entries > settings.max_submission_files:
+                raise SubmissionError(
+                    f"{root.name} holds more than {settings.max_submission_files:,} files and folders; "
+                    "hand in the code, weights and notebooks only"
+                )
+            path = folder / name
+            info = path.lstat()
+            if stat.S_ISDIR(info.st_mode):
+                continue  # os.walk goes in; a linked folder is a link here, and not entered
+            if not (stat.S_ISREG(info.st_mode) or stat.S_ISLNK(info.st_mode)):
+                raise SubmissionError(
+                    f"{path.relative_to(root)} is {kind(info.st_mode)}, not a file; "
+                    "a submission holds regular files, folders and links only: remove it"
+                )
+            total += info.st_size if stat.S_ISREG(info.st_mode) else 0
+            found.append(path)
+    if total > settings.max_submission_bytes:
+        raise SubmissionError(
+            f"{root.name} holds {total / 2**20:,.0f} MiB of files, over the grader's limit of "
+            f"{settings.max_submission_bytes / 2**20:,.0f} MiB; leave out datasets and checkpoints"
+        )
     return sorted(found)

@@ -12,7 +12,6 @@ import os
 import subprocess
 import sys
 import tarfile
-import tempfile
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
@@ -27,6 +26,7 @@ from grader.config import Settings
 from grader.files import write_atomic
 from grader.overrides import Override
 from grader.protocol import decode, encode, from_plain, to_plain
+from grader.sandbox.leftovers import work_dir
 
 
 class ExecutorChoice(StrEnum):
@@ -178,8 +178,7 @@ def _ray_grade(
     """Runs in a Ray worker: unpack, grade, and return the row, the outputs and the log."""
     import logging
 
-    with tempfile.TemporaryDirectory(prefix="grader-ray-") as tmp:
-        root = Path(tmp)
+    with work_dir("ray") as root:
         with tarfile.open(fileobj=BytesIO(archive)) as packed:
             packed.extractall(root / "in", filter="tar")  # keeps links; no member leaves root/in
         rubric_file = root / rubric[0]

@@ -97,7 +97,7 @@ def _plan(options: BatchOptions) -> tuple[list[Row], list[BatchJob]]:
     seen: dict[str, Path] = {}
     for source in _submissions(options.submissions_dir, options.only):
         try:
-            sub = load_submission(source)
+            sub = load_submission(source, options.settings)
         except SubmissionError as err:
             rows.append(Row(source.name, str(source), "failed", str(err)))
             continue

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from grader.files import write_atomic
-from grader.protocol import HarnessReport, encode
+from grader.protocol import MAX_MESSAGE, HarnessReport, encode
 
 REPORT = "report.json"
 LOGITS = "logits.npy"
@@ -27,7 +27,12 @@ class StageFailure(Exception):
     def __init__(self, stage: str, message: str) -> None:
         super().__init__(message)
         self.stage = stage
-        self.message = message
+        self.message = bounded(message)
+
+
+def bounded(message: str, limit: int = MAX_MESSAGE) -> str:
+    """A message (with a student's exception text in it) cut to what the report accepts."""
+    return message if len(message) <= limit else message[: limit - 16] + " … (cut short)"
 
 
 class Channel:
@@ -47,7 +52,7 @@ class Channel:
         self.flush()
 
     def failed(self, stage: str, message: str) -> None:
-        self.report.error_stage, self.report.error = stage, message
+        self.report.error_stage, self.report.error = stage, bounded(message)
         self.flush()
 
     def save_logits(self, data: bytes) -> None:

@@ -22,7 +22,7 @@ import torch
 from torch import nn
 from torch.overrides import TorchFunctionMode
 
-from grader.protocol import DiagramNode, LayerRow, Summary
+from grader.protocol import MAX_BLOCKS, MAX_ROWS, DiagramNode, LayerRow, Summary
 
 _MB = 1024.0**2
 
@@ -60,13 +60,17 @@ def count_params(model: nn.Module) -> tuple[int, int]:
 def count_macs(model: nn.Module, x: torch.Tensor, counter: str) -> int:
     """Multiply-accumulates of one forward pass on ``x`` under ``counter``'s conventions.
 
-    Both libraries attach hooks and bookkeeping buffers to the model, so they work on a
-    copy and the student's model stays exactly as built.
+    Both libraries attach hooks and bookkeeping to the model, so they work on a copy and the
+    student's model stays exactly as built. A model that cannot be copied (it holds a lock, an
+    open file, a generator) is counted as it is: both remove their hooks when they finish.
     """
     if counter == "ptflops" and x.is_meta:
         # On meta, addmm decomposes into a torch.mm that ptflops also patches: Linear counts twice.
         raise ValueError("ptflops cannot count on the meta device; use thop")
-    probe = copy.deepcopy(model)
+    try:
+        probe = copy.deepcopy(model)
+    except Exception:
+        probe = model
     with _quiet():
         if counter == "thop":
             from thop import profile
@@ -95,9 +99,14 @@ def _quiet() -> Iterator[None]:
 
 
 def module_counts(model: nn.Module) -> dict[str, int]:
-    """How many modules of each type the model holds (the root excluded)."""
-    counts = Counter(type(m).__name__ for name, m in model.named_modules() if name)
-    return dict(sorted(counts.items()))
+    """How many modules of each type the model holds (the root excluded); the 500 commonest."""
+    counts = Counter(short(type(m).__name__) for name, m in model.named_modules() if name)
+    return dict(sorted(counts.most_common(500)))
+
+
+def short(name: str, limit: int = 200) -> str:
+    """A name the student chose (a class, an attribute), cut to what a report can show."""
+    return name if len(name) <= limit else name[: limit - 1] + "…"
 
 
 def _summarized(module: nn.Module, root: nn.Module) -> bool:
@@ -119,19 +128,24 @@ def _shape_of(output: Any) -> list[int]:
     if isinstance(output, list | tuple) and output:
         output = output[0]
     if isinstance(output, torch.Tensor):
-        return [-1, *output.shape[1:]]
+        return [-1, *output.shape[1:8]]
     return []
 
 
 class ForwardProbe:
     """One forward pass that records the layer table, the top-level blocks and the
     tensor additions of equal-shaped feature maps (the signature of a skip connection).
+
+    A forward may call a module any number of times: the first MAX_ROWS rows and MAX_BLOCKS
+    blocks are kept, the rest counted (``rows_seen``, ``blocks_seen``).
     """
 
     def __init__(self, model: nn.Module) -> None:
         self.model = model
         self.rows: list[LayerRow] = []
         self.blocks: list[DiagramNode] = []
+        self.rows_seen = self.blocks_seen = 0
+        self._activations = 0  # output elements of every row, kept or not
         self.residual_adds = 0
         self.output: torch.Tensor | None = None
 
@@ -153,24 +167,30 @@ class ForwardProbe:
 
     def _row_hook(self, module: nn.Module) -> Callable[..., None]:
         def hook(_m: nn.Module, _inp: Any, out: Any) -> None:
-            name = f"{type(module).__name__}-{len(self.rows) + 1}"
-            self.rows.append(LayerRow(name, _shape_of(out), _own_params(module)))
+            self.rows_seen += 1
+            shape = _shape_of(out)
+            self._activations += abs(_numel(shape))
+            if len(self.rows) < MAX_ROWS:
+                name = f"{short(type(module).__name__, 180)}-{self.rows_seen}"
+                self.rows.append(LayerRow(name, shape, _own_params(module)))
 
         return hook
 
     def _block_hook(self, name: str, module: nn.Module) -> Callable[..., None]:
         def hook(_m: nn.Module, _inp: Any, out: Any) -> None:
-            params = sum(p.numel() for p in module.parameters())
-            self.blocks.append(DiagramNode(name, type(module).__name__, _shape_of(out), params))
+            self.blocks_seen += 1
+            if len(self.blocks) < MAX_BLOCKS:
+                params = sum(p.numel() for p in module.parameters())
+                node = DiagramNode(short(name), short(type(module).__name__), _shape_of(out), params)
+                self.blocks.append(node)
 
         return hook
 
     def summary(self, input_shape: tuple[int, ...]) -> Summary:
         """torchsummary's table and its totals (float32 sizes, batch of one)."""
         total, trainable = count_params(self.model)
-        outputs = sum(abs(_numel(r.output_shape)) for r in self.rows)
         input_mb = _numel(list(input_shape)) * 4 / _MB
-        fwd_bwd_mb = 2 * outputs * 4 / _MB  # activations and their gradients
+        fwd_bwd_mb = 2 * self._activations * 4 / _MB  # activations and their gradients
         params_mb = total * 4 / _MB
         return Summary(
             rows=self.rows,
@@ -180,6 +200,7 @@ class ForwardProbe:
             forward_backward_mb=fwd_bwd_mb,
             params_mb=params_mb,
             total_mb=input_mb + fwd_bwd_mb + params_mb,
+            rows_omitted=self.rows_seen - len(self.rows),
         )
 
 

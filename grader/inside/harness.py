@@ -1,19 +1,30 @@
-"""The harness's entry point: read the job, run its stages, seal the report."""
+"""The harness's entry point: read the job, run its stages, seal the report.
+
+Whose fault a failure is: a ``StageFailure`` says the student's stage itself. Any other
+exception is the student's when the student's code is on its traceback (it is filed under
+the stage that was running), else the grader's own: stage ``internal``, which the host never
+counts against the student and grades again.
+"""
 
 from __future__ import annotations
 
 import traceback
 from pathlib import Path
 
-from grader.inside import reaper
+from grader.inside import loading, reaper
 from grader.inside.channel import Channel, StageFailure
 from grader.protocol import HarnessJob, decode
+
+# The stages of each kind of job, in order; the one after the last finished is running.
+EVALUATION = ("start", "import", "build", "forward", "macs", "weights", "inference")
+TRAINING = ("start", "import", "build", "training")
 
 
 def main(argv: list[str]) -> int:
     job = decode(HarnessJob, Path(argv[0]).read_bytes())
     channel = Channel(Path(job.out))
     reaper.adopt_orphans()
+    student_code = loading.source_only(job)
     try:
         if job.training is not None:
             from grader.inside.training import retrain
@@ -27,7 +38,14 @@ def main(argv: list[str]) -> int:
         channel.failed(failure.stage, failure.message)
     except BaseException as exc:  # student code may raise anything, even SystemExit
         traceback.print_exc()
-        channel.failed("harness", f"{type(exc).__name__}: {exc}")
+        stages = TRAINING if job.training is not None else EVALUATION
+        stage = _running(channel, stages) if student_code.raised(exc) else "internal"
+        channel.failed(stage, f"{type(exc).__name__}: {exc}")
     reaper.end_descendants()
     channel.seal()
     return 0
+
+
+def _running(channel: Channel, stages: tuple[str, ...]) -> str:
+    done = channel.report.stages_done
+    return stages[min(len(done), len(stages) - 1)]

@@ -1,20 +1,71 @@
-"""The student's code: importing the module the manifest names and building the model."""
+"""The student's code: importing the module the manifest names and building the model.
+
+Only source runs. Bytecode next to the student's files (``__pycache__/*.pyc``, even one
+marked "unchecked-hash", or a bare ``model.pyc``) and compiled extensions are never loaded
+from the submission: its folders are imported through a finder that knows ``.py`` files
+alone and compiles them from their text every time, which is the text the host hashed.
+"""
 
 from __future__ import annotations
 
+import importlib.machinery
 import importlib.util
 import inspect
 import sys
 import traceback
+from dataclasses import dataclass
 from pathlib import Path
-from types import ModuleType
+from types import CodeType, ModuleType
 from typing import Any
 
 import torch
 from torch import nn
 
 from grader.inside.channel import StageFailure
-from grader.protocol import NotebookRef
+from grader.protocol import HarnessJob, NotebookRef
+
+
+class SourceOnlyLoader(importlib.machinery.SourceFileLoader):
+    """Compiles the ``.py`` file itself; never reads or writes a cached ``.pyc``."""
+
+    def get_code(self, fullname: str) -> CodeType:
+        return compile(self.get_data(self.path), self.path, "exec", dont_inherit=True)
+
+
+@dataclass(frozen=True)
+class StudentCode:
+    """Where the student's code lives inside the sandbox."""
+
+    roots: tuple[Path, ...]
+
+    def holds(self, filename: str) -> bool:
+        path = Path(filename)
+        return any(path.is_relative_to(root) for root in self.roots)
+
+    def raised(self, exc: BaseException) -> bool:
+        """Whether the student's code is on the traceback of ``exc``."""
+        return any(self.holds(frame.filename) for frame in traceback.extract_tb(exc.__traceback__))
+
+
+def source_only(job: HarnessJob) -> StudentCode:
+    """Import the submission's (and a built notebook module's) folders from source alone."""
+    roots = [Path(job.submission)]
+    if job.notebook is not None:
+        roots.append(Path(job.notebook.module).parent)
+    code = StudentCode(tuple(roots))
+    sys.dont_write_bytecode = True
+    student_finder = importlib.machinery.FileFinder.path_hook(
+        (SourceOnlyLoader, importlib.machinery.SOURCE_SUFFIXES)
+    )
+
+    def hook(path: str) -> Any:
+        if not code.holds(path):
+            raise ImportError  # the next hook, Python's own, finds it
+        return student_finder(path)
+
+    sys.path_hooks.insert(0, hook)
+    sys.path_importer_cache.clear()
+    return code
 
 
 def import_factory(root: Path, ref: str, notebook: NotebookRef | None = None) -> Any:
@@ -56,7 +107,8 @@ Origins = tuple[tuple[int, int, int], ...]
 
 
 def _exec_module(path: Path, file: str, origins: Origins) -> ModuleType:
-    spec = importlib.util.spec_from_file_location(f"submission_{path.stem}", path)
+    name = f"submission_{path.stem}"
+    spec = importlib.util.spec_from_file_location(name, path, loader=SourceOnlyLoader(name, str(path)))
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module

@@ -27,8 +27,10 @@ def evaluate(job: HarnessJob, channel: Channel) -> None:
     channel.done("import")
     model = build_counted(factory, job, channel)
     analyze(model, job, channel)
-    load_state_dict(model, Path(job.submission) / job.weights, job.weights)
+    load_state_dict(model, Path(job.weights_path or Path(job.submission) / job.weights), job.weights)
     channel.done("weights", weights_loaded=True, weights_fingerprint=counting.weights_sketch(model))
+    if job.images is None:
+        raise StageFailure("internal", "the job names no images to evaluate")
     images = np.load(job.images, allow_pickle=False)  # (N, H, W, C) uint8
     norm = Normalizer.from_stats(job.mean, job.std, device)
     logits = infer(model.to(device), images, norm, device, job.batch_size, job.num_classes)
@@ -96,6 +98,7 @@ def analyze(model: nn.Module, job: HarnessJob, channel: Channel) -> None:
         module_counts=counting.module_counts(model),
         summary=probe.summary(shape),
         diagram=probe.blocks,
+        diagram_omitted=probe.blocks_seen - len(probe.blocks),
     )
     expected = [1, job.num_classes]
     if list(out.shape) != expected:
@@ -104,5 +107,10 @@ def analyze(model: nn.Module, job: HarnessJob, channel: Channel) -> None:
             f"forward on one image returned shape {list(out.shape)}, "
             f"expected {expected} (one logit per class)",
         )
-    macs = {counter: counting.count_macs(model, x, counter) for counter in job.counters}
-    channel.done("macs", macs=macs, forward_ok=True)
+    macs, failed = {}, {}
+    for counter in job.counters:
+        try:
+            macs[counter] = counting.count_macs(model, x, counter)
+        except Exception as exc:  # one counter's failure is that counter's, not the task's
+            failed[counter] = f"{counter} could not count this model: {type(exc).__name__}: {exc}"
+    channel.done("macs", macs=macs, macs_failed=failed, forward_ok=True)

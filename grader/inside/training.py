@@ -1,9 +1,10 @@
 """Retraining a submitted model inside the sandbox: the training half of the harness.
 
-The job brings the training images with their labels (the validation split is carved
-from them) and the unlabeled test images. The model is built from the student's code with
-fresh weights, trained by ``grader.inside.engine`` under the job's recipe, checkpointed after
-every epoch (so a killed job resumes), and its test logits go back to the host.
+The job brings the training images with their labels (the validation split is carved from
+them), never the test images. The model is built from the student's code with fresh weights,
+trained by ``grader.inside.engine`` under the job's recipe and checkpointed after every epoch
+(so a killed job resumes); its final weights are left in the checkpoint folder, where the
+host's next job, an ordinary evaluation, reads them.
 """
 
 from __future__ import annotations
@@ -13,14 +14,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from grader.files import write_atomic
 from grader.inside import engine
-from grader.inside.augment import Normalizer, split_train_val
+from grader.inside.augment import split_train_val
 from grader.inside.channel import Channel, StageFailure
-from grader.inside.inference import infer
 from grader.inside.layout import pick_device
 from grader.inside.loading import build_fresh, import_factory
-from grader.inside.stages import npy_bytes
-from grader.protocol import HarnessJob, TrainingJob
+from grader.protocol import FINAL_WEIGHTS, HarnessJob, TrainingJob
 
 
 def retrain(job: HarnessJob, training: TrainingJob, channel: Channel) -> None:
@@ -51,8 +51,6 @@ def retrain(job: HarnessJob, training: TrainingJob, channel: Channel) -> None:
         raise
     except Exception as exc:  # the student's forward may raise anything while training
         raise StageFailure("training", f"training raised {type(exc).__name__}: {exc}") from exc
-    test = np.load(job.images, allow_pickle=False)
-    norm = Normalizer.of(recipe, device)
-    logits = infer(model, test, norm, device, job.batch_size, job.num_classes, result.channels_last)
-    channel.save_logits(npy_bytes(logits.numpy()))
-    channel.done("inference", training=result, logits_shape=list(logits.shape))
+    state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    write_atomic(Path(training.checkpoints) / FINAL_WEIGHTS, lambda handle: torch.save(state, handle))
+    channel.done("training", training=result)

@@ -15,6 +15,7 @@ import shutil
 from enum import StrEnum
 
 from grader.errors import SandboxError
+from grader.sandbox import leftovers
 from grader.sandbox.base import Backend, Job, Limits, Mount, Outcome
 from grader.sandbox.bwrap import BwrapBackend
 from grader.sandbox.container import DEFAULT_IMAGE, DockerBackend, docker_client
@@ -36,14 +37,14 @@ class SandboxChoice(StrEnum):
 
 def pick_backend(name: str = "auto", image: str = DEFAULT_IMAGE, runtime: str | None = None) -> Backend:
     """The named backend; ``auto`` is Docker when a daemon answers and has the image, else bubblewrap."""
+    client = docker_client() if name in ("auto", "docker") else None
+    leftovers.reap(client)  # jobs and work folders of graders that died
     if name == "docker":
-        return DockerBackend(image, runtime)
+        return DockerBackend(image, runtime, client)
     if name == "none":
         return UnsandboxedBackend()
-    if name == "auto":
-        client = docker_client()
-        if client is not None and _has_image(client, image):
-            return DockerBackend(image, runtime, client)
+    if name == "auto" and client is not None and _has_image(client, image):
+        return DockerBackend(image, runtime, client)
     if name in ("auto", "bwrap"):
         if shutil.which("bwrap"):
             return BwrapBackend()

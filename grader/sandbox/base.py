@@ -50,6 +50,8 @@ class Outcome:
     # Limits this run set up itself (memory, processes, cpu, output directory), by label;
     # a value starting with "NOT enforced" says why that one was not in force.
     in_force: dict[str, str] = field(default_factory=dict)
+    # The machine failed the job (the Docker daemon refused or lost it), not the job itself.
+    infrastructure: str | None = None
 
     @property
     def log_tail(self) -> str:

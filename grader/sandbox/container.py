@@ -15,7 +15,6 @@ import os
 import shutil
 import socket
 import stat
-import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -24,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from grader.errors import SandboxError
-from grader.sandbox import outdir
+from grader.sandbox import leftovers, outdir
 from grader.sandbox.base import Job, Mount, Outcome
 from grader.sandbox.logs import CappedBuffer
 from grader.sandbox.process import keep_log
@@ -33,7 +32,7 @@ DEFAULT_IMAGE = "grader-harness:latest"
 # The image's interpreter: the harness and the libraries student code imports live here.
 IMAGE_PYTHON = "/opt/venv/bin/python"
 CONTAINER_UID = 10001
-_LABEL = "grader.job"
+JOB_SIDE_GRACE_S = 60.0
 
 
 def docker_client(timeout_s: float = 120.0) -> Any:
@@ -102,10 +101,11 @@ class DockerBackend:
         err = CappedBuffer(job.limits.log_bytes - job.limits.log_bytes // 2)
         try:
             container = self.client.containers.create(**self.create_args(job))
-        except Exception as error:  # the daemon refused or did not answer: this job's failure only
-            return Outcome(
-                None, False, time.monotonic() - started, "", f"Docker could not start the job: {error}"
-            )
+        except Exception as error:  # the daemon refused or did not answer: the machine's failure
+            outcome = Outcome(None, False, time.monotonic() - started, "", "")
+            outcome.infrastructure = f"Docker could not start the job: {error}"
+            return outcome
+        lost: str | None = None
         try:
             reader = _attach(container, out, err)  # before start, so no early byte is missed
             container.start()
@@ -115,12 +115,13 @@ class DockerBackend:
             reader.join(10)
             stdout = keep_log(out.kept(), job.log_dir / "stdout.log")
             stderr = keep_log(err.kept(), job.log_dir / "stderr.log")
-        except Exception as error:  # daemon trouble mid-job
+        except Exception as error:  # daemon trouble mid-job: the machine's failure
             code, timed_out, seconds, oom = None, False, time.monotonic() - started, False
-            stdout, stderr = "", f"Docker lost the job: {error}"
+            stdout, stderr, lost = "", "", f"Docker lost the job: {error}"
         finally:
             _remove(container)
         outcome = _outcome(code, timed_out, seconds, stdout, stderr)
+        outcome.infrastructure = lost
         outcome.oom_killed = oom
         outcome.memory_limit_bytes = job.limits.memory_bytes
         outcome.log_bytes_dropped = out.dropped + err.dropped
@@ -142,7 +143,16 @@ class DockerBackend:
         limits = job.limits
         args: dict[str, Any] = {
             "image": self.image,
-            "command": [IMAGE_PYTHON, *job.argv[1:]],
+            # The deadline holds inside the container too: should the grader die and leave the
+            # container behind, `timeout` ends the job soon after the grader's own deadline.
+            "command": [
+                "timeout",
+                "-s",
+                "KILL",
+                f"{job.timeout_s + JOB_SIDE_GRACE_S:.0f}",
+                IMAGE_PYTHON,
+                *job.argv[1:],
+            ],
             "user": f"{CONTAINER_UID}:{CONTAINER_UID}",
             "working_dir": job.workdir,
             "environment": {
@@ -170,7 +180,7 @@ class DockerBackend:
                 Ulimit(name="fsize", soft=limits.file_size_bytes, hard=limits.file_size_bytes),
             ],
             "init": True,
-            "labels": {_LABEL: "1"},
+            "labels": leftovers.owner_labels(),
             # Output is read through attach and capped here; the daemon keeps no copy.
             "log_config": {"type": "none", "config": {}},
             "detach": True,
@@ -212,8 +222,8 @@ def _readable(mount: Mount) -> Iterator[Mount]:
     if mount.writable or not mount.host.is_dir() or _all_readable(mount.host):
         yield mount
         return
-    with tempfile.TemporaryDirectory(prefix="grader-readable-") as tmp:
-        copy = Path(tmp) / mount.host.name
+    with leftovers.work_dir("readable") as tmp:
+        copy = tmp / mount.host.name
         shutil.copytree(mount.host, copy, symlinks=True)
         for path in [copy, *copy.rglob("*")]:
             if not path.is_symlink():

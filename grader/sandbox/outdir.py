@@ -34,7 +34,7 @@ _MAX_DEPTH = 8
 def capped(mount: Mount, cap_bytes: int) -> Iterator[tuple[Mount, str]]:
     """``mount`` backed by a tmpfs of ``cap_bytes``, and how the cap is (not) in force."""
     refusal = _refusal(mount)
-    staging = Path(tempfile.mkdtemp(prefix=f"grader-out-{os.getpid()}-"))
+    staging = Path(tempfile.mkdtemp(prefix=f"grader-{os.getpid()}-out-"))
     if refusal is None:
         refusal = _mount_tmpfs(staging, cap_bytes)
     if refusal is not None:

@@ -7,6 +7,7 @@ backend keeps its logs the same way (``keep_log``).
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import os
 import resource
 import signal
@@ -21,6 +22,7 @@ from grader.sandbox.base import Job, Outcome
 from grader.sandbox.logs import CappedStream
 
 _TAIL_BYTES = 16_384
+_PR_SET_PDEATHSIG = 1
 
 
 def run_process(argv: list[str], job: Job, env: dict[str, str] | None = None) -> Outcome:
@@ -63,8 +65,9 @@ def _run(
         proc.wait(timeout=job.timeout_s)
     except subprocess.TimeoutExpired:
         timed_out = True
-    seconds = time.monotonic() - started  # until the job ended or its deadline, not the cleanup
-    _end(proc, group)
+    finally:  # an interrupted grader (Ctrl-C, SIGTERM) takes its job with it
+        seconds = time.monotonic() - started  # until the job ended or its deadline, not the cleanup
+        _end(proc, group)
     stdout, stderr = (
         keep_log(out.finish(), job.log_dir / "stdout.log"),
         keep_log(err.finish(), job.log_dir / "stderr.log"),
@@ -112,6 +115,8 @@ def _child_setup(limits: Limits, group: cgroups.JobCgroup | None) -> Callable[[]
     """Runs in the child between fork and exec: into the cgroup first, then the rlimits."""
 
     def apply() -> None:
+        # The job dies with the grader, whatever kills the grader (this is kept across exec).
+        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
         if group is not None:
             group.join()
         resource.setrlimit(resource.RLIMIT_AS, (limits.address_space_bytes,) * 2)

@@ -25,7 +25,7 @@ from typing import Any
 import pytest
 import yaml
 
-import grader.pipeline
+import grader.measure
 from grader import data as datasets
 from grader.config import Settings
 from grader.pipeline import Graded, grade
@@ -165,18 +165,18 @@ def _attacker(folder: Path, targets: dict[str, Any], data: Path) -> Path:
 
 
 def _record_jobs(mp: pytest.MonkeyPatch) -> dict[tuple[str, str], JobRecord]:
-    """Wrap the pipeline's run_task (the real one runs) to keep what each job left."""
+    """Wrap the run_task of grader.measure (the real one runs) to keep what each job left."""
     jobs: dict[tuple[str, str], JobRecord] = {}
-    real = grader.pipeline.run_task
+    real = grader.measure.run_task
 
-    def recording(backend, entry, submission_root, images, rubric, settings, work_dir):
-        run, enforced = real(backend, entry, submission_root, images, rubric, settings, work_dir)
+    def recording(backend, entry, submission_root, rubric, settings, work_dir, **kinds):
+        run, enforced = real(backend, entry, submission_root, rubric, settings, work_dir, **kinds)
         logs = b"".join(p.read_bytes() for p in sorted((work_dir / "logs").glob("*.log")))
         outputs, size = _files(work_dir / "out")
         jobs[(submission_root.name, entry.id)] = JobRecord(run.outcome, logs, outputs, size)
         return run, enforced
 
-    mp.setattr(grader.pipeline, "run_task", recording)
+    mp.setattr(grader.measure, "run_task", recording)
     return jobs
 
 

@@ -203,7 +203,7 @@ def test_cover_shows_student_total_and_pending(rendered: tuple[Path, str]) -> No
     assert "25 points pending TA review" in text
     assert "notebook.ipynb was not executed" in text
     assert "bwrap" in text and "cpu_seconds: 600" in text
-    assert "9f2c" * 16 in text.replace("\n", None).replace(" ", None)
+    assert "9f2c" * 16 in text.replace("\n", "").replace(" ", "")
 
 
 @pytest.mark.parametrize(
