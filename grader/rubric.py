@@ -14,6 +14,7 @@ override in ``submission.yaml``) and the items that score them. Item types:
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal
 
@@ -322,9 +323,21 @@ def find_rubric(name_or_path: str) -> Path:
     raise RubricError(f"rubric {name_or_path!r} not found: give a YAML file or one of: {known}")
 
 
+class _RubricLoader(yaml.SafeLoader):
+    """YAML as PyYAML reads it, except that ``6e8`` and ``1.5e6`` are numbers: YAML 1.1 wants a
+    dot and a signed exponent (``6.0e+8``) and reads them as strings, which a limit refuses."""
+
+
+_RubricLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9][0-9_]*(?:\.[0-9_]*)?|\.[0-9_]+)[eE][-+]?[0-9]+$"),
+    list("-+0123456789."),
+)
+
+
 def load_rubric(path: Path) -> Rubric:
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        data = yaml.load(path.read_text(encoding="utf-8"), Loader=_RubricLoader)
     except (OSError, UnicodeDecodeError) as err:
         raise RubricError(f"{path}: cannot read ({err})") from err
     except yaml.YAMLError as err:
@@ -355,10 +368,13 @@ def _first_error(err: ValidationError) -> str:
     for part in loc:
         key += f"[{part}]" if isinstance(part, int) else (f".{part}" if key else str(part))
     message = first["msg"].removeprefix("Value error, ")
+    got = first.get("input")
     if first["type"] in _UNKNOWN_KEY:
         message = "unknown key" + _missing_beside(errors, first["loc"]) + " (see docs/rubrics.md)"
-    got = first.get("input")
-    suffix = f" (got {got!r})" if first["type"] not in ("missing", *_UNKNOWN_KEY) and _short(got) else ""
+    elif first["type"] == "int_from_float":
+        message = f"{got!r} is not a whole number"
+    quiet = ("missing", "int_from_float", *_UNKNOWN_KEY)  # nothing given, or the message shows it
+    suffix = f" (got {got!r})" if first["type"] not in quiet and _short(got) else ""
     more = f"; {len(errors) - 1} more problem(s)" if len(errors) > 1 else ""
     if not key and message.startswith("items["):  # cross-item checks already name their key
         return f"{message}{suffix}{more}"

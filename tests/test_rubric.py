@@ -172,6 +172,37 @@ def test_model_entry_point_pattern(tmp_path: Path) -> None:
     rubric_error(path, re.escape("tasks.task1.model: String should match pattern"))
 
 
+def rewrite(path: Path, old: str, new: str) -> Path:
+    """``path`` with the text ``old`` (which must be there) written as ``new``."""
+    text = path.read_text(encoding="utf-8")
+    assert old in text
+    path.write_text(text.replace(old, new), encoding="utf-8")
+    return path
+
+
+@pytest.mark.parametrize(
+    ("written", "value"),
+    [("6e8", 600_000_000), ("1.5e6", 1_500_000), ("6.0e+8", 600_000_000), ("2E3", 2000), ("1_000", 1000)],
+)
+def test_limits_accept_whole_numbers_written_as_floats(tmp_path: Path, written: str, value: int) -> None:
+    flops = {"id": "4", "task": "task1", "title": "MACs", "type": "flops_limit", "points": 1, "max_macs": 7}
+    arch = {"id": "5", "task": "task1", "title": "Size", "type": "architecture", "points": 1}
+    path = write_rubric(tmp_path, lambda d: d["items"].extend([flops, arch | {"expected_params": 9}]))
+    for old in ("max_params: 1000", "max_macs: 7", "expected_params: 9"):
+        rewrite(path, old, f"{old.split(':')[0]}: {written}")
+    items = load_rubric(path).items
+    limits = [items[0].max_params, items[3].max_macs, items[4].expected_params]  # type: ignore[union-attr]
+    assert limits == [value] * 3
+    assert all(type(limit) is int for limit in limits)
+
+
+@pytest.mark.parametrize(("written", "shown"), [("6.5e-1", "0.65"), ("1500.5", "1500.5"), ("25e-1", "2.5")])
+def test_a_limit_that_is_not_whole_is_refused_in_one_line(tmp_path: Path, written: str, shown: str) -> None:
+    path = rewrite(write_rubric(tmp_path, lambda d: None), "max_params: 1000", f"max_params: {written}")
+    message = rubric_error(path, re.escape(f"items[0].max_params: {shown} is not a whole number"))
+    assert message.endswith(" is not a whole number")  # one line, no "(got ...)" repeating it
+
+
 def test_not_yaml_names_the_line(tmp_path: Path) -> None:
     path = tmp_path / "broken.yaml"
     path.write_text("id: x\ntitle: X\ntasks:\n  task1: {title: CNN\nitems: []\n", encoding="utf-8")
