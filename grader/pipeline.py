@@ -171,8 +171,8 @@ def _grade_task(entry: TaskEntry, run: _Grading) -> tuple[TaskResult, dict[str, 
     task = TaskResult(
         entry.id,
         run.rubric.tasks[entry.id].title,
-        model=entry.model,
-        weights=entry.weights,
+        model=entry.model or None,
+        weights=entry.weights or None,
         claimed_test_accuracy=entry.claimed_test_accuracy,
     )
     if entry.error:

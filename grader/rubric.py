@@ -1,7 +1,7 @@
 """Rubric files: YAML validated into typed items; every error names ``file: key``.
 
-A rubric declares the assignment's tasks (with default entry points a submission may
-override in ``submission.yaml``) and the items that score them. Item types:
+A rubric declares the assignment's tasks (with optional default entry points a submission
+may override in ``submission.yaml``) and the items that score them. Item types:
 
   model_valid    the model builds and maps a (1, 3, 32, 32) batch to (1, num_classes)
   params_limit   total parameters at most ``max_params``
@@ -19,7 +19,15 @@ from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from grader.config import REFERENCE_DIR, RUBRICS_DIR
 from grader.errors import RubricError
@@ -47,10 +55,15 @@ class Preprocess(_Strict):
         return value
 
 
+EntryPoint = Annotated[str, StringConstraints(pattern=r"^[^:]+\.(py|ipynb):[A-Za-z_][A-Za-z0-9_]*$")]
+
+
 class TaskSpec(_Strict):
+    """A task; ``model`` and ``weights`` are defaults for submissions whose manifest names none."""
+
     title: str
-    model: str = Field(pattern=r"^[^:]+\.(py|ipynb):[A-Za-z_][A-Za-z0-9_]*$")
-    weights: str
+    model: EntryPoint | None = None
+    weights: str | None = None
 
 
 class _Item(_Strict):

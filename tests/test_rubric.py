@@ -167,6 +167,12 @@ def test_architecture_item_with_nothing_to_check(tmp_path: Path) -> None:
     rubric_error(path, re.escape("items[3]: give expected_params, required_modules or min_residual_adds"))
 
 
+def test_a_task_may_leave_its_model_and_weights_to_the_manifests(tmp_path: Path) -> None:
+    path = write_rubric(tmp_path, lambda d: d["tasks"].update(task1={"title": "CNN"}))
+    spec = load_rubric(path).tasks["task1"]
+    assert (spec.title, spec.model, spec.weights) == ("CNN", None, None)
+
+
 def test_model_entry_point_pattern(tmp_path: Path) -> None:
     path = write_rubric(tmp_path, lambda d: d["tasks"]["task1"].update(model="model.py"))
     rubric_error(path, re.escape("tasks.task1.model: String should match pattern"))
