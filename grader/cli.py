@@ -64,7 +64,8 @@ def run(
         str | None,
         typer.Option(
             metavar="FILE|NAME",
-            help="Rubric YAML file or name in rubrics/; default: the manifest's assignment.",
+            help="Rubric YAML file or name in rubrics/, used whatever the manifest says; "
+            "default: the manifest's assignment.",
         ),
     ] = None,
     out: Annotated[

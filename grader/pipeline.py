@@ -78,7 +78,7 @@ def grade(
         progress(f"{entry.id}: build, count and evaluate in the {backend.name} sandbox")
         tasks[entry.id], enforced = _grade_task(entry, run)
         tasks[entry.id].limits = _limits(rubric, entry.id)
-    warnings = [*_sandbox_warnings(backend), *sub.warnings, *sub.unknown_tasks(rubric)]
+    warnings = [*_sandbox_warnings(backend), *sub.warnings, *sub.rubric_warnings(rubric)]
     baselines = _retrain(run, entries, tasks, warnings)
     progress("scoring")
     result = GradeResult(

@@ -80,10 +80,16 @@ class Submission:
     warnings: list[str] = field(default_factory=list)
     manifest: Manifest = field(default_factory=Manifest)
 
-    def unknown_tasks(self, rubric: Rubric) -> list[str]:
-        """Warnings for manifest tasks the rubric does not have (they would be ignored silently)."""
+    def rubric_warnings(self, rubric: Rubric) -> list[str]:
+        """What the manifest says that does not fit ``rubric``, which is graded against anyway:
+        another assignment, or tasks the rubric does not have (they would be ignored silently)."""
+        warnings = []
+        if self.assignment is not None and self.assignment != rubric.id:
+            warnings.append(
+                f"{MANIFEST} says assignment {self.assignment!r} but it was graded with rubric {rubric.id!r}"
+            )
         known = ", ".join(rubric.tasks)
-        return [
+        return warnings + [
             f"{MANIFEST}: tasks.{key} is not a task of {rubric.id} ({known}); it was ignored"
             for key in sorted(self.manifest.tasks.keys() - rubric.tasks.keys())
         ]

@@ -191,6 +191,25 @@ def test_unknown_manifest_key_is_a_warning(folder: Path, eai_rubric: Any) -> Non
     assert all(t.error is None for t in sub.tasks(eai_rubric).values())
 
 
+def test_the_rubric_given_wins_over_the_manifests_assignment(folder: Path, eai_rubric: Any) -> None:
+    write_manifest(folder, {"assignment": "eai-lab1", "tasks": {"task3": {"weights": "w.pt"}}})
+    sub = load_submission(folder)
+    assert sub.assignment == "eai-lab1" and sub.manifest_error is None
+    assert all(t.error is None for t in sub.tasks(eai_rubric).values())
+    assert sub.rubric_warnings(eai_rubric) == [
+        f"{MANIFEST} says assignment 'eai-lab1' but it was graded with rubric 'eai-lab2'",
+        f"{MANIFEST}: tasks.task3 is not a task of eai-lab2 (task1, task2); it was ignored",
+    ]
+
+
+@pytest.mark.parametrize("assignment", ["eai-lab2", None])
+def test_a_matching_or_absent_assignment_is_no_warning(
+    folder: Path, eai_rubric: Any, assignment: str | None
+) -> None:
+    write_manifest(folder, {"name": "Lin Mei", "assignment": assignment})
+    assert load_submission(folder).rubric_warnings(eai_rubric) == []
+
+
 def test_student_id_mismatch_is_a_warning(folder: Path) -> None:
     write_manifest(folder, {"student_id": "B093040099"})
     sub = load_submission(folder)
