@@ -1,18 +1,29 @@
-"""grader/rubric.py: the shipped rubrics load, and every invalid rubric names file, key and expectation."""
+"""grader/rubric.py: the shipped rubrics load, and every invalid rubric names file, key and expectation.
+
+docs/rubrics.md has a table row for every key.
+"""
 
 from __future__ import annotations
 
 import copy
+import dataclasses
 import re
+import typing
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
+from pydantic import BaseModel
 
+from grader import rubric as rubrics
 from grader.errors import RubricError
+from grader.protocol import Recipe
 from grader.rubric import ArchitectureItem, ManualItem, TestAccuracyItem, find_rubric, load_rubric
+
+ROOT = Path(__file__).resolve().parents[1]
+DOCS = ROOT / "docs" / "rubrics.md"
 
 VALID: dict[str, Any] = {
     "id": "mini",
@@ -221,3 +232,55 @@ def test_yaml_that_is_not_a_mapping(tmp_path: Path) -> None:
     path = tmp_path / "list.yaml"
     path.write_text("- one\n- two\n", encoding="utf-8")
     rubric_error(path, "expected a mapping with id, title, tasks and items")
+
+
+# --- docs/rubrics.md -------------------------------------------------------------------------
+
+
+def doc_section(heading: str) -> str:
+    """The text under ``heading`` of docs/rubrics.md, up to the next ## or ### heading."""
+    text = DOCS.read_text(encoding="utf-8")
+    start = text.index(f"\n{heading}\n") + len(heading) + 2
+    end = re.search(r"^#{2,3} ", text[start:], re.MULTILINE)
+    return text[start : start + end.start()] if end else text[start:]
+
+
+def documented_keys(heading: str) -> set[str]:
+    """The keys in the first column of the section's tables."""
+    return set(re.findall(r"^\| `([a-z_]+)` \|", doc_section(heading), re.MULTILINE))
+
+
+ITEM_TYPES: tuple[type[BaseModel], ...] = typing.get_args(typing.get_args(rubrics.Item)[0])
+COMMON_KEYS = set(rubrics.ModelValidItem.model_fields)
+
+
+def type_name(item: type[BaseModel]) -> str:
+    return str(typing.get_args(item.model_fields["type"].annotation)[0])
+
+
+def keys_of(kind: Any) -> set[str]:
+    if dataclasses.is_dataclass(kind):
+        return {f.name for f in dataclasses.fields(kind)}
+    return set(kind.model_fields)
+
+
+@pytest.mark.parametrize(
+    ("heading", "keys"),
+    [
+        ("## The top level", keys_of(rubrics.Rubric)),
+        ("### `preprocess`", keys_of(rubrics.Preprocess)),
+        ("### `tasks`", keys_of(rubrics.TaskSpec)),
+        ("## Items", COMMON_KEYS | {type_name(item) for item in ITEM_TYPES}),
+        *[(f"### `{type_name(item)}`", keys_of(item) - COMMON_KEYS) for item in ITEM_TYPES],
+        ("## Retraining", keys_of(rubrics.Training)),
+        ("### `training.recipe`", keys_of(Recipe)),
+        ("### `training.student`", keys_of(rubrics.StudentBounds)),
+    ],
+)
+def test_the_docs_have_a_row_for_every_key(heading: str, keys: set[str]) -> None:
+    assert documented_keys(heading) == keys
+
+
+def test_the_docs_name_every_reserved_id() -> None:
+    paragraph = doc_section("## Items").split("**Reserved ids.**")[1].split("\n\n")[0]
+    assert set(re.findall(r"`(\w+)`", paragraph)) == rubrics.RESERVED_IDS
