@@ -9,7 +9,6 @@ from __future__ import annotations
 import io
 import json
 import os
-import shutil
 import subprocess
 import sys
 from collections.abc import Callable
@@ -20,7 +19,7 @@ import pytest
 from rich.console import Console
 
 from grader.cli import run_cli, student_text
-from tests.conftest import FILES, load_module, pdf_text
+from tests.conftest import pdf_text
 
 GRADER = str(Path(sys.executable).parent / "grader")
 
@@ -48,19 +47,6 @@ def run_grader(*args: str, env: dict[str, str] | None = None) -> subprocess.Comp
     full_env = {k: v for k, v in os.environ.items() if k != "GRADER_DATA_DIR"}
     full_env.update(env or {})
     return subprocess.run([GRADER, *args], capture_output=True, text=True, env=full_env, timeout=600)
-
-
-@pytest.fixture(scope="module")
-def student(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    import torch
-
-    root = tmp_path_factory.mktemp("subs") / "B000000001"
-    shutil.copytree(FILES / "submissions" / "B000000001", root)
-    torch.manual_seed(0)
-    model = load_module(root / "model.py").Net()
-    (root / "weights").mkdir()
-    torch.save(model.state_dict(), root / "weights" / "model.pt")
-    return root
 
 
 @pytest.mark.slow

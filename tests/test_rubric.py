@@ -1,6 +1,6 @@
 """grader/rubric.py: the shipped rubrics load, and every invalid rubric names file, key and expectation.
 
-docs/rubrics.md has a table row for every key.
+docs/rubrics.md has a table row for every key, and its worked example is examples/rubric-course.yaml.
 """
 
 from __future__ import annotations
@@ -21,9 +21,11 @@ from grader import rubric as rubrics
 from grader.errors import RubricError
 from grader.protocol import Recipe
 from grader.rubric import ArchitectureItem, ManualItem, TestAccuracyItem, find_rubric, load_rubric
+from grader.scoring import accuracy_fraction
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = ROOT / "docs" / "rubrics.md"
+COURSE_EXAMPLE = ROOT / "examples" / "rubric-course.yaml"
 
 VALID: dict[str, Any] = {
     "id": "mini",
@@ -234,7 +236,7 @@ def test_yaml_that_is_not_a_mapping(tmp_path: Path) -> None:
     rubric_error(path, "expected a mapping with id, title, tasks and items")
 
 
-# --- docs/rubrics.md -------------------------------------------------------------------------
+# --- docs/rubrics.md and examples/rubric-course.yaml ------------------------------------------
 
 
 def doc_section(heading: str) -> str:
@@ -284,3 +286,26 @@ def test_the_docs_have_a_row_for_every_key(heading: str, keys: set[str]) -> None
 def test_the_docs_name_every_reserved_id() -> None:
     paragraph = doc_section("## Items").split("**Reserved ids.**")[1].split("\n\n")[0]
     assert set(re.findall(r"`(\w+)`", paragraph)) == rubrics.RESERVED_IDS
+
+
+def test_the_course_example_in_the_docs_is_the_example_file() -> None:
+    section = doc_section("## Write a rubric for your course")
+    first_block = re.search(r"```yaml\n(.*?)```", section, re.DOTALL)
+    assert first_block is not None
+    assert first_block.group(1) == COURSE_EXAMPLE.read_text(encoding="utf-8")
+
+
+def test_the_course_example_loads_as_the_docs_describe_it() -> None:
+    rubric = load_rubric(COURSE_EXAMPLE)
+    assert rubric.id == "dl101-lab3" and rubric.max_total == 100
+    items = {item.id: item for item in rubric.items}
+    assert [item.type for item in rubric.items] == [
+        "model_valid", "params_limit", "flops_limit", "test_accuracy", "claim", "manual",
+    ]  # fmt: skip
+    assert items["params"].max_params == 500_000  # type: ignore[union-attr]
+    assert items["macs"].max_macs == 60_000_000  # type: ignore[union-attr]
+    accuracy = items["accuracy"]
+    assert isinstance(accuracy, TestAccuracyItem)
+    # The points the walkthrough works out: 65% earns 22.5 of 40, 75% earns 35.
+    assert [accuracy.points * accuracy_fraction(accuracy, a) for a in (65, 75)] == [22.5, 35.0]
+    assert accuracy_fraction(accuracy, 65) == 0.5625 and accuracy_fraction(accuracy, 85) == 1.0
