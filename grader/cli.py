@@ -64,7 +64,8 @@ def run(
         str | None,
         typer.Option(
             metavar="FILE|NAME",
-            help="Rubric YAML file or name in rubrics/; default: the manifest's assignment.",
+            help="Rubric YAML file or name in rubrics/, used whatever the manifest says; "
+            "default: the manifest's assignment.",
         ),
     ] = None,
     out: Annotated[
@@ -134,12 +135,13 @@ def _run(submission: Path, rubric_name: str | None, settings: Settings) -> None:
     from grader.rubric import find_rubric, load_rubric
     from grader.submission import load_submission
 
-    name = rubric_name or load_submission(submission, settings).assignment
+    assignment = None if rubric_name else load_submission(submission, settings).assignment
+    name = rubric_name or assignment
     if not name:
         raise UsageError(
             f"no rubric: pass --rubric FILE or set 'assignment:' in {submission}/submission.yaml"
         )
-    rubric = load_rubric(find_rubric(name))
+    rubric = load_rubric(find_rubric(name, shipped_only=assignment is not None))
     with console.status("starting") as status:
         graded = grade(submission, rubric, settings, progress=lambda stage: _stage(status, stage))
         status.update("writing report")

@@ -74,7 +74,7 @@ def grade(
             progress(f"{entry.id}: build, count and evaluate in the {backend.name} sandbox")
             tasks[entry.id], enforced = _grade_task(entry, run)
             tasks[entry.id].limits = _limits(rubric, entry.id)
-        warnings = [*_sandbox_warnings(backend), *sub.warnings, *sub.unknown_tasks(rubric)]
+        warnings = [*_sandbox_warnings(backend), *sub.warnings, *sub.rubric_warnings(rubric)]
         baselines = _retrain(run, entries, tasks, warnings)
     progress("scoring")
     result = GradeResult(
@@ -178,8 +178,8 @@ def _grade_task(entry: TaskEntry, run: _Grading) -> tuple[TaskResult, dict[str, 
     task = TaskResult(
         entry.id,
         run.rubric.tasks[entry.id].title,
-        model=entry.model,
-        weights=entry.weights,
+        model=entry.model or None,
+        weights=entry.weights or None,
         claimed_test_accuracy=entry.claimed_test_accuracy,
     )
     if entry.error:

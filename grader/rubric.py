@@ -1,7 +1,7 @@
 """Rubric files: YAML validated into typed items; every error names ``file: key``.
 
-A rubric declares the assignment's tasks (with default entry points a submission may
-override in ``submission.yaml``) and the items that score them. Item types:
+A rubric declares the assignment's tasks (with optional default entry points a submission
+may override in ``submission.yaml``) and the items that score them. Item types:
 
   model_valid    the model builds and maps a (1, 3, 32, 32) batch to (1, num_classes)
   params_limit   total parameters at most ``max_params``
@@ -17,7 +17,15 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from grader import yamlfile
 from grader.config import REFERENCE_DIR, RUBRICS_DIR
@@ -46,10 +54,15 @@ class Preprocess(_Strict):
         return value
 
 
+EntryPoint = Annotated[str, StringConstraints(pattern=r"^[^:]+\.(py|ipynb):[A-Za-z_][A-Za-z0-9_]*$")]
+
+
 class TaskSpec(_Strict):
+    """A task; ``model`` and ``weights`` are defaults for submissions whose manifest names none."""
+
     title: str
-    model: str = Field(pattern=r"^[^:]+\.(py|ipynb):[A-Za-z_][A-Za-z0-9_]*$")
-    weights: str
+    model: EntryPoint | None = None
+    weights: str | None = None
 
 
 class _Item(_Strict):
@@ -310,15 +323,25 @@ def _check_reference(task: str, ref: str) -> None:
         raise ValueError(f"training.baselines.{task}: {file} is not in reference_models/ ({known})")
 
 
-def find_rubric(name_or_path: str) -> Path:
-    """A path as given, else ``rubrics/<name>.yaml``."""
-    path = Path(name_or_path)
-    if path.is_file():
-        return path
-    named = RUBRICS_DIR / f"{name_or_path.removesuffix('.yaml')}.yaml"
-    if named.is_file():
-        return named
+def find_rubric(name_or_path: str, *, shipped_only: bool = False) -> Path:
+    """A path as given, else ``rubrics/<name>.yaml``.
+
+    ``shipped_only``: a name in ``rubrics/`` only, never a path. For a name a student wrote
+    (the manifest's ``assignment:``), which must not pick a rubric file of the student's own.
+    """
     known = ", ".join(sorted(p.stem for p in RUBRICS_DIR.glob("*.yaml")))
+    path = Path(name_or_path)
+    if not shipped_only and path.is_file():
+        return path
+    stem = name_or_path.removesuffix(".yaml")
+    named = RUBRICS_DIR / f"{stem}.yaml"
+    if stem.replace("-", "").replace("_", "").replace(".", "").isalnum() and named.is_file():
+        return named
+    if shipped_only:
+        raise RubricError(
+            f"assignment {name_or_path!r} of the manifest is not a rubric in rubrics/ ({known}); "
+            "pass --rubric FILE"
+        )
     raise RubricError(f"rubric {name_or_path!r} not found: give a YAML file or one of: {known}")
 
 
@@ -349,10 +372,13 @@ def _first_error(err: ValidationError) -> str:
     for part in loc:
         key += f"[{part}]" if isinstance(part, int) else (f".{part}" if key else str(part))
     message = first["msg"].removeprefix("Value error, ")
+    got = first.get("input")
     if first["type"] in _UNKNOWN_KEY:
         message = "unknown key" + _missing_beside(errors, first["loc"]) + " (see docs/rubrics.md)"
-    got = first.get("input")
-    suffix = f" (got {got!r})" if first["type"] not in ("missing", *_UNKNOWN_KEY) and _short(got) else ""
+    elif first["type"] == "int_from_float":
+        message = f"{got!r} is not a whole number"
+    quiet = ("missing", "int_from_float", *_UNKNOWN_KEY)  # nothing given, or the message shows it
+    suffix = f" (got {got!r})" if first["type"] not in quiet and _short(got) else ""
     more = f"; {len(errors) - 1} more problem(s)" if len(errors) > 1 else ""
     if not key and message.startswith("items["):  # cross-item checks already name their key
         return f"{message}{suffix}{more}"

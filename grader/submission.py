@@ -57,7 +57,9 @@ class TaskEntry:
     """One task as this submission answers it, after manifest and rubric defaults."""
 
     id: str
-    model: str  # "file.py:Callable" or "file.ipynb:Callable", relative to the submission
+    # "file.py:Callable" or "file.ipynb:Callable", relative to the submission; model and
+    # weights are "" when neither the manifest nor the rubric names them (``error`` says so).
+    model: str
     weights: str
     preprocess: Preprocess
     claimed_test_accuracy: float | None = None
@@ -82,10 +84,16 @@ class Submission:
     warnings: list[str] = field(default_factory=list)
     manifest: Manifest = field(default_factory=Manifest)
 
-    def unknown_tasks(self, rubric: Rubric) -> list[str]:
-        """Warnings for manifest tasks the rubric does not have (they would be ignored silently)."""
+    def rubric_warnings(self, rubric: Rubric) -> list[str]:
+        """What the manifest says that does not fit ``rubric``, which is graded against anyway:
+        another assignment, or tasks the rubric does not have (they would be ignored silently)."""
+        warnings = []
+        if self.assignment is not None and self.assignment != rubric.id:
+            warnings.append(
+                f"{MANIFEST} says assignment {self.assignment!r} but it was graded with rubric {rubric.id!r}"
+            )
         known = ", ".join(rubric.tasks)
-        return [
+        return warnings + [
             f"{MANIFEST}: tasks.{key} is not a task of {rubric.id} ({known}); it was ignored"
             for key in sorted(self.manifest.tasks.keys() - rubric.tasks.keys())
         ]
@@ -106,10 +114,11 @@ class Submission:
     def _task(self, task_id: str, rubric: Rubric) -> TaskEntry:
         spec = rubric.tasks[task_id]
         given = self.manifest.tasks.get(task_id, ManifestTask())
+        model, weights = given.model or spec.model, given.weights or spec.weights
         entry = TaskEntry(
             task_id,
-            given.model or spec.model,
-            given.weights or spec.weights,
+            model or "",
+            weights or "",
             given.preprocess or rubric.preprocess,
             given.claimed_test_accuracy,
             recipe=given.recipe,
@@ -117,6 +126,10 @@ class Submission:
         )
         if self.manifest_error:
             entry.error = self.manifest_error
+            return entry
+        unset = [key for key, value in (("model", model), ("weights", weights)) if value is None]
+        if unset:
+            entry.error = _not_set(task_id, unset)
             return entry
         try:
             _inside(self.root, entry.model_file, f"tasks.{task_id}.model")
@@ -232,6 +245,18 @@ def _apply_manifest(sub: Submission) -> None:
         )
     for key in manifest.model_extra or {}:
         sub.warnings.append(f"{MANIFEST}: unknown key {key!r} ignored")
+
+
+# What a manifest key holds, as the message for a missing one shows it.
+_PLACEHOLDERS = {"model": "file.py:ClassName", "weights": "path/to/weights.pt"}
+
+
+def _not_set(task_id: str, keys: list[str]) -> str:
+    """The task's error when neither the manifest nor the rubric names its model or weights."""
+    names = " and ".join(f"tasks.{task_id}.{key}" for key in keys)
+    verb = "is" if len(keys) == 1 else "are"
+    add = " and ".join(f"tasks.{task_id}.{key}: {_PLACEHOLDERS[key]}" for key in keys)
+    return f"{MANIFEST}: {names} {verb} not set and the rubric gives no default; add {add}"
 
 
 def _inside(root: Path, relative: str, key: str) -> Path:

@@ -8,6 +8,7 @@ it (validation, an error message quoting it). Nothing a course or a student writ
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import yaml
@@ -46,6 +47,15 @@ class _BoundedLoader(yaml.SafeLoader):
         finally:
             if nested:
                 self._depth -= 1
+
+
+# ``6e8`` and ``1.5e6`` are numbers, as people mean them (a MAC limit, a learning rate): YAML 1.1
+# wants a dot and a signed exponent (``6.0e+8``) and would read them as strings.
+_BoundedLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9][0-9_]*(?:\.[0-9_]*)?|\.[0-9_]+)[eE][-+]?[0-9]+$"),
+    list("-+0123456789."),
+)
 
 
 def load(text: str, max_bytes: int = MAX_BYTES) -> Any:

@@ -137,6 +137,20 @@ def load_module(path: Path) -> ModuleType:
 
 
 @pytest.fixture(scope="session")
+def student(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """tests/files/submissions/B000000001 copied out, with its small CNN's seed-0 weights."""
+    import torch
+
+    root = tmp_path_factory.mktemp("subs") / "B000000001"
+    shutil.copytree(FILES / "submissions" / "B000000001", root)
+    torch.manual_seed(0)
+    model = load_module(root / "model.py").Net()
+    (root / "weights").mkdir()
+    torch.save(model.state_dict(), root / "weights" / "model.pt")
+    return root
+
+
+@pytest.fixture(scope="session")
 def zoo(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """tests/files/zoo copied out, with one weights file per way of saving them."""
     import torch

@@ -20,7 +20,7 @@ import pytest
 from rich.console import Console
 
 from grader.cli import run_cli, student_text
-from tests.conftest import FILES, load_module, pdf_text
+from tests.conftest import FILES, pdf_text
 
 GRADER = str(Path(sys.executable).parent / "grader")
 
@@ -48,19 +48,6 @@ def run_grader(*args: str, env: dict[str, str] | None = None) -> subprocess.Comp
     full_env = {k: v for k, v in os.environ.items() if k != "GRADER_DATA_DIR"}
     full_env.update(env or {})
     return subprocess.run([GRADER, *args], capture_output=True, text=True, env=full_env, timeout=600)
-
-
-@pytest.fixture(scope="module")
-def student(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    import torch
-
-    root = tmp_path_factory.mktemp("subs") / "B000000001"
-    shutil.copytree(FILES / "submissions" / "B000000001", root)
-    torch.manual_seed(0)
-    model = load_module(root / "model.py").Net()
-    (root / "weights").mkdir()
-    torch.save(model.state_dict(), root / "weights" / "model.pt")
-    return root
 
 
 @pytest.mark.slow
@@ -120,6 +107,19 @@ def test_missing_rubric_is_a_usage_error(cli: Callable[..., Ran], tmp_path: Path
     done = cli("run", str(sub), "--data-dir", str(tmp_path))
     assert done.returncode == 2
     assert "pass --rubric FILE" in done.stderr
+
+
+def test_a_manifest_cannot_pick_a_rubric_file_of_its_own(
+    cli: Callable[..., Ran], student: Path, tmp_path: Path
+) -> None:
+    own = tmp_path / student.name
+    shutil.copytree(student, own)
+    (own / "easy.yaml").write_text((FILES / "rubrics" / "zoo.yaml").read_text())
+    for assignment in ("easy.yaml", str(own / "easy.yaml"), "../../etc/passwd"):
+        (own / "submission.yaml").write_text(f"assignment: {assignment!r}\n")
+        done = cli("run", str(own), "--data-dir", str(tmp_path))
+        assert done.returncode == 3, done.stderr
+        assert f"assignment {assignment!r} of the manifest is not a rubric in rubrics/" in done.stderr
 
 
 def test_unknown_rubric_lists_the_known_ones(cli: Callable[..., Ran], student: Path) -> None:

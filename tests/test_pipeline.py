@@ -1,7 +1,8 @@
-"""Grading the zoo end to end in the real bubblewrap sandbox: one task per failure mode.
+"""Grading end to end in the real bubblewrap sandbox.
 
-Every task runs in its own sandbox; one task's crash, hang or bad file must become that
-task's plain-words error while the others are graded normally.
+The zoo has one task per failure mode. Every task runs in its own sandbox; one task's crash,
+hang or bad file must become that task's plain-words error while the others are graded
+normally. The worked example of docs/rubrics.md grades a small real submission as written.
 """
 
 from __future__ import annotations
@@ -12,21 +13,28 @@ import pytest
 
 from grader.config import Settings
 from grader.pipeline import Graded, grade
-from grader.rubric import load_rubric
+from grader.rubric import TaskSpec, load_rubric
+from grader.scoring import interpolate
 from tests.conftest import FILES, TEST_PER_CLASS
+
+COURSE_EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "rubric-course.yaml"
 
 pytestmark = pytest.mark.slow
 TIMEOUT_S = 45.0
 
 
 @pytest.fixture(scope="module")
-def graded(zoo: Path, small_cifar: Path, tmp_path_factory: pytest.TempPathFactory) -> Graded:
-    settings = Settings(
+def settings(small_cifar: Path, tmp_path_factory: pytest.TempPathFactory) -> Settings:
+    return Settings(
         data_dir=small_cifar,
         task_timeout_s=TIMEOUT_S,
         cache_dir=tmp_path_factory.mktemp("cache"),
         sandbox="bwrap",  # the Docker backend has its own tests (tests/test_docker.py)
     )
+
+
+@pytest.fixture(scope="module")
+def graded(zoo: Path, settings: Settings) -> Graded:
     return grade(zoo, load_rubric(FILES / "rubrics" / "zoo.yaml"), settings)
 
 
@@ -127,3 +135,51 @@ def test_result_records_the_sandbox_and_its_limits(graded: Graded) -> None:
     assert sandbox["limits"]["network"].startswith("none")
     assert graded.result.class_names[0] == "airplane"
     assert graded.test_images.shape == (10 * TEST_PER_CLASS, 32, 32, 3)
+
+
+# --- the worked example of docs/rubrics.md -----------------------------------------------------
+
+
+def test_the_course_example_grades_a_real_submission(student: Path, settings: Settings) -> None:
+    result = grade(student, load_rubric(COURSE_EXAMPLE), settings).result
+    cnn = result.tasks["cnn"]
+    assert cnn.status == "ok", cnn.error
+    assert (cnn.model, cnn.weights) == ("model.py:Net", "weights/model.pt")  # the rubric's defaults
+    assert (cnn.params, cnn.macs["thop"]) == (5370, 259_072)
+    items = {item.id: item for item in result.items}
+    assert [(items[i].status, items[i].score) for i in ("builds", "params", "macs")] == [
+        ("pass", 10),
+        ("pass", 10),
+        ("pass", 20),
+    ]
+    assert items["params"].message == "5,370 parameters, within the limit of 500,000"
+    assert items["macs"].message == "259,072 MACs (thop), within the limit of 60,000,000"
+    assert cnn.evaluation is not None and cnn.evaluation.n_images == 10 * TEST_PER_CLASS
+    fraction = interpolate([(50, 0.0), (70, 0.75), (80, 1.0)], cnn.evaluation.top1)
+    assert items["accuracy"].score == pytest.approx(40 * fraction, abs=0.01)
+    # Untrained weights: the manifest's 85% is far from what they measure.
+    assert (items["claim"].status, items["claim"].score) == ("fail", 0)
+    assert items["claim"].message.startswith("claimed 85.00%, measured ")
+    assert (items["writeup"].status, items["writeup"].score) == ("manual", 0)
+    assert items["writeup"].message.startswith("pending TA review: 6 pts: design choices")
+    assert (result.total, result.max_total) == (pytest.approx(40 + items["accuracy"].score), 100)
+    # B000000001's manifest says cifar10-cnn; the rubric given wins, and the report says so.
+    assert result.rubric == "dl101-lab3"
+    warning = "submission.yaml says assignment 'cifar10-cnn' but it was graded with rubric 'dl101-lab3'"
+    assert warning in result.warnings
+
+
+def test_a_task_no_one_names_fails_at_the_manifest_stage(student: Path, settings: Settings) -> None:
+    course = load_rubric(COURSE_EXAMPLE)
+    without_defaults = course.model_copy(update={"tasks": {"cnn": TaskSpec(title="Your CNN")}})
+    result = grade(student, without_defaults, settings).result
+    cnn = result.tasks["cnn"]
+    message = (
+        "submission.yaml: tasks.cnn.model and tasks.cnn.weights are not set and the rubric gives no "
+        "default; add tasks.cnn.model: file.py:ClassName and tasks.cnn.weights: path/to/weights.pt"
+    )
+    assert (cnn.status, cnn.error_stage, cnn.error) == ("error", "manifest", message)
+    assert (cnn.model, cnn.weights, cnn.params) == (None, None, None)
+    builds = next(item for item in result.items if item.id == "builds")
+    assert (builds.status, builds.score) == ("error", 0)
+    assert builds.message == f"{message} (stage: manifest)"

@@ -13,7 +13,7 @@ import yaml
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook, new_output
 
 from grader.errors import SubmissionError
-from grader.rubric import Preprocess
+from grader.rubric import Preprocess, Rubric
 from grader.submission import MANIFEST, content_hash, load_submission
 
 STUDENT = "B093040051"
@@ -77,6 +77,51 @@ def test_manifest_overrides_the_defaults(folder: Path, eai_rubric: Any) -> None:
         "weights/task2.pt",
         eai_rubric.preprocess,
     )
+
+
+def rubric_with(**task1: str) -> Rubric:
+    """A one-task rubric whose task gives the defaults in ``task1`` (maybe none)."""
+    item = {"id": "1", "task": "task1", "title": "Builds", "type": "model_valid", "points": 1}
+    tasks = {"task1": {"title": "CNN", **task1}}
+    return Rubric.model_validate({"id": "lab", "title": "Lab", "tasks": tasks, "items": [item]})
+
+
+def test_without_defaults_the_task_says_what_to_add(folder: Path) -> None:
+    task1 = load_submission(folder).tasks(rubric_with())["task1"]
+    assert task1.error == (
+        f"{MANIFEST}: tasks.task1.model and tasks.task1.weights are not set and the rubric gives no "
+        "default; add tasks.task1.model: file.py:ClassName and tasks.task1.weights: path/to/weights.pt"
+    )
+    assert (task1.model, task1.weights) == ("", "")
+
+
+@pytest.mark.parametrize(
+    ("defaults", "given", "unset", "add"),
+    [
+        ({}, {"weights": "weights/task1.pt"}, "model", "file.py:ClassName"),
+        ({}, {"model": "model.py:SimpleCNN"}, "weights", "path/to/weights.pt"),
+        ({"weights": "weights/task1.pt"}, {}, "model", "file.py:ClassName"),
+    ],
+)
+def test_the_one_key_neither_names_is_the_one_asked_for(
+    folder: Path, defaults: dict[str, str], given: dict[str, str], unset: str, add: str
+) -> None:
+    write_manifest(folder, {"tasks": {"task1": given}})
+    task1 = load_submission(folder).tasks(rubric_with(**defaults))["task1"]
+    assert task1.error == (
+        f"{MANIFEST}: tasks.task1.{unset} is not set and the rubric gives no default; "
+        f"add tasks.task1.{unset}: {add}"
+    )
+
+
+def test_the_manifest_completes_a_rubric_without_defaults(folder: Path) -> None:
+    write_manifest(folder, {"tasks": {"task1": {"model": "model.py:SimpleCNN"}}})
+    task1 = load_submission(folder).tasks(rubric_with(weights="weights/task1.pt"))["task1"]
+    assert (task1.model, task1.weights, task1.error) == ("model.py:SimpleCNN", "weights/task1.pt", None)
+    both = {"model": "resnet.py:ResNet18", "weights": "weights/task2.pt"}
+    write_manifest(folder, {"tasks": {"task1": both}})
+    task1 = load_submission(folder).tasks(rubric_with())["task1"]
+    assert (task1.model, task1.weights, task1.error) == ("resnet.py:ResNet18", "weights/task2.pt", None)
 
 
 @pytest.mark.parametrize(
@@ -145,6 +190,25 @@ def test_unknown_manifest_key_is_a_warning(folder: Path, eai_rubric: Any) -> Non
     assert sub.warnings == [f"{MANIFEST}: unknown key 'studnet_name' ignored"]
     assert sub.manifest_error is None
     assert all(t.error is None for t in sub.tasks(eai_rubric).values())
+
+
+def test_the_rubric_given_wins_over_the_manifests_assignment(folder: Path, eai_rubric: Any) -> None:
+    write_manifest(folder, {"assignment": "eai-lab1", "tasks": {"task3": {"weights": "w.pt"}}})
+    sub = load_submission(folder)
+    assert sub.assignment == "eai-lab1" and sub.manifest_error is None
+    assert all(t.error is None for t in sub.tasks(eai_rubric).values())
+    assert sub.rubric_warnings(eai_rubric) == [
+        f"{MANIFEST} says assignment 'eai-lab1' but it was graded with rubric 'eai-lab2'",
+        f"{MANIFEST}: tasks.task3 is not a task of eai-lab2 (task1, task2); it was ignored",
+    ]
+
+
+@pytest.mark.parametrize("assignment", ["eai-lab2", None])
+def test_a_matching_or_absent_assignment_is_no_warning(
+    folder: Path, eai_rubric: Any, assignment: str | None
+) -> None:
+    write_manifest(folder, {"name": "Lin Mei", "assignment": assignment})
+    assert load_submission(folder).rubric_warnings(eai_rubric) == []
 
 
 def test_student_id_mismatch_is_a_warning(folder: Path) -> None:
