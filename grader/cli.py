@@ -447,7 +447,11 @@ def run_cli(argv: list[str] | None = None) -> int:
 
     Every ``GraderError`` is caught here, once, and printed as its one line with its exit code.
     """
+    from grader.sandbox.leftovers import Terminated, stop_on_sigterm
+
     args = sys.argv[1:] if argv is None else argv
+    if argv is None:
+        stop_on_sigterm()
     try:
         code = app(args=args or ["--help"], standalone_mode=False, prog_name="grader")
     except GraderError as err:
@@ -458,8 +462,11 @@ def run_cli(argv: list[str] | None = None) -> int:
         console.print(Text("error: ", style="bold red") + Text(message), soft_wrap=True)
         return err.exit_code
     except (typer.Abort, KeyboardInterrupt):
-        console.print("interrupted")
+        console.print("interrupted: the running jobs were stopped")
         return 130
+    except Terminated:
+        console.print("terminated: the running jobs were stopped")
+        return 143
     return code if isinstance(code, int) else 0
 
 

@@ -82,6 +82,9 @@ class Settings:
     # Address-space limit for the sandboxed process; a CUDA torch build maps several GB
     # of virtual memory at import, so this bounds runaway allocations, not the working set.
     address_space_bytes: int = 16 * 2**30
+    # Resident memory of one grading process of run-all (the host side: no student code runs
+    # in it); the watchdog stops a worker that passes it.
+    worker_memory_bytes: int = 3 * 2**29
     # Resident memory of one job (cgroup or container limit, no swap).
     memory_bytes: int = 6 * 2**30
     # Processes and threads of one job: stops fork bombs; torch needs a few dozen threads.

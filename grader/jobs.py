@@ -181,10 +181,6 @@ def read_outputs(
     return TaskRun(outcome, report, logits, problem, finished)
 
 
-# Stages that are not the student's doing: the grader's own failure, and the machine's.
-NOT_THE_STUDENTS = {"internal": "the grader", "infrastructure": "the machine"}
-
-
 def failure(run: TaskRun) -> Failure | None:
     """Why the job's task stopped, or None when it finished its last stage with usable outputs."""
     report, outcome = run.report, run.outcome

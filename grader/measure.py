@@ -18,8 +18,8 @@ from grader import data as datasets
 from grader import probe
 from grader.config import Settings
 from grader.evaluate import evaluate
-from grader.jobs import NOT_THE_STUDENTS, Failure, TaskRun, failure, run_task
-from grader.results import Evaluation
+from grader.jobs import Failure, TaskRun, failure, run_task
+from grader.results import NOT_THE_STUDENTS, Evaluation
 from grader.rubric import Rubric
 from grader.sandbox import Backend
 from grader.sandbox.leftovers import work_dir

@@ -20,7 +20,6 @@ import numpy as np
 from grader import data as datasets
 from grader import retraining
 from grader.config import Settings
-from grader.jobs import NOT_THE_STUDENTS
 from grader.measure import TestSet, measure, prepare
 from grader.protocol import HarnessReport
 from grader.results import GradeResult, TaskResult, TrainingRun
@@ -208,24 +207,6 @@ def _copy_measurements(task: TaskResult, report: HarnessReport) -> None:
     task.device = report.device
     task.summary = report.summary
     task.diagram, task.diagram_omitted = list(report.diagram), report.diagram_omitted
-
-
-def not_the_students(result: GradeResult) -> list[str]:
-    """The failures of this grading that were the grader's or the machine's, not the student's:
-    each calls for a regrade, and run-all never counts such a grading as current."""
-    found = [f"{t.id}: {t.error}" for t in result.tasks.values() if t.error_stage in NOT_THE_STUDENTS]
-    for task in result.tasks.values():
-        found += [
-            f"{task.id} ({label}): {run.error}"
-            for label, run in task.training.items()
-            if run.error_stage in NOT_THE_STUDENTS
-        ]
-    found += [
-        f"baseline {t}: {run.error}"
-        for t, run in result.baselines.items()
-        if run.error_stage in NOT_THE_STUDENTS
-    ]
-    return found
 
 
 def _sandbox_warnings(backend: Backend) -> list[str]:

@@ -16,6 +16,10 @@ from grader.protocol import Counter, DiagramNode, EpochRecord, LayerRow, Summary
 # purpose (--skip-training, or grader ci's quick profile); a full grading scores it.
 ItemStatus = Literal["pass", "partial", "fail", "error", "manual", "not_checked"]
 TaskStatus = Literal["ok", "error"]
+# Stages of a failure that is not the student's doing: the grader's own, and the machine's.
+# Such a failure is tried once more; if it stays, the report asks for a regrade and run-all
+# grades the student again on its next run.
+NOT_THE_STUDENTS = {"internal": "the grader", "infrastructure": "the machine"}
 
 
 @dataclass
@@ -167,6 +171,25 @@ class GradeResult:
         return sum(i.max_score for i in self.items if i.status == "manual")
 
     @property
+    def regrade(self) -> list[str]:
+        """The failures of this grading that were the grader's or the machine's, not the student's."""
+        found = []
+        for task in self.tasks.values():
+            if task.error_stage in NOT_THE_STUDENTS:
+                found.append(f"{task.id}: {task.error}")
+            found += [
+                f"{task.id} ({label}): {run.error}"
+                for label, run in task.training.items()
+                if run.error_stage in NOT_THE_STUDENTS
+            ]
+        found += [
+            f"baseline of {task_id}: {run.error}"
+            for task_id, run in self.baselines.items()
+            if run.error_stage in NOT_THE_STUDENTS
+        ]
+        return found
+
+    @property
     def not_checked(self) -> float:
         """Points of the items this grading left out on purpose (a full grading scores them)."""
         return sum(i.max_score for i in self.items if i.status == "not_checked")
@@ -177,6 +200,7 @@ class GradeResult:
         data["max_total"] = self.max_total
         data["pending_manual"] = self.pending_manual
         data["not_checked"] = self.not_checked
+        data["regrade"] = self.regrade
         for task_id, task in self.tasks.items():
             data["tasks"][task_id]["test_accuracy"] = task.test_accuracy
         return data
@@ -194,7 +218,7 @@ class GradeResult:
         return from_plain(GradeResult, plain)
 
 
-_DERIVED_KEYS = {"total", "max_total", "pending_manual", "not_checked"}
+_DERIVED_KEYS = {"total", "max_total", "pending_manual", "not_checked", "regrade"}
 __all__ = [
     "DiagramNode", "EpochRecord", "Evaluation", "GradeResult", "HandScore", "ItemResult", "ItemStatus",
     "LayerRow", "ProbeCheck", "Summary", "TaskResult", "TaskStatus", "TrainingRun",

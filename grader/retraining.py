@@ -30,10 +30,10 @@ from typing import Any
 from grader import data as datasets
 from grader.config import REFERENCE_DIR, Settings
 from grader.files import UntrustedFileError, open_untrusted, sha256, write_atomic
-from grader.jobs import NOT_THE_STUDENTS, Failure, TrainingInputs, failure, run_task
+from grader.jobs import Failure, TrainingInputs, failure, run_task
 from grader.measure import TestSet, measure
 from grader.protocol import FINAL_WEIGHTS, Recipe, encode, from_plain, to_plain
-from grader.results import TaskResult, TrainingRun
+from grader.results import NOT_THE_STUDENTS, TaskResult, TrainingRun
 from grader.rubric import CurvesItem, ExperimentItem, Preprocess, RetrainItem, Rubric, ScalingItem
 from grader.sandbox import Backend
 from grader.sandbox.leftovers import work_dir

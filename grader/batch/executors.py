@@ -1,16 +1,15 @@
 """Where a batch's submissions are graded: local worker processes, or Ray tasks.
 
-Both run ``worker.grade_into`` once per submission, at most ``workers`` at a time, and
-hand each finished row to the driver's ``done`` callback on the driver's thread, with
-the submission's outputs in its staging folder. A worker that crashes, is killed or
-cannot be scheduled becomes that submission's failed row; the others go on.
+Both grade each submission in a worker process of its own (``python -m grader.batch.worker``)
+under the watchdog (watchdog.py), at most ``workers`` at a time, and hand each finished row to
+the driver's ``done`` callback on the driver's thread, with the submission's outputs in its
+staging folder. A worker that crashes, is stopped by the watchdog or cannot be scheduled
+becomes that submission's failed row; the others go on.
 """
 
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 import tarfile
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor, as_completed
@@ -21,7 +20,8 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from grader.batch.records import Row
-from grader.batch.worker import WorkerJob, grade_into
+from grader.batch.watchdog import Bounds, supervise, worker_argv
+from grader.batch.worker import WorkerJob
 from grader.config import Settings
 from grader.files import write_atomic
 from grader.overrides import Override
@@ -58,13 +58,40 @@ class Executor(Protocol):
     def run(self, jobs: list[BatchJob], done: Done) -> None: ...
 
 
+def grade_supervised(
+    source: Path,
+    student_id: str,
+    rubric_file: Path,
+    settings: Settings,
+    target: Path,
+    overrides: list[Override],
+    log: Path,
+    limit: Bounds,
+) -> Row:
+    """Grade one submission into ``target`` in a worker process under the watchdog."""
+    spec, row_file = target.with_suffix(".job.json"), target.with_suffix(".row.json")
+    job = WorkerJob(source, rubric_file, settings, target, overrides, row_file, os.getpid())
+    write_atomic(spec, encode(job))
+    try:
+        ended = supervise(worker_argv(spec), log, limit)
+        if ended.stopped is None and ended.returncode == 0 and row_file.is_file():
+            return decode(Row, row_file.read_bytes())
+    finally:
+        spec.unlink(missing_ok=True)
+        row_file.unlink(missing_ok=True)
+    reason = (
+        ended.stopped or f"the grading process ended with exit code {ended.returncode}: {_last_line(log)}"
+    )
+    return Row(student_id, str(source), "failed", reason)
+
+
 class LocalExecutor:
     """A fresh Python process per submission, ``workers`` at a time, on this machine."""
 
     name = "local"
 
-    def __init__(self, rubric_file: Path, settings: Settings, workers: int) -> None:
-        self.rubric_file, self.settings, self.workers = rubric_file, settings, workers
+    def __init__(self, rubric_file: Path, settings: Settings, workers: int, limit: Bounds) -> None:
+        self.rubric_file, self.settings, self.workers, self.limit = rubric_file, settings, workers, limit
 
     def run(self, jobs: list[BatchJob], done: Done) -> None:
         with ThreadPoolExecutor(self.workers) as pool:
@@ -72,33 +99,15 @@ class LocalExecutor:
             try:
                 for future in as_completed(futures):
                     done(futures[future], future.result())
-            except BaseException:  # Ctrl-C: start nothing more; running workers die with us
+            except BaseException:  # Ctrl-C: start nothing more; each running worker is stopped
                 pool.shutdown(wait=False, cancel_futures=True)
                 raise
 
     def _one(self, job: BatchJob) -> Row:
-        spec = job.staging.with_suffix(".job.json")
-        row_file = job.staging.with_suffix(".row.json")
-        worker_job = WorkerJob(
-            job.source, self.rubric_file, self.settings, job.staging, job.overrides, row_file, os.getpid()
-        )
-        write_atomic(spec, encode(worker_job))
-        job.log.parent.mkdir(parents=True, exist_ok=True)
-        with open(job.log, "wb") as log:
-            proc = subprocess.run(
-                [sys.executable, "-m", "grader.batch.worker", str(spec)],
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-            )
-        if proc.returncode == 0 and row_file.is_file():
-            return decode(Row, row_file.read_bytes())
-        return Row(
-            job.student_id,
-            str(job.source),
-            "failed",
-            f"the grading process ended with exit code {proc.returncode}: {_last_line(job.log)}",
-        )
+        return grade_supervised(
+            job.source, job.student_id, self.rubric_file, self.settings, job.staging, job.overrides, job.log,
+            self.limit,
+        )  # fmt: skip
 
 
 class RayExecutor:
@@ -111,8 +120,11 @@ class RayExecutor:
 
     name = "ray"
 
-    def __init__(self, rubric_file: Path, settings: Settings, workers: int, address: str | None) -> None:
-        self.rubric_file, self.settings, self.workers, self.address = rubric_file, settings, workers, address
+    def __init__(
+        self, rubric_file: Path, settings: Settings, workers: int, limit: Bounds, address: str | None
+    ) -> None:
+        self.rubric_file, self.settings, self.workers, self.limit = rubric_file, settings, workers, limit
+        self.address = address
 
     def run(self, jobs: list[BatchJob], done: Done) -> None:
         import ray
@@ -132,14 +144,18 @@ class RayExecutor:
         settings = to_plain(self.settings)
         queue = list(jobs)
         pending: dict[Any, BatchJob] = {}
-        while queue or pending:
-            while queue and len(pending) < self.workers:
-                job = queue.pop(0)
-                overrides = to_plain(job.overrides)
-                pending[task.remote(_pack(job.source), job.source.name, rubric, settings, overrides)] = job
-            ready, _ = ray.wait(list(pending), num_returns=1)
-            job = pending.pop(ready[0])
-            done(job, self._collect(ray, ready[0], job))
+        try:
+            while queue or pending:
+                while queue and len(pending) < self.workers:
+                    job = queue.pop(0)
+                    args = (_pack(job.source), job.source.name, rubric, settings, to_plain(job.overrides))
+                    pending[task.remote(*args, to_plain(self.limit))] = job
+                ready, _ = ray.wait(list(pending), num_returns=1)
+                job = pending.pop(ready[0])
+                done(job, self._collect(ray, ready[0], job))
+        finally:  # Ctrl-C: the tasks still running are cancelled, their workers stopped
+            for ref in pending:
+                ray.cancel(ref)
 
     def _gpu(self, ray: Any) -> bool:
         if self.settings.device == "cuda":
@@ -174,34 +190,24 @@ def _ray_grade(
     rubric: tuple[str, str],
     settings: dict[str, Any],
     overrides: list[dict[str, Any]],
+    limit: dict[str, Any],
 ) -> tuple[dict[str, Any], dict[str, bytes], bytes]:
-    """Runs in a Ray worker: unpack, grade, and return the row, the outputs and the log."""
-    import logging
-
+    """Runs in a Ray worker: unpack, grade in a supervised worker process, and return the
+    row, the outputs and the log."""
     with work_dir("ray") as root:
         with tarfile.open(fileobj=BytesIO(archive)) as packed:
             packed.extractall(root / "in", filter="tar")  # keeps links; no member leaves root/in
         rubric_file = root / rubric[0]
         rubric_file.write_text(rubric[1], encoding="utf-8")
-        target = root / "out"
+        target, log = root / "out", root / "worker.log"
         target.mkdir()
-        log_path = root / "worker.log"
-        handler = logging.FileHandler(log_path)
-        logging.getLogger("grader").addHandler(handler)
-        try:
-            row = grade_into(
-                root / "in" / name,
-                rubric_file,
-                from_plain(Settings, settings),
-                target,
-                from_plain(list[Override], overrides),
-            )
-        finally:
-            logging.getLogger("grader").removeHandler(handler)
-            handler.close()
+        row = grade_supervised(
+            root / "in" / name, name, rubric_file, from_plain(Settings, settings), target,
+            from_plain(list[Override], overrides), log, from_plain(Bounds, limit),
+        )  # fmt: skip
         row.source = name
         files = {p.relative_to(target).as_posix(): p.read_bytes() for p in target.rglob("*") if p.is_file()}
-        return to_plain(row), files, log_path.read_bytes()
+        return to_plain(row), files, log.read_bytes() if log.is_file() else b""
 
 
 def _last_line(log: Path) -> str:

@@ -17,7 +17,7 @@ import json
 import os
 import shutil
 import uuid
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from importlib.metadata import version
 from pathlib import Path
 from typing import Literal
@@ -43,6 +43,8 @@ class Row:
     wall_seconds: float = 0.0
     gpu_seconds: float = 0.0  # sandbox time of jobs that held a GPU (0 on CPU)
     fingerprint: str = ""
+    # Failures that were the grader's or the machine's, not the student's: graded again next run.
+    regrade: list[str] = field(default_factory=list)
 
 
 def grading_key(rubric_file: Path, settings: Settings) -> str:
@@ -67,9 +69,11 @@ def fingerprint(submission_sha256: str, key: str) -> str:
 
 
 def is_current(student_dir: Path, record: Row, expected: str) -> bool:
-    """True when ``record`` (read from ``student_dir``) is a complete grading of exactly ``expected``."""
+    """True when ``record`` (read from ``student_dir``) is a complete grading of exactly ``expected``
+    with no failure that was the grader's or the machine's."""
     return (
         record.fingerprint == expected
+        and not record.regrade
         and (student_dir / "results.json").is_file()
         and (student_dir / "report.pdf").is_file()
     )

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Protocol
 
 from grader import data as datasets
-from grader.batch import records
+from grader.batch import records, watchdog
 from grader.batch.executors import BatchJob, Executor, ExecutorChoice, LocalExecutor, RayExecutor
 from grader.batch.outputs import SUMMARY, write_class_outputs
 from grader.batch.records import Row
@@ -82,7 +82,7 @@ def run_all(options: BatchOptions, reporter: Reporter) -> BatchResult:
             graded.append(_land(job, row, out))
             reporter.finished(graded[-1])
 
-        _executor(options).run(jobs, done)
+        _executor(options, watchdog.bounds(rubric, options.settings)).run(jobs, done)
         result = BatchResult(rows + graded, round(time.monotonic() - started, 2))
         write_atomic(out / SUMMARY, (json.dumps(_summary(result), indent=2) + "\n").encode())
         test = datasets.load_split(source, "test", options.settings.cache_dir)
@@ -159,11 +159,11 @@ def _land(job: BatchJob, row: Row, out: Path) -> Row:
     return row
 
 
-def _executor(options: BatchOptions) -> Executor:
+def _executor(options: BatchOptions, limit: watchdog.Bounds) -> Executor:
     if options.executor == "ray":
-        return RayExecutor(options.rubric_file, options.settings, options.jobs, options.ray_address)
+        return RayExecutor(options.rubric_file, options.settings, options.jobs, limit, options.ray_address)
     if options.executor == "local":
-        return LocalExecutor(options.rubric_file, options.settings, options.jobs)
+        return LocalExecutor(options.rubric_file, options.settings, options.jobs, limit)
     raise UsageError(f"--executor {options.executor!r}: use {', '.join(ExecutorChoice)}")
 
 

@@ -24,6 +24,7 @@ from grader.files import write_atomic
 from grader.overrides import Override, apply_overrides
 from grader.protocol import decode, encode
 from grader.results import GradeResult
+from grader.sandbox.leftovers import stop_on_sigterm
 
 log = logging.getLogger("grader.batch")
 _PR_SET_PDEATHSIG = 1
@@ -58,6 +59,7 @@ def grade_into(
 def _fill(row: Row, result: GradeResult) -> None:
     row.student_id, row.status = result.student_id, "graded"
     row.total, row.max_total = result.total, result.max_total
+    row.regrade = result.regrade
     if "cuda" in result.device:
         held = [t.sandbox_seconds or 0.0 for t in result.tasks.values()]
         held += [r.seconds or 0.0 for t in result.tasks.values() for r in t.training.values()]
@@ -92,6 +94,7 @@ def main(argv: list[str]) -> int:
     """``python -m grader.batch.worker JOB.json``: the local executor's worker process."""
     job = decode(WorkerJob, Path(argv[1]).read_bytes())
     _die_with_parent(job.parent_pid)
+    stop_on_sigterm()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     row = grade_into(job.source, job.rubric_file, job.settings, job.target, job.overrides)
     write_atomic(job.row_file, encode(row))

@@ -17,6 +17,7 @@ import logging
 import os
 import re
 import shutil
+import signal
 import socket
 import tempfile
 from collections.abc import Iterator
@@ -27,6 +28,19 @@ log = logging.getLogger("grader.sandbox")
 LABEL = "grader.job"
 _OWNER = re.compile(r"grader-(\d+)-")
 _MNT_DETACH = 2
+
+
+class Terminated(BaseException):
+    """SIGTERM arrived: it unwinds like Ctrl-C, so every running job is stopped and removed."""
+
+
+def stop_on_sigterm() -> None:
+    """Turn SIGTERM (a batch system's or CI's timeout, ``kill``) into ``Terminated``."""
+
+    def terminated(signum: int, frame: object) -> None:
+        raise Terminated
+
+    signal.signal(signal.SIGTERM, terminated)
 
 
 def owner_labels() -> dict[str, str]:
