@@ -50,6 +50,10 @@ RecipeFields = Annotated[
     list[str] | None,
     typer.Option(metavar="KEY=VALUE", help="Forced on every retraining, e.g. epochs=1 (repeatable)."),
 ]
+DockerImage = Annotated[str, typer.Option(metavar="IMAGE", help="Image for the Docker backend.")]
+DockerRuntime = Annotated[
+    str | None, typer.Option(metavar="RUNTIME", help="Docker runtime, e.g. runsc for gVisor.")
+]
 Timeout = Annotated[float, typer.Option(metavar="SECONDS", help="Time limit of one task in the sandbox.")]
 Overrides = Annotated[Path | None, typer.Option(metavar="FILE", help="Scores set by hand (CSV or YAML).")]
 
@@ -78,12 +82,8 @@ def run(
         bool,
         typer.Option("--unsafe-no-sandbox", help="Run student code with no isolation (trusted code only)."),
     ] = False,
-    docker_image: Annotated[
-        str, typer.Option(metavar="IMAGE", help="Image for the Docker backend.")
-    ] = _DEFAULTS.docker_image,
-    docker_runtime: Annotated[
-        str | None, typer.Option(metavar="RUNTIME", help="Docker runtime, e.g. runsc for gVisor.")
-    ] = _DEFAULTS.docker_runtime,
+    docker_image: DockerImage = _DEFAULTS.docker_image,
+    docker_runtime: DockerRuntime = _DEFAULTS.docker_runtime,
     skip_training: SkipTraining = False,
     recipe: RecipeFields = None,
     timeout: Timeout = _DEFAULTS.task_timeout_s,
@@ -264,6 +264,8 @@ def run_all(
     data_dir: DataDir = None,
     device: DeviceOption = _DEVICE,
     sandbox: SandboxOption = _SANDBOX,
+    docker_image: DockerImage = _DEFAULTS.docker_image,
+    docker_runtime: DockerRuntime = _DEFAULTS.docker_runtime,
     skip_training: SkipTraining = False,
     recipe: RecipeFields = None,
     timeout: Timeout = _DEFAULTS.task_timeout_s,
@@ -280,6 +282,8 @@ def run_all(
         data_dir=data_dir,
         out_dir=out,
         task_timeout_s=timeout,
+        docker_image=docker_image,
+        docker_runtime=docker_runtime,
         recipe_overrides=_recipe_overrides(recipe or []),
         skip_training=skip_training,
     )
@@ -411,7 +415,7 @@ def _stage(status: Status, stage: str) -> None:
     status.update(student_text(stage))
 
 
-def _print_scores(result: object) -> None:
+def _print_scores(result: object, to: Console = console) -> None:
     from grader.results import GradeResult
 
     assert isinstance(result, GradeResult)
@@ -422,7 +426,7 @@ def _print_scores(result: object) -> None:
         score = f"{item.score:g}/{item.max_score:g}"
         table.add_row(item.id, item.task or "", score, item.status, student_text(item.message))
     table.add_row("total", "", f"{result.total:g}/{result.max_total:g}", "", "")
-    console.print(table)
+    to.print(table)
 
 
 def student_text(text: str) -> Text:

@@ -29,14 +29,13 @@ class Probe:
     """The images every evaluation job of one grading sees, and how to read its logits back."""
 
     path: Path  # (N + K, 32, 32, 3) uint8: the N test images and K perturbed copies, shuffled
-    order: np.ndarray  # row r of the file is image order[r] of concat(test, copies)
+    order: np.ndarray  # image i of concat(test, copies) is row order[i] of the file
     positions: np.ndarray  # (K,) the test images the copies were made from
     test_size: int  # N
 
     def split(self, logits: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Rows of the file's logits → (the N test images', the K copies') logits, in order."""
-        restored = np.empty_like(logits)
-        restored[self.order] = logits
+        restored = logits[self.order]
         return restored[: self.test_size], restored[self.test_size :]
 
 

@@ -40,6 +40,8 @@ from grader.sandbox.leftovers import work_dir
 from grader.submission import TaskEntry
 
 ATTEMPTS = 2  # a training job the grader or the machine failed runs once more
+# How a run can end that a later attempt at the same submission resumes from its checkpoints.
+RESUMABLE = {"timeout", *NOT_THE_STUDENTS}
 
 
 @dataclass
@@ -122,8 +124,8 @@ def run_one(entry: TaskEntry, root: Path, recipe: Recipe, ctx: Context) -> Train
             stopped = _measure(entry, root, recipe, ctx, folder.path / FINAL_WEIGHTS, result)
         if stopped is not None:
             result.error, result.error_stage = stopped.message, stopped.stage
-        else:
-            folder.forget()  # finished: nothing left to resume
+        if stopped is None or stopped.stage not in RESUMABLE:
+            folder.forget()  # finished, or ended in a way another attempt would end the same
     return result
 
 

@@ -187,6 +187,12 @@ class Submission:
         self.warnings += [m for m in messages if m not in self.warnings]
 
 
+def visible(name: str) -> str:
+    """A folder name as a gradebook may show it: control and non-ASCII characters escaped, so a
+    name ending in a newline never looks like the student id before it."""
+    return name.encode("unicode_escape").decode("ascii")
+
+
 def load_submission(root: Path, settings: Settings | None = None) -> Submission:
     """The submission in folder ``root``: its id, manifest and content hash.
 
@@ -200,7 +206,7 @@ def load_submission(root: Path, settings: Settings | None = None) -> Submission:
     root = root.resolve()
     if not _ID.fullmatch(root.name):
         raise SubmissionError(
-            f"folder name {root.name!r} is not a usable student id "
+            f"folder name {visible(root.name)!r} is not a usable student id "
             "(letters, digits, '_', '-', '.'); rename the folder to the student id"
         )
     files = _files(root, settings)

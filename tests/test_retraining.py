@@ -7,6 +7,8 @@ the curves next to the baseline's and the experiment table.
 
 from __future__ import annotations
 
+import json
+import os
 import shutil
 import signal
 import subprocess
@@ -154,3 +156,75 @@ def _kill_after_first_checkpoint(root: Path, rubric: Path, data: Path, cache: Pa
     proc.send_signal(signal.SIGKILL)  # no cleanup: as if the machine went down
     proc.wait()
     assert list((cache / "checkpoints").glob("*/epoch-*.pt")), "no checkpoint survived the kill"
+
+
+TAMPER = """
+from pathlib import Path
+
+CHECKPOINTS = Path("/checkpoints")
+if CHECKPOINTS.is_dir():  # a training job: leave a forged epoch for whoever resumes here next
+    for name in ("epoch-0001.pt", "epoch-0002.pt", "final.pt"):
+        (CHECKPOINTS / name).write_bytes(b"forged by another student")
+    raise SystemExit("tampered")
+"""
+ONE_RUN = """
+id: retrain-one
+title: "One retraining"
+preprocess: {mean: [0.5, 0.5, 0.5], std: [0.25, 0.25, 0.25]}
+tasks:
+  cnn: {title: "tiny CNN", model: "model.py:Net", weights: weights/model.pt}
+training:
+  recipe: {epochs: 2, batch_size: 50, lr: 0.05, val_size: 100, schedule: cosine, seed: 0}
+items:
+  - {id: valid, task: cnn, title: "builds", type: model_valid, points: 1}
+  - {id: retrain, task: cnn, title: "Retrained", type: retrain, points: 4,
+     thresholds: [{accuracy: 0, fraction: 0}, {accuracy: 100, fraction: 1}]}
+"""
+
+
+def test_a_student_tampering_with_checkpoints_changes_nobody_elses_retraining(
+    train_cifar: Path, tmp_path: Path
+) -> None:
+    """Two students with the same default file names, graded side by side (--jobs 2), one of
+    them forging checkpoints in its training job: the other's retraining is what it is alone."""
+    import torch
+
+    klass = tmp_path / "class"
+    for sid, extra in (("E000000001", ""), ("E000000002", TAMPER)):
+        root = klass / sid
+        shutil.copytree(FILES / "submissions" / "B000000001", root)
+        (root / "model.py").write_text((root / "model.py").read_text() + extra)
+        (root / "weights").mkdir()
+        torch.manual_seed(0)
+        net = load_module(FILES / "submissions" / "B000000001" / "model.py").Net()
+        torch.save(net.state_dict(), root / "weights" / "model.pt")
+    rubric = tmp_path / "one-run.yaml"
+    rubric.write_text(ONE_RUN)
+    cache = tmp_path / "cache"  # one cache for every run, as on a course's grading machine
+
+    def run_all(out: Path, *only: str) -> dict[str, dict]:
+        extra = [arg for sid in only for arg in ("--only", sid)]
+        done = subprocess.run(
+            [
+                str(Path(sys.executable).parent / "grader"), "run-all", str(klass), "--rubric", str(rubric),
+                "--out", str(out), "--data-dir", str(train_cifar), "--sandbox", "bwrap", "--jobs", "2",
+                *extra,
+            ],
+            capture_output=True, text=True, timeout=1200, env={**os.environ, "GRADER_CACHE_DIR": str(cache)},
+        )  # fmt: skip
+        assert done.returncode == 0, done.stderr
+        return {p.parent.name: json.loads(p.read_text()) for p in out.glob("*/results.json")}
+
+    together = run_all(tmp_path / "together")
+    tampered = together["E000000002"]["tasks"]["cnn"]["training"]["retrain"]
+    assert tampered["error_stage"] == "import" and "tampered" in tampered["error"]
+    alone = run_all(tmp_path / "alone", "E000000001")
+    for results in (together, alone):
+        run = results["E000000001"]["tasks"]["cnn"]["training"]["retrain"]
+        assert run["error"] is None and run["resumed_from_epoch"] is None
+    mine, theirs = (r["E000000001"]["tasks"]["cnn"]["training"]["retrain"] for r in (together, alone))
+    assert [(e["train_loss"], e["val_acc"]) for e in mine["history"]] == [
+        (e["train_loss"], e["val_acc"]) for e in theirs["history"]
+    ]
+    assert mine["test_accuracy"] == theirs["test_accuracy"]
+    assert not list((cache / "checkpoints").glob("*/epoch-*")), "finished runs leave no checkpoint"

@@ -42,6 +42,7 @@ class Row:
     max_total: float | None = None
     wall_seconds: float = 0.0
     gpu_seconds: float = 0.0  # sandbox time of jobs that held a GPU (0 on CPU)
+    peak_memory_bytes: int = 0  # the grading process's own peak resident memory (not its jobs')
     fingerprint: str = ""
     # Failures that were the grader's or the machine's, not the student's: graded again next run.
     regrade: list[str] = field(default_factory=list)

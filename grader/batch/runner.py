@@ -27,7 +27,7 @@ from grader.errors import SubmissionError, UsageError
 from grader.files import write_atomic
 from grader.overrides import Override
 from grader.rubric import load_rubric
-from grader.submission import load_submission
+from grader.submission import load_submission, visible
 
 LOGS = "logs"  # OUT/logs/<student_id>.log: the worker's log of a submission that failed
 
@@ -99,7 +99,7 @@ def _plan(options: BatchOptions) -> tuple[list[Row], list[BatchJob]]:
         try:
             sub = load_submission(source, options.settings)
         except SubmissionError as err:
-            rows.append(Row(source.name, str(source), "failed", str(err)))
+            rows.append(Row(visible(source.name), str(source), "failed", str(err)))
             continue
         if sub.student_id in seen:
             reason = f"{seen[sub.student_id]} already has student id {sub.student_id}; rename one folder"

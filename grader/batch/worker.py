@@ -10,6 +10,7 @@ from __future__ import annotations
 import ctypes
 import logging
 import os
+import resource
 import signal
 import sys
 import time
@@ -97,6 +98,7 @@ def main(argv: list[str]) -> int:
     stop_on_sigterm()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     row = grade_into(job.source, job.rubric_file, job.settings, job.target, job.overrides)
+    row.peak_memory_bytes = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # KiB on Linux
     write_atomic(job.row_file, encode(row))
     return 0
 

@@ -24,6 +24,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from grader.sandbox import cgroups
+
 log = logging.getLogger("grader.sandbox")
 LABEL = "grader.job"
 _OWNER = re.compile(r"grader-(\d+)-")
@@ -69,7 +71,7 @@ def work_dir(kind: str) -> Iterator[Path]:
 def reap(client: Any = None) -> list[str]:
     """Remove the containers (with a Docker ``client``) and work folders of dead graders.
     Returns what was removed, for the log."""
-    removed = _reap_folders(Path(tempfile.gettempdir()))
+    removed = _reap_folders(Path(tempfile.gettempdir())) + _reap_cgroups()
     if client is not None:
         removed += _reap_containers(client)
     for what in removed:
@@ -97,6 +99,20 @@ def _reap_folders(tmp: Path) -> list[str]:
             ctypes.CDLL(None, use_errno=True).umount2(os.fsencode(entry), _MNT_DETACH)
         shutil.rmtree(entry, ignore_errors=True)
         removed.append(f"work folder {entry}")
+    return removed
+
+
+def _reap_cgroups() -> list[str]:
+    """Job groups (``grader-<pid>-…``, cgroups.py) whose grader is gone: emptied and removed."""
+    removed = []
+    for parent in cgroups.job_parents():
+        for group in parent.iterdir():
+            match = _OWNER.match(group.name)
+            if group.is_dir() and match is not None and not _alive(int(match[1])):
+                job = cgroups.JobCgroup([group], None, 0)
+                job.kill_all()
+                job.remove()
+                removed.append(f"job cgroup {group}")
     return removed
 
 

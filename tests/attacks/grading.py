@@ -12,7 +12,10 @@ job's logs and output files before the pipeline deletes them.
 from __future__ import annotations
 
 import hashlib
+import importlib.util
+import json
 import os
+import py_compile
 import shutil
 import socket
 import subprocess
@@ -67,6 +70,7 @@ class Corpus:
     accepted: list[bool]  # connections the listener accepted
     bystander_alive: bool
     leftover_processes: list[str] = field(default_factory=list)
+    host_peak_bytes: int = 0  # this process's peak resident memory once both were graded
 
     def task(self, task_id: str):
         return self.attacker.result.tasks[task_id]
@@ -102,7 +106,7 @@ def grade_corpus(backend: str, small_cifar: Path, tmp_path_factory: pytest.TempP
             "LISTENER_PORT": port,
             "BYSTANDER_PID": bystander.pid,
         }
-        attacker = _attacker(root / "submissions" / ATTACKER, targets, data)
+        attacker = _attacker(root / "submissions" / ATTACKER, targets, data, split)
         watched = [data, settings.cache_dir, other, attacker, settings.out_dir]
         before = _snapshot(watched)
         mp.setenv(*CANARY_ENV)
@@ -126,7 +130,34 @@ def grade_corpus(backend: str, small_cifar: Path, tmp_path_factory: pytest.TempP
         accepted,
         alive,
         _processes_with(MARKERS),
+        _peak_resident_bytes(),
     )
+
+
+def _plant_bytecode(source: Path, code: str) -> None:
+    """Bytecode of ``code`` where Python looks for ``source``'s cache, marked unchecked-hash:
+    an import that trusts caches runs it whatever ``source`` says."""
+    cache = Path(importlib.util.cache_from_source(str(source)))
+    cache.parent.mkdir(exist_ok=True)
+    planted = cache.parent / f"_{source.stem}_planted.py"
+    planted.write_text(code)
+    py_compile.compile(
+        str(planted),
+        cfile=str(cache),
+        doraise=True,
+        invalidation_mode=py_compile.PycInvalidationMode.UNCHECKED_HASH,
+    )
+    planted.unlink()
+
+
+def _memorise(path: Path, split: datasets.CachedSplit) -> None:
+    """hash of each test image's (C, H, W) pixels -> its label: what a memorising model ships."""
+    images, labels = split.images(), split.labels()
+    table = {
+        hashlib.sha256(image.transpose(2, 0, 1).copy().tobytes()).hexdigest(): int(label)
+        for image, label in zip(images, labels, strict=True)
+    }
+    path.write_text(json.dumps(table))
 
 
 def _honest_student(folder: Path) -> Path:
@@ -140,11 +171,17 @@ def _honest_student(folder: Path) -> Path:
     return folder
 
 
-def _attacker(folder: Path, targets: dict[str, Any], data: Path) -> Path:
-    """Every attack folder, the honest weights, the hostile weights, links and the manifest."""
+def _attacker(folder: Path, targets: dict[str, Any], data: Path, split: datasets.CachedSplit) -> Path:
+    """Every attack folder, the honest weights, the hostile weights, links, planted bytecode,
+    the memorised test set and the manifest."""
     import torch
 
     shutil.copytree(HERE / "corpus", folder)
+    _plant_bytecode(folder / "common.py", "raise RuntimeError('bytecode ran instead of common.py')")
+    _plant_bytecode(
+        folder / "bytecode" / "model.py", "raise RuntimeError('bytecode ran instead of model.py')"
+    )
+    _memorise(folder / "memorised" / "table.json", split)
     shutil.copy(HONEST_NETWORK, folder / "common.py")
     (folder / "targets.py").write_text("".join(f"{k} = {v!r}\n" for k, v in targets.items()))
     torch.manual_seed(0)
@@ -266,6 +303,13 @@ class _bystander:
     def __exit__(self, *exc: object) -> None:
         self.proc.kill()
         self.proc.wait()
+
+
+def _peak_resident_bytes() -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) * 1024
+    return 0
 
 
 def _processes_with(markers: tuple[str, ...]) -> list[str]:

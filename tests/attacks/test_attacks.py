@@ -10,11 +10,15 @@ changed, no canary appears in any output and no process of any job is left.
 
 from __future__ import annotations
 
+import io
 import shutil
 from pathlib import Path
 
 import pytest
+from rich.console import Console
 
+from grader.cli import _print_scores
+from grader.protocol import MAX_BLOCKS, MAX_MESSAGE, MAX_ROWS
 from tests.attacks.grading import (
     ATTACKER,
     CANARY_ENV,
@@ -90,6 +94,11 @@ FAILS = {
     "wrong_shape": ("forward", "returned shape [1, 7], expected [1, 10] (one logit per class)"),
     "missing_package": ("import", "ModuleNotFoundError: No module named 'tensorflow_addons'"),
     "too_large": ("build", "6,166,000,010 parameters (23.0 GiB in float32)"),
+    "huge_exception": ("import", "huge_exception/model.py failed to import: RuntimeError: xxxxxxxx"),
+    "terminal_escapes": (
+        "import",
+        "RuntimeError: \x1b]52;c;cHduZWQ=\x07\x1b]0;owned\x07[green]all checks pass[/]",
+    ),
 }
 # Attacks meant to fake or disturb a result, or to outlive the job: graded as the honest network.
 HONEST_RESULT = [
@@ -101,6 +110,9 @@ HONEST_RESULT = [
     "ignores_sigterm",
     "kill_everything",
     "symlink_in_out",
+    "bytecode",
+    "huge_summary",
+    "holds_lock",
 ]
 
 
@@ -240,3 +252,48 @@ def test_limits_in_force_are_recorded(corpus: Corpus) -> None:
         assert limits["memory"].startswith("1.0 GiB, no swap")
         assert limits["processes"].startswith("256 ")
         assert limits["output directory"] == "64 MiB (tmpfs)"
+
+
+def test_only_source_runs_never_planted_bytecode(corpus: Corpus) -> None:
+    for (_, task_id), job in corpus.jobs.items():
+        assert b"bytecode ran" not in job.logs, task_id
+    assert all("bytecode ran" not in (t.error or "") for t in corpus.attacker.result.tasks.values())
+
+
+def test_what_a_student_makes_huge_stays_bounded_on_the_host(corpus: Corpus) -> None:
+    task = corpus.task("huge_summary")
+    assert task.summary is not None and len(task.summary.rows) == MAX_ROWS
+    assert task.summary.rows_omitted >= 6000 + 4 - MAX_ROWS
+    assert len(task.diagram) == MAX_BLOCKS and task.diagram_omitted >= 6000 - MAX_BLOCKS
+    error = corpus.task("huge_exception").error or ""
+    assert len(error) <= MAX_MESSAGE and error.endswith("(cut short)")
+    # The pytest process graded every attack itself (the host side of every job): its peak
+    # resident memory stays far below what a 6,000-block diagram or a 10 MB message would cost.
+    assert corpus.host_peak_bytes < 1.5 * 2**30
+
+
+def test_a_model_that_cannot_be_copied_is_counted_as_it_is(corpus: Corpus) -> None:
+    task, honest = corpus.task("holds_lock"), corpus.task("honest")
+    assert task.macs == honest.macs and task.macs_failed == {}
+
+
+def test_a_memorised_test_set_is_flagged_to_the_ta(corpus: Corpus) -> None:
+    task = corpus.task("memorised")
+    assert task.status == "ok" and task.evaluation.top1 == 100.0
+    probe = task.evaluation.probe
+    assert probe is not None and probe.flagged and probe.top1_original == 100.0 and probe.top1_perturbed < 30
+    assert any(
+        w.startswith("memorised (submitted weights): accuracy falls from 100.0%")
+        for w in corpus.attacker.result.warnings
+    )
+    honest = corpus.task("honest").evaluation.probe
+    assert honest is not None and not honest.flagged
+
+
+def test_messages_reach_the_terminal_as_plain_text(corpus: Corpus) -> None:
+    out = io.StringIO()
+    console = Console(file=out, force_terminal=True, color_system="truecolor", width=200)
+    _print_scores(corpus.attacker.result, console)
+    text = out.getvalue()
+    assert "\x1b]52" not in text and "\x1b]0;" not in text and "\x07" not in text
+    assert "[green]all checks pass[/] [/x] done" in text.replace("\n", "")

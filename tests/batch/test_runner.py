@@ -23,7 +23,7 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from tests.conftest import FILES, load_module, pdf_text
+from tests.conftest import FILES, load_module, pdf_text, require_docker_or_skip
 
 pytestmark = pytest.mark.slow
 GRADER = str(Path(sys.executable).parent / "grader")
@@ -294,3 +294,38 @@ def test_overrides_change_only_their_cells_and_the_totals(local_run: dict, tmp_p
     assert after[HONEST_PY[0]]["5"] == "8"
     text = pdf_text(out / HONEST_PY[0] / "report.pdf", "-raw")
     assert "set by hand by ta-lin: clear write-up" in " ".join(text.split())
+
+
+@pytest.mark.docker
+def test_a_rerun_regrades_exactly_the_gradings_the_machine_failed(small_cifar: Path, tmp_path: Path) -> None:
+    """Three students graded; one is graded again while Docker cannot start its jobs (an unknown
+    runtime: the machine's failure, not the student's). The next run grades that one only."""
+    require_docker_or_skip()
+    klass = tmp_path / "class"
+    for seed, sid in enumerate(["F000000001", "F000000002", "F000000003"]):
+        folder = klass / sid
+        folder.mkdir(parents=True)
+        (folder / "model.py").write_text(NET)
+        _save_weights(folder, seed)
+    out = tmp_path / "out"
+    base = [str(klass), "--rubric", "cifar10-cnn", "--out", str(out), "--data-dir", str(small_cifar)]
+    base += ["--sandbox", "docker", "--timeout", "120"]
+
+    def run(*extra: str) -> dict[str, dict]:
+        done = subprocess.run([GRADER, "run-all", *base, *extra], capture_output=True, text=True, timeout=900)
+        assert done.returncode == 0, done.stderr
+        return {r["student_id"]: r for r in json.loads((out / "batch.json").read_text())["rows"]}
+
+    assert {r["status"] for r in run().values()} == {"graded"}
+    broken = run("--only", "F000000002", "--force", "--docker-runtime", "no-such-runtime")
+    row = broken["F000000002"]
+    assert row["status"] == "graded" and row["regrade"], row
+    assert "Docker could not start the job" in row["regrade"][0]
+    results = json.loads((out / "F000000002" / "results.json").read_text())
+    assert results["tasks"]["cnn"]["error_stage"] == "infrastructure" and results["regrade"]
+    assert "Not the student's fault: regrade" in pdf_text(out / "F000000002" / "report.pdf", "-raw")
+    again = run()
+    assert {sid: r["status"] for sid, r in again.items()} == {
+        "F000000001": "skipped", "F000000002": "graded", "F000000003": "skipped",
+    }  # fmt: skip
+    assert again["F000000002"]["regrade"] == [] and again["F000000002"]["total"] > 0
