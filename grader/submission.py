@@ -25,7 +25,7 @@ from grader.rubric import Preprocess, Rubric
 
 MANIFEST = "submission.yaml"
 _SKIPPED_DIRS = {"__pycache__", ".git", ".ipynb_checkpoints"}
-_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")  # fullmatch: "$" would let a final "\n" in
 
 
 class ManifestTask(BaseModel):
@@ -180,7 +180,7 @@ def load_submission(root: Path) -> Submission:
         sub.manifest_error = f"{MANIFEST} is a symbolic link; submit it as a regular file"
     elif manifest_path.is_file():
         _read_manifest(sub, manifest_path)
-    if not _ID.match(sub.student_id):
+    if not _ID.fullmatch(sub.student_id):
         raise SubmissionError(
             f"folder name {root.name!r} is not a usable student id "
             "(letters, digits, '_', '-', '.'); rename the folder to the student id"
