@@ -5,6 +5,7 @@ from __future__ import annotations
 import ast
 import json
 import shutil
+import time
 from pathlib import Path
 from typing import Any
 
@@ -150,6 +151,27 @@ def test_shell_magic_and_help_lines_are_not_python_and_are_dropped() -> None:
     forward = net.body[0]
     assert isinstance(forward, ast.FunctionDef)
     assert [ast.unparse(s) for s in forward.body] == ["pass", "return x"]
+
+
+RUN = 50_000  # characters of one kind in a row
+LONG_LINES = {
+    "spaces": " " * RUN + "x",
+    "name and spaces": "a" * RUN + " " * RUN + "= x",
+    "help after": "a" * RUN + "??" + " " * RUN + "x",
+    "help before": "??" + "a" * RUN + " " * RUN + "x",
+    "dots and spaces": "a" + "." * RUN + " " * RUN + "=" + " " * RUN + "x",
+}
+
+
+@pytest.mark.parametrize("line", LONG_LINES.values(), ids=LONG_LINES.keys())
+def test_long_lines_are_told_from_magics_in_linear_time(line: str) -> None:
+    # Each quantifier in _MAGIC_LINE is followed by what it cannot match, so it never
+    # backtracks far; this keeps it so. A generous bound against catastrophic backtracking.
+    book = notebook_of("class Net:\n    pass", line)
+    start = time.perf_counter()
+    assert "class Net" in book.code()
+    assert "ClassDef Net" in statements(book.module())
+    assert time.perf_counter() - start < 0.5
 
 
 def test_cell_magics_keep_python_bodies_and_skip_the_rest() -> None:
