@@ -8,12 +8,13 @@ first number after it, past filler such as ``:``, ``=``, ``(%)``, ``is`` or ``on
 test images``. The rules, each with its reason:
 
   * Only the test split counts. A label belongs to the split named in its filler ("accuracy
-    on the test set"), else to the nearest split named before it on the line ("Test: …
-    acc=0.874", "val acc 80.1 test acc 79.5"). A line that names no split is not read:
-    Keras' ``- accuracy: 0.88``, tqdm's ``Evaluating: … acc=0.87`` and the ImageNet
-    example's `` * Acc@1 76.130`` are printed after training or validation as often as
-    after testing, and a line is read without the lines around it. A student whose notebook
-    prints no "test" says the number in submission.yaml.
+    on the test set") or right after its value ("88.6% on the test set"), else to the
+    nearest split named before it ("Test: … acc=0.874", "val acc 80.1 test acc 79.5").
+    A line that names no split is not read: Keras' ``- accuracy: 0.88``, tqdm's
+    ``Evaluating: … acc=0.87`` and the ImageNet example's `` * Acc@1 76.130`` are printed
+    after training or validation as often as after testing, and a line is read without the
+    lines around it. A student whose notebook prints no "test" says the number in
+    submission.yaml.
   * A count such as ``7674/10000`` gives the exact percentage and wins over a rounded one
     beside it (``76% (7674/10000)``); so does a plain decimal in parentheses after a plain
     value, the running average of the ImageNet example's meters (``Acc@1  78.12 ( 76.13)``).
@@ -78,6 +79,7 @@ _DIGITS = set("0123456789")
 _PERCENT = {"%", "％"}
 _JOINERS = {"-", "_"}  # top-1, top_1
 _FILLER_MARKS = {":", "：", "=", "(", ")", "[", "]", "'", '"', "|", "│", "┃", *_PERCENT, *_JOINERS}
+_PREPOSITIONS = {"on", "of", "for", "in", "("}  # 88.6% on the test set
 _OTHER_METRICS = {"loss", "error", "err", "lr"}  # named after a label: the label has no value
 _COUNTERS = {"epoch", "epochs", "step", "iter", "iteration", "batch", "task", "fold", "run", "seed", "top"}
 _COUNTED = {"images", "image", "imgs", "samples", "examples", "pictures", "epochs", "iterations", "steps"}
@@ -245,7 +247,7 @@ def _reading(tokens: list[str], start: int) -> tuple[str | None, float | None] |
     for j in range(start, min(start + _LOOKAHEAD, len(tokens))):
         meaning = _meaning(tokens[j])
         if meaning.kind == "number" and not _counter(tokens, j) and not _quantity(tokens, j):
-            return split, _value(tokens, j, percent)
+            return split or _split_after(tokens, j), _value(tokens, j, percent)
         if meaning.top:  # "accuracy (top-1): 76.1", once
             top = _top(tokens, j)
             if ranked or top is None or top[0] != 1:
@@ -258,6 +260,15 @@ def _reading(tokens: list[str], start: int) -> tuple[str | None, float | None] |
         split = split or meaning.split
         percent = percent or meaning.lowered in _PERCENT
     return None
+
+
+def _split_after(tokens: list[str], j: int) -> str | None:
+    """The split named right after the value at ``j``: "88.6% on the test set", "88.6 (test)"."""
+    after = j + 2 if _at(tokens, j + 1) in _PERCENT else j + 1
+    if _meaning(_at(tokens, after)).lowered not in _PREPOSITIONS:
+        return None
+    after += 2 if _meaning(_at(tokens, after + 1)).lowered == "the" else 1
+    return _meaning(_at(tokens, after)).split
 
 
 def _counter(tokens: list[str], j: int) -> bool:

@@ -21,6 +21,8 @@ READ = [
     ("Test accuracy: 91.2 %", 91.2),
     ("Test Acc: 88.63%", 88.63),
     ("Accuracy on test set: 88.63 %", 88.63),
+    ("Accuracy: 88.63% on the test set", 88.63),
+    ("Accuracy of the model: 88.63 (test)", 88.63),
     ("Final test accuracy = 88.6", 88.6),
     ("Final test accuracy is 87 %", 87.0),
     ("The test accuracy is 23.07%", 23.07),
@@ -49,6 +51,7 @@ READ = [
     ("Epoch 10 | train loss 0.41 | test_acc 0.655", 65.5),
     ("Epoch 1/50, Train Loss: 1.6928, Train Acc: 0.4444, Test Loss: 1.4821, Test Acc: 0.5549", 55.49),
     ("val acc 80.1 test acc 79.5", 79.5),
+    ("test acc 79.5 val acc 80.1", 79.5),
     ("Epoch [10/10], phase: test, samples: 10000, Loss: 0.0032, Top-1 Accuracy: 94.22%", 94.22),
     ("phase: test, Top-1 Accuracy: 94.22%, Top-3 Accuracy: 99.08%", 94.22),
     # tqdm: the accuracy in the postfix, not the progress
@@ -82,6 +85,8 @@ NOT_READ = [
     (" * Acc@1 76.130 Acc@5 92.862", "the ImageNet example's summary"),
     ("Evaluating: 100%|██████████| 40/40 [00:03<00:00, acc=0.874]", "an evaluation bar"),
     ("Accuracy: 88.6%", "no split"),
+    ("Accuracy: 95.2% on the training set", "a training accuracy"),
+    ("Test loss 0.41, accuracy 95.2% on the training set", "a training accuracy"),
     # per class, top-k, lists
     ("Test Accuracy of  cat: 45% (451/1000)", "one class"),
     ("Accuracy for class: plane is 56.8 %", "one class, no split"),
