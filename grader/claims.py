@@ -118,13 +118,13 @@ def last_per_task(lines: Iterable[tuple[int, str]], positions: dict[str, int]) -
         text = _visible(line)
         if _may_claim(text):
             for task_id in _owners(text, positions):
-                recent[task_id].append((cell, line))
+                recent[task_id].append((cell, text))
     found: dict[str, Claim] = {}
     for task_id, candidates in recent.items():
-        for cell, line in reversed(candidates):
-            accuracy = parse_accuracy(line)
+        for cell, text in reversed(candidates):
+            accuracy = _read(text)
             if accuracy is not None:
-                found[task_id] = Claim(accuracy, cell, _visible(line).strip()[:_SHOWN_CHARS])
+                found[task_id] = Claim(accuracy, cell, text.strip()[:_SHOWN_CHARS])
                 break
     return found
 
@@ -132,8 +132,11 @@ def last_per_task(lines: Iterable[tuple[int, str]], positions: dict[str, int]) -
 def parse_accuracy(line: str) -> float | None:
     """The test accuracy a printed line reports, in percent (see the module's rules)."""
     text = _visible(line)
-    if not _may_claim(text):
-        return None
+    return _read(text) if _may_claim(text) else None
+
+
+def _read(text: str) -> float | None:
+    """parse_accuracy on a line already cut short and stripped of colour codes."""
     tokens: list[str] = _TOKEN.findall(text)
     split: str | None = None
     rank: int | None = None  # of a "top-k" waiting for its label: Top-1 Accuracy
@@ -320,7 +323,8 @@ def _count(tokens: list[str], j: int) -> float | None:
     right, slash, total = _at(tokens, j), _at(tokens, j + 1), _at(tokens, j + 2)
     if slash != "/" or _meaning(right).kind != "number" or _meaning(total).kind != "number":
         return None
-    return 100 * _float(right) / _float(total) if _float(total) > 0 else math.inf
+    of = _float(total)
+    return 100 * _float(right) / of if of > 0 else math.inf
 
 
 def _percent(value: float, percent: bool) -> float:
