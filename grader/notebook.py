@@ -20,6 +20,7 @@ from typing import Any
 
 import nbformat
 
+from grader.claims import Claim, last_per_task
 from grader.files import UntrustedFileError, read_untrusted
 
 SUFFIX = ".ipynb"
@@ -73,13 +74,6 @@ class NotebookModule:
 
 
 @dataclass(frozen=True)
-class Claim:
-    accuracy: float  # percent
-    cell: int
-    line: str
-
-
-@dataclass(frozen=True)
 class _Block:
     cell: int
     line: int  # first line of the block within its cell
@@ -111,21 +105,9 @@ class Notebook:
         return built
 
     def claims(self, positions: dict[str, int]) -> dict[str, Claim]:
-        """The last test accuracy printed for each task, by task id.
-
-        ``positions`` holds the tasks that use this notebook with their 1-based place in
-        the rubric. A line naming "task N" goes to the task whose id holds the number N,
-        else to the task at place N; a line naming no task counts only if a single task
-        uses the notebook.
-        """
-        found: dict[str, Claim] = {}
-        for number, line in self._output_lines():
-            accuracy = parse_accuracy(line)
-            if accuracy is None:
-                continue
-            for task_id in _owners(line, positions):
-                found[task_id] = Claim(accuracy, number, line.strip()[:_SHOWN_CHARS])
-        return found
+        """The last test accuracy printed in the saved outputs for each task, by task id;
+        ``positions`` as in grader.claims.last_per_task, which reads the lines."""
+        return last_per_task(self._output_lines(), positions)
 
     def code(self) -> str:
         """Every code cell's source without IPython's shell, magic and help lines."""
@@ -355,40 +337,7 @@ def _assemble(name: str, blocks: list[_Block]) -> tuple[str, list[Origin]]:
     return "\n".join(out) + "\n", origins
 
 
-# --- claimed accuracy -------------------------------------------------------------------
-
-_NUMBER = r"(?P<value>\d+(?:\.\d+)?|\.\d+)\s*(?P<percent>%)?"
-_UNIT = r"(?:\((?P<unit>[^)\n]*)\))?"  # "(%)", "(top-1)"
-_CLAIM_LINES = (
-    # "Test Accuracy: 80.76%", "test acc = 0.8076", "test_acc (%): 91.2", "test accuracy is 80 %"
-    re.compile(r"\btest[\s_-]*acc(?:uracy)?\b\s*" + _UNIT + r"\s*(?:[:=]|\bis\b)?\s*" + _NUMBER, re.I),
-    # PyTorch's CIFAR-10 tutorial: "Accuracy of the network on the 10000 test images: 54 %"
-    re.compile(r"\baccuracy\b[^\n]*?\btest (?:set|images|data)\b\s*[:=]\s*" + _NUMBER, re.I),
-)
-_SHOWN_CHARS = 160  # of the line a claim was read from, in the report
-_TASK_NAME = re.compile(r"\btask[\s_-]*(\d+)", re.I)
-
-
-def parse_accuracy(line: str) -> float | None:
-    """The test accuracy a printed line reports, in percent; a fraction ≤ 1 without "%" is scaled."""
-    for pattern in _CLAIM_LINES:
-        match = pattern.search(line)
-        if match:
-            value = float(match["value"])
-            percent = match["percent"] or "%" in (match.groupdict().get("unit") or "")
-            if not percent and value <= 1:
-                value *= 100
-            return round(value, 4) if value <= 100 else None
-    return None
-
-
-def _owners(line: str, positions: dict[str, int]) -> list[str]:
-    named = _TASK_NAME.search(line)
-    if named is None:
-        return list(positions) if len(positions) == 1 else []
-    number = int(named[1])
-    by_id = [task_id for task_id in positions if number in {int(d) for d in re.findall(r"\d+", task_id)}]
-    return by_id or [task_id for task_id, place in positions.items() if place == number]
+# --- printed output --------------------------------------------------------------------
 
 
 def _output_text(output: Any) -> str:

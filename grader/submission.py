@@ -206,7 +206,7 @@ def load_submission(root: Path, settings: Settings | None = None) -> Submission:
     root = root.resolve()
     if not _ID.fullmatch(root.name):
         raise SubmissionError(
-            f"folder name {visible(root.name)!r} is not a usable student id "
+            f"folder name '{visible(root.name)}' is not a usable student id "
             "(letters, digits, '_', '-', '.'); rename the folder to the student id"
         )
     files = _files(root, settings)

@@ -277,6 +277,10 @@ def test_folder_name_must_be_a_student_id(tmp_path: Path) -> None:
     root.mkdir()
     with pytest.raises(SubmissionError, match=r"'my submission \(final\)' is not a usable student id"):
         load_submission(root)
+    trailing_newline = tmp_path / f"{STUDENT}\n"
+    trailing_newline.mkdir()
+    with pytest.raises(SubmissionError, match=r"'B093040051\\n' is not a usable student id"):
+        load_submission(trailing_newline)
 
 
 def test_content_hash_sees_a_symlinked_folder(folder: Path, tmp_path: Path) -> None:
