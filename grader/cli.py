@@ -306,6 +306,32 @@ def run_all(
 
 
 @app.command()
+def config(
+    key: Annotated[str | None, typer.Argument(metavar="KEY", help="A setting: data_dir.")] = None,
+    value: Annotated[str | None, typer.Argument(metavar="VALUE", help="Its new value.")] = None,
+    unset: Annotated[bool, typer.Option("--unset", help="Remove the setting.")] = False,
+) -> None:
+    """Show the grader's settings and where each comes from, or set one (e.g. data_dir PATH)."""
+    from grader.config import USER_KEYS, read_user_config, user_config_path, write_user_config
+
+    if key is not None and (value is not None or unset):
+        if key == "data_dir" and value is not None:
+            if not Path(value).expanduser().exists():
+                raise UsageError(
+                    f"data_dir {value}: no such file or folder; give the CIFAR-10 archive or folder"
+                )
+            value = str(Path(value).expanduser().resolve())
+        path = write_user_config(key, None if unset else value)
+        typer.echo(f"{key} {'removed' if unset else '= ' + str(value)} in {path}")
+        return
+    stored = read_user_config()
+    typer.echo(f"# {user_config_path()}")
+    for name, meaning in USER_KEYS.items():
+        if key in (None, name):
+            typer.echo(f"{name} = {stored.get(name, '(not set)')}    # {meaning}")
+
+
+@app.command()
 def report(
     out: Annotated[Path, typer.Argument(metavar="DIR", help="The folder `grader run-all` wrote.")],
     rubric: Annotated[str, typer.Option(metavar="FILE|NAME", help="Rubric YAML file or name in rubrics/.")],

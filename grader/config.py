@@ -5,12 +5,16 @@ The command line reads its defaults from ``Settings`` so the two never disagree.
 
 from __future__ import annotations
 
+import json
 import os
+import tomllib
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
+from grader.errors import UsageError
+from grader.files import write_atomic
 from grader.protocol import Limits
 
 PACKAGE_DIR = Path(__file__).resolve().parent
@@ -30,6 +34,45 @@ TEMPLATES_DIR = _shipped("templates")
 REFERENCE_DIR = _shipped("reference_models")
 
 
+def user_config_path() -> Path:
+    """The user's own settings file: ``$GRADER_CONFIG``, else ``~/.config/grader/config.toml``."""
+    env = os.environ.get("GRADER_CONFIG")
+    if env:
+        return Path(env)
+    return Path(os.environ.get("XDG_CONFIG_HOME", Path.home() / ".config")) / "grader" / "config.toml"
+
+
+# The keys ``grader config`` reads and sets, and what each means.
+USER_KEYS = {"data_dir": "where CIFAR-10 is read from when --data-dir and $GRADER_DATA_DIR are not given"}
+
+
+def read_user_config() -> dict[str, str]:
+    """The user's settings (empty without a file); a broken file is a UsageError naming it."""
+    path = user_config_path()
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return {}
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as err:
+        raise UsageError(f"{path} cannot be read ({err}); fix it or remove it") from None
+    return {key: str(value) for key, value in data.items() if key in USER_KEYS}
+
+
+def write_user_config(key: str, value: str | None) -> Path:
+    """Set ``key`` (None removes it) in the user's settings file; returns the file."""
+    if key not in USER_KEYS:
+        raise UsageError(f"unknown setting {key!r}: use {', '.join(USER_KEYS)}")
+    data = read_user_config()
+    if value is None:
+        data.pop(key, None)
+    else:
+        data[key] = value
+    text = "".join(f"{k} = {json.dumps(v)}\n" for k, v in sorted(data.items()))  # JSON strings are TOML's
+    path = user_config_path()
+    write_atomic(path, text.encode("utf-8"))
+    return path
+
+
 def _default_cache_dir() -> Path:
     env = os.environ.get("GRADER_CACHE_DIR")
     if env:
@@ -47,7 +90,8 @@ class Device(StrEnum):
 
 @dataclass
 class Settings:
-    # Where CIFAR-10 is read from; None falls back to $GRADER_DATA_DIR (see data.resolve_source).
+    # Where CIFAR-10 is read from; None falls back to $GRADER_DATA_DIR, then the user's config
+    # file (grader config data_dir PATH), then torchvision's download (see data.resolve_source).
     data_dir: Path | None = None
     # Reports go to out_dir/<student_id>/.
     out_dir: Path = Path("reports")

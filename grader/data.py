@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import logging
 import os
 import pickle
 import tarfile
@@ -24,6 +25,7 @@ from typing import Literal
 import numpy as np
 from PIL import Image
 
+from grader.config import Settings, read_user_config, user_config_path
 from grader.errors import DataError
 from grader.files import write_atomic
 
@@ -35,6 +37,7 @@ Split = Literal["train", "test"]
 _CACHE_FORMAT = 1
 _BATCH_FILES = {"train": [f"data_batch_{i}" for i in range(1, 6)], "test": ["test_batch"]}
 _IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp"}
+log = logging.getLogger("grader.data")
 
 
 @dataclass(frozen=True)
@@ -52,22 +55,52 @@ class CachedSplit:
         return np.load(self.labels_path, allow_pickle=False)
 
 
+FIX = "set it once with `grader config data_dir PATH` (or pass --data-dir, or set GRADER_DATA_DIR)"
+ACCEPTED = (
+    "torchvision's CIFAR-10 download folder, an image-folder tree (train/<class>/, test/<class>/) "
+    "or a tarball of either"
+)
+
+
 def no_data_message() -> str:
-    return (
-        "no CIFAR-10 data: pass --data-dir PATH or set GRADER_DATA_DIR to torchvision's "
-        "CIFAR-10 download directory, an image-folder tree (train/<class>/, test/<class>/) "
-        "or a tarball of one"
-    )
+    return f"no CIFAR-10 data: {FIX} to {ACCEPTED}"
 
 
-def resolve_source(data_dir: Path | None) -> Path:
-    """The dataset source from the flag, else the environment; one clear line if neither."""
-    chosen = data_dir or (Path(os.environ["GRADER_DATA_DIR"]) if os.environ.get("GRADER_DATA_DIR") else None)
-    if chosen is None:
-        raise DataError(no_data_message())
-    if not chosen.exists():
-        raise DataError(f"data source {chosen} does not exist; {no_data_message()}")
-    return chosen.resolve()
+def resolve_source(data_dir: Path | None, cache_dir: Path | None = None) -> Path:
+    """Where CIFAR-10 is read from: the flag, else $GRADER_DATA_DIR, else the user's config file,
+    else torchvision's download into the cache; one line naming the fix when none works."""
+    env = os.environ.get("GRADER_DATA_DIR")
+    configured = read_user_config().get("data_dir")
+    for chosen, where in (
+        (data_dir, "--data-dir"),
+        (Path(env) if env else None, "$GRADER_DATA_DIR"),
+        (Path(configured).expanduser() if configured else None, f"data_dir in {user_config_path()}"),
+    ):
+        if chosen is not None:
+            if not chosen.exists():
+                raise DataError(f"data source {chosen} ({where}) does not exist; {FIX}")
+            return chosen.resolve()
+    return downloaded(cache_dir or Settings().cache_dir)
+
+
+def downloaded(cache_dir: Path) -> Path:
+    """torchvision's CIFAR-10, downloaded into ``cache_dir`` once (about 170 MB); a DataError with
+    the fix when it cannot be (no network, or ``GRADER_DOWNLOAD=0``)."""
+    root = cache_dir / "torchvision"
+    if (root / "cifar-10-batches-py" / "test_batch").is_file():
+        return root
+    if os.environ.get("GRADER_DOWNLOAD", "1") == "0":
+        raise DataError(f"no CIFAR-10 data, and downloading it is switched off (GRADER_DOWNLOAD=0): {FIX}")
+    from torchvision.datasets import CIFAR10
+
+    log.warning("no CIFAR-10 data configured: downloading it into %s (about 170 MB)", root)
+    try:
+        CIFAR10(str(root), download=True)
+    except Exception as err:  # no network, a proxy, a full disk: say what to do instead
+        raise DataError(
+            f"no CIFAR-10 data, and its download failed ({type(err).__name__}: {err}); {FIX}"
+        ) from err
+    return root
 
 
 def load_split(source: Path, split: Split, cache_dir: Path) -> CachedSplit:

@@ -68,10 +68,13 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
 
 @pytest.fixture(scope="session", autouse=True)
-def _private_cache(tmp_path_factory: pytest.TempPathFactory) -> None:
-    """Decoded datasets go to a per-session cache, never the user's."""
+def _private_state(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Decoded datasets go to a per-session cache and settings to a per-session file, never the
+    user's; nothing is downloaded."""
     mp = pytest.MonkeyPatch()
     mp.setenv("GRADER_CACHE_DIR", str(tmp_path_factory.mktemp("cache")))
+    mp.setenv("GRADER_CONFIG", str(tmp_path_factory.mktemp("config") / "config.toml"))
+    mp.setenv("GRADER_DOWNLOAD", "0")
     yield
     mp.undo()
 

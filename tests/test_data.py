@@ -7,11 +7,15 @@ pickled batches holding the same decoded pixels.
 
 from __future__ import annotations
 
+import functools
 import gzip
+import hashlib
+import http.server
 import io
 import os
 import pickle
 import tarfile
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,6 +24,7 @@ import pytest
 from PIL import Image
 
 from grader import data as datasets
+from grader.config import write_user_config
 from grader.data import CIFAR10_CLASSES, load_split, resolve_source
 from grader.errors import DataError
 
@@ -253,10 +258,78 @@ def test_image_added_to_a_cached_folder_is_seen(sample: Sample, tmp_path: Path) 
 # --- sources and bad files ---------------------------------------------------------
 
 
-def test_no_source_names_the_flag_and_the_variable(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_no_source_names_the_command_that_fixes_it(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("GRADER_DATA_DIR", raising=False)
-    with pytest.raises(DataError, match=r"--data-dir.*GRADER_DATA_DIR"):
+    with pytest.raises(DataError, match=r"^no CIFAR-10 data, and downloading it is switched off") as caught:
         resolve_source(None)
+    assert "`grader config data_dir PATH` (or pass --data-dir, or set GRADER_DATA_DIR)" in str(caught.value)
+
+
+def test_the_source_comes_from_the_flag_the_environment_then_the_config(
+    monkeypatch: pytest.MonkeyPatch, tree: Path, tarball: Path, pickled: Pickled
+) -> None:
+    monkeypatch.delenv("GRADER_DATA_DIR", raising=False)
+    write_user_config("data_dir", str(pickled.root))
+    assert resolve_source(None) == pickled.root.resolve()
+    monkeypatch.setenv("GRADER_DATA_DIR", str(tree))
+    assert resolve_source(None) == tree.resolve()
+    assert resolve_source(tarball) == tarball.resolve()
+    write_user_config("data_dir", None)
+
+
+def test_a_configured_source_that_is_gone_names_where_it_was_set(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.delenv("GRADER_DATA_DIR", raising=False)
+    write_user_config("data_dir", str(tmp_path / "moved"))
+    try:
+        with pytest.raises(
+            DataError, match=r"moved \(data_dir in .*config.toml\) does not exist; set it once"
+        ):
+            resolve_source(None)
+    finally:
+        write_user_config("data_dir", None)
+
+
+class _QuietFiles(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+def test_with_nothing_configured_torchvisions_download_is_used(
+    monkeypatch: pytest.MonkeyPatch, pickled: Pickled, tmp_path: Path
+) -> None:
+    """torchvision's own download and check, from a copy of the archive served on this machine."""
+    from torchvision.datasets import CIFAR10
+
+    archive = tmp_path / "mirror" / "cifar-10-python.tar.gz"
+    archive.parent.mkdir()
+    folder = pickled.root / "cifar-10-batches-py"
+    (folder / "batches.meta").write_bytes(pickle.dumps({"label_names": list(CIFAR10_CLASSES)}))
+    write_tarball(archive, folder, "cifar-10-batches-py")
+    md5 = {path.name: hashlib.md5(path.read_bytes()).hexdigest() for path in folder.iterdir()}
+    handler = functools.partial(_QuietFiles, directory=str(archive.parent))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_port}/{archive.name}"
+    monkeypatch.setattr(CIFAR10, "url", url)
+    monkeypatch.setattr(CIFAR10, "tgz_md5", hashlib.md5(archive.read_bytes()).hexdigest())
+    monkeypatch.setattr(
+        CIFAR10, "train_list", [[name, md5[name]] for name in sorted(md5) if "data_batch" in name]
+    )
+    monkeypatch.setattr(CIFAR10, "test_list", [["test_batch", md5["test_batch"]]])
+    monkeypatch.setattr(
+        CIFAR10, "meta", {"filename": "batches.meta", "key": "label_names", "md5": md5["batches.meta"]}
+    )
+    monkeypatch.delenv("GRADER_DATA_DIR", raising=False)
+    monkeypatch.setenv("GRADER_DOWNLOAD", "1")
+    cache = tmp_path / "cache"
+    source = resolve_source(None, cache)
+    assert source == cache / "torchvision"
+    np.testing.assert_array_equal(load_split(source, "test", cache).images(), pickled.images["test"])
+    server.shutdown()
+    server.server_close()
+    assert resolve_source(None, cache) == source  # downloaded once: the next grading reads the cache
 
 
 def test_source_from_the_environment_and_the_flag(
@@ -269,7 +342,7 @@ def test_source_from_the_environment_and_the_flag(
 
 def test_missing_source_is_named(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setenv("GRADER_DATA_DIR", str(tmp_path / "nowhere"))
-    with pytest.raises(DataError, match=r"nowhere does not exist; .*--data-dir"):
+    with pytest.raises(DataError, match=r"nowhere \(\$GRADER_DATA_DIR\) does not exist; .*--data-dir"):
         resolve_source(None)
 
 

@@ -177,10 +177,6 @@ def _attacker(folder: Path, targets: dict[str, Any], data: Path, split: datasets
     import torch
 
     shutil.copytree(HERE / "corpus", folder)
-    _plant_bytecode(folder / "common.py", "raise RuntimeError('bytecode ran instead of common.py')")
-    _plant_bytecode(
-        folder / "bytecode" / "model.py", "raise RuntimeError('bytecode ran instead of model.py')"
-    )
     _memorise(folder / "memorised" / "table.json", split)
     shutil.copy(HONEST_NETWORK, folder / "common.py")
     (folder / "targets.py").write_text("".join(f"{k} = {v!r}\n" for k, v in targets.items()))
@@ -198,6 +194,11 @@ def _attacker(folder: Path, targets: dict[str, Any], data: Path, split: datasets
         "tasks": {"manifest_traversal": {"model": "../../../escape.py:Net"}},
     }
     (folder / "submission.yaml").write_text(yaml.safe_dump(manifest))
+    # Last, so that nothing this process imports from the folder meets the planted bytecode.
+    _plant_bytecode(folder / "common.py", "raise RuntimeError('bytecode ran instead of common.py')")
+    _plant_bytecode(
+        folder / "bytecode" / "model.py", "raise RuntimeError('bytecode ran instead of model.py')"
+    )
     return folder
 
 

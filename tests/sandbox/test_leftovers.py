@@ -93,9 +93,17 @@ def _start(
 
 
 def _reload(containers: list[object]) -> list[object]:
+    """The containers that still exist, with their current state."""
+    import docker.errors
+
+    found = []
     for container in containers:
-        container.reload()  # type: ignore[attr-defined]
-    return containers
+        try:
+            container.reload()  # type: ignore[attr-defined]
+        except docker.errors.NotFound:
+            continue
+        found.append(container)
+    return found
 
 
 def _is_harness(pid: int) -> bool:
