@@ -379,8 +379,8 @@ def test_counts_equal_the_independent_ones(
 
 
 def test_resnet18_description_gives_the_documented_counts() -> None:
-    """docs/rubrics.md quotes thop's count for ResNet18 with a 3×3 stem; the description of the
-    models/ package's ResNet18 must reproduce it (and torchvision-free published totals)."""
+    """docs/rubrics.md quotes thop's count for ResNet18 with a 3×3 stem; the description of
+    R000000006's ResNet18 must reproduce it, and the 11,173,962 parameters usually quoted."""
     cost = arch.resnet((64, 128, 256, 512), (2, 2, 2, 2))
     assert cost.thop == 557_880_320
     assert cost.params == 11_173_962
