@@ -1,0 +1,1 @@
+from .resnet import ResNet, ResNet18, ResNet34
