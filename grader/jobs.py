@@ -14,7 +14,7 @@ from __future__ import annotations
 import io
 import signal
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -29,6 +29,8 @@ from grader.sandbox import Backend, Job, Mount, Outcome
 from grader.submission import TaskEntry
 
 REPORT_CAP = 4 * 2**20
+# The job ends itself this long after the grader's own deadline for it (HarnessJob.deadline_s).
+JOB_SIDE_GRACE_S = 60.0
 CODE_ROOT = "/opt/grader"  # where the harness code is mounted in a sandbox
 # What the harness imports of the grader: its own package and the modules it shares with the host.
 HARNESS_CODE = ("__init__.py", "protocol.py", "files.py", "inside")
@@ -101,12 +103,16 @@ def run_task(
     # Inside a sandbox the job sees the mount points; without one, the host paths.
     isolated = getattr(backend, "maps_paths", True)
     where = {key: m.inside if isolated else str(m.host) for key, m in mounts.items()}
-    write_atomic(job_file, encode(harness_job(entry, rubric, settings, where, training)))
+    timeout_s = training.timeout_s if training else settings.task_timeout_s
+    spec = replace(
+        harness_job(entry, rubric, settings, where, training), deadline_s=timeout_s + JOB_SIDE_GRACE_S
+    )
+    write_atomic(job_file, encode(spec))
     job = Job(
         argv=[sys.executable, "-m", "grader.inside", where["job"]],
         mounts=list(mounts.values()),
         workdir=where["submission"],
-        timeout_s=training.timeout_s if training else settings.task_timeout_s,
+        timeout_s=timeout_s,
         limits=settings.limits(training is not None),
         log_dir=work_dir / "logs",
         env={

@@ -205,6 +205,8 @@ class HarnessJob:
     counters: tuple[Counter, ...] = COUNTERS
     notebook: NotebookRef | None = None
     training: TrainingJob | None = None
+    # Seconds after which the job ends itself, should its grader be gone and no longer end it.
+    deadline_s: float | None = None
 
 
 # --- the report coming back -----------------------------------------------------------------

@@ -32,7 +32,6 @@ DEFAULT_IMAGE = "grader-harness:latest"
 # The image's interpreter: the harness and the libraries student code imports live here.
 IMAGE_PYTHON = "/opt/venv/bin/python"
 CONTAINER_UID = 10001
-JOB_SIDE_GRACE_S = 60.0
 
 
 def docker_client(timeout_s: float = 120.0) -> Any:
@@ -143,16 +142,7 @@ class DockerBackend:
         limits = job.limits
         args: dict[str, Any] = {
             "image": self.image,
-            # The deadline holds inside the container too: should the grader die and leave the
-            # container behind, `timeout` ends the job soon after the grader's own deadline.
-            "command": [
-                "timeout",
-                "-s",
-                "KILL",
-                f"{job.timeout_s + JOB_SIDE_GRACE_S:.0f}",
-                IMAGE_PYTHON,
-                *job.argv[1:],
-            ],
+            "command": [IMAGE_PYTHON, *job.argv[1:]],
             "user": f"{CONTAINER_UID}:{CONTAINER_UID}",
             "working_dir": job.workdir,
             "environment": {

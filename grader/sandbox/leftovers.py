@@ -1,4 +1,4 @@
-"""What a grader that died left behind: its containers and its work folders.
+"""What a grader that died left behind: its containers, job cgroups and work folders.
 
 A grader killed from outside (a TA's Ctrl-C twice, a batch or CI timeout, the OOM killer)
 cannot clean up after itself. Everything it starts is therefore marked as its own: Docker
@@ -6,7 +6,8 @@ containers carry the grader's host, process id and boot id as labels, and work f
 named ``grader-<pid>-<kind>-…`` in the temporary folder. ``reap`` removes what belongs to a
 grader process that no longer exists; every grading calls it before its first job. A job also
 dies on its own: bubblewrap's and the unsandboxed jobs with their grader (PR_SET_PDEATHSIG),
-a container at its deadline (``timeout`` inside the container).
+and every job, a container's too, a minute after its deadline (``HarnessJob.deadline_s``: the
+harness ends itself).
 """
 
 from __future__ import annotations

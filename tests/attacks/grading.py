@@ -244,6 +244,7 @@ def _grade_in_parallel(attacker: Path, other: Path, settings: Settings) -> tuple
         first, second = parts[0].result(), parts[1].result()
     first.result.tasks.update(second.result.tasks)
     first.result.items += second.result.items
+    first.result.warnings += [w for w in second.result.warnings if w not in first.result.warnings]
     return first, honest.result()
 
 

@@ -292,7 +292,7 @@ def test_a_memorised_test_set_is_flagged_to_the_ta(corpus: Corpus) -> None:
 
 def test_messages_reach_the_terminal_as_plain_text(corpus: Corpus) -> None:
     out = io.StringIO()
-    console = Console(file=out, force_terminal=True, color_system="truecolor", width=200)
+    console = Console(file=out, force_terminal=True, color_system="truecolor", width=2000)
     _print_scores(corpus.attacker.result, console)
     text = out.getvalue()
     assert "\x1b]52" not in text and "\x1b]0;" not in text and "\x07" not in text

@@ -2,7 +2,7 @@
 
 `grader run` grades a submission whose import crawls the filesystem without end. Once its job
 runs, the grader is terminated (SIGTERM: it stops its job itself) or killed (SIGKILL: nothing
-runs; its bubblewrap job dies with it, a container goes on until its own deadline, and the
+runs; its bubblewrap job dies with it, a container goes on until its job's own deadline, and the
 next grader to start removes what is left). Run with each sandbox backend.
 """
 
