@@ -1,15 +1,30 @@
 #!/usr/bin/env bash
 # Installs what the grader needs on Debian 12 (as root, or with sudo): system packages for the
 # bubblewrap sandbox, PDF rendering and the browser test of index.html (chromium), then a
-# virtualenv in .venv, and the JUnit schema the tests check junit.xml against.
+# virtualenv in .venv holding exactly the versions of requirements.lock and the grader itself,
+# and the JUnit schema the tests check junit.xml against.
 #   --docker  also installs and starts a Docker daemon and builds the sandbox image
 #             (scripts/build_image.sh), for the Docker backend and its tests, and sudo,
 #             which the GitHub Action's steps call as written (tests/test_ci.py).
+#   --fresh   with --docker: first remove what an earlier image build left (the images, the
+#             Debian root filesystem, the downloaded wheels), so the image is built from
+#             nothing, as on a new machine (.ci/run does this on every run).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 with_docker=0
-[ "${1:-}" = "--docker" ] && with_docker=1
+build_args=()
+for arg in "$@"; do
+    case "$arg" in
+        --docker) with_docker=1 ;;
+        --fresh) build_args+=(--fresh) ;;
+        *) echo "usage: bash scripts/setup.sh [--docker [--fresh]]" >&2; exit 2 ;;
+    esac
+done
+if [ ${#build_args[@]} -gt 0 ] && [ $with_docker = 0 ]; then
+    echo "--fresh rebuilds the Docker image: give --docker too" >&2
+    exit 2
+fi
 sudo_cmd=""
 [ "$(id -u)" -eq 0 ] || sudo_cmd="sudo"
 
@@ -26,8 +41,10 @@ fi
 
 PYTHON=${PYTHON:-python3}
 [ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
-# torch and torchvision are pinned exactly in pyproject.toml: a looser range pulls a multi-GB build.
-.venv/bin/pip install -q --disable-pip-version-check -e ".[dev]"
+# Every package at its locked version (bash scripts/lock.sh regenerates the lock), then the
+# grader itself, editable, adding nothing.
+.venv/bin/pip install -q --disable-pip-version-check -r requirements.lock
+.venv/bin/pip install -q --disable-pip-version-check --no-deps -e .
 
 # Jenkins xUnit's JUnit schema, the one pytest checks its own junit.xml against: taken from
 # pytest's source release on PyPI (the wheel leaves it out).
@@ -48,6 +65,6 @@ if [ $with_docker = 1 ]; then
         for _ in $(seq 60); do $sudo_cmd docker info >/dev/null 2>&1 && break; sleep 1; done
         $sudo_cmd docker info >/dev/null || { echo "dockerd did not start: see /var/log/dockerd.log"; exit 1; }
     fi
-    $sudo_cmd bash scripts/build_image.sh
+    $sudo_cmd bash scripts/build_image.sh "${build_args[@]}"
 fi
 echo "setup done: .venv/bin/grader --help"
