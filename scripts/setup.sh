@@ -27,6 +27,7 @@ if [ ${#build_args[@]} -gt 0 ] && [ $with_docker = 0 ]; then
 fi
 sudo_cmd=""
 [ "$(id -u)" -eq 0 ] || sudo_cmd="sudo"
+step() { echo "setup: $(date +%T) $*"; }
 
 APT_PACKAGES=(bubblewrap poppler-utils libpango-1.0-0 libpangoft2-1.0-0 libharfbuzz-subset0 fonts-dejavu-core chromium)
 [ $with_docker = 1 ] && APT_PACKAGES+=(docker.io debootstrap sudo)
@@ -35,11 +36,13 @@ for pkg in "${APT_PACKAGES[@]}"; do
     dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
 done
 if [ ${#missing[@]} -gt 0 ]; then
+    step "apt-get install ${missing[*]}"
     $sudo_cmd apt-get update -qq
     DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
 
 PYTHON=${PYTHON:-python3}
+step "pip install -r requirements.lock into .venv"
 [ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
 # Every package at its locked version (bash scripts/lock.sh regenerates the lock), then the
 # grader itself, editable, adding nothing.
@@ -49,7 +52,7 @@ PYTHON=${PYTHON:-python3}
 # Jenkins xUnit's JUnit schema, the one pytest checks its own junit.xml against: taken from
 # pytest's source release on PyPI (the wheel leaves it out).
 JUNIT_XSD=.venv/share/junit/junit-10.xsd
-PYTEST_SDIST=pytest-9.2.0
+PYTEST_SDIST=pytest-$(sed -n 's/^pytest==//p' requirements.lock)
 if [ ! -s "$JUNIT_XSD" ]; then
     tmp=$(mktemp -d)
     .venv/bin/pip download -q --disable-pip-version-check --no-deps --no-binary :all: -d "$tmp" "${PYTEST_SDIST/-/==}"
@@ -61,10 +64,11 @@ fi
 
 if [ $with_docker = 1 ]; then
     if ! $sudo_cmd docker info >/dev/null 2>&1; then
+        step "starting dockerd"
         $sudo_cmd sh -c 'nohup dockerd >/var/log/dockerd.log 2>&1 &'
         for _ in $(seq 60); do $sudo_cmd docker info >/dev/null 2>&1 && break; sleep 1; done
         $sudo_cmd docker info >/dev/null || { echo "dockerd did not start: see /var/log/dockerd.log"; exit 1; }
     fi
     $sudo_cmd bash scripts/build_image.sh "${build_args[@]}"
 fi
-echo "setup done: .venv/bin/grader --help"
+step "done: .venv/bin/grader --help"
