@@ -1,24 +1,26 @@
-# The image student code runs in (grader's Docker sandbox backend).
+# The image student code runs in (grader's Docker sandbox backend): Python 3.11 and the packages
+# of image/requirements-harness.txt at exactly the versions of requirements.lock, the ones the
+# host's virtualenv holds (tests/sandbox/test_image.py compares them).
 #
-# Production: a public CUDA PyTorch image, which already holds torch and torchvision:
+# Production, with an image registry: a plain Python base, and pip takes the packages from its
+# index, PyTorch's CUDA build included (its CUDA libraries come as pip packages, so a GPU needs
+# only the NVIDIA container toolkit on the host):
 #   docker build -t grader-harness:latest .
-# Machines without a registry: a local base without torch, wheels from the build context:
-#   scripts/build_image.sh   (builds a Debian base, downloads wheels once, then builds this file)
-ARG BASE=pytorch/pytorch:2.9.1-cuda12.8-cudnn9-runtime
-
-FROM ${BASE} AS venv
-# "1" when the base has no torch: install the pinned torch + torchvision wheels too.
-ARG WITH_TORCH=0
-COPY image/requirements-harness.txt image/requirements-torch.txt /tmp/req/
-# Wheels in image/wheels (scripts/build_image.sh fills it) are used instead of downloading.
-COPY image/wheels/ /tmp/wheels/
-RUN python3 -m venv --system-site-packages /opt/venv \
- && reqs="-r /tmp/req/requirements-harness.txt" \
- && if [ "$WITH_TORCH" = "1" ]; then reqs="$reqs -r /tmp/req/requirements-torch.txt"; fi \
- && /opt/venv/bin/pip install --no-cache-dir --disable-pip-version-check --find-links /tmp/wheels $reqs
-
+# Machines without an image registry: scripts/build_image.sh builds this file on a Debian 12 base
+# it makes with debootstrap (Python 3.11 too), and pip installs the wheels the script downloaded
+# and serves at WHEELS_URL, on the host's loopback, for the build.
+ARG BASE=python:3.11-slim-bookworm
 FROM ${BASE}
-COPY --from=venv /opt/venv /opt/venv
+
+# A folder of wheels served over HTTP; pip then installs from it alone. Empty: pip's own index.
+ARG WHEELS_URL=
+COPY requirements.lock image/requirements-harness.txt /tmp/req/
+# No --system-site-packages: nothing of the base's Python leaks into the harness's versions.
+RUN python3 -m venv /opt/venv \
+ && /opt/venv/bin/pip install --no-cache-dir --disable-pip-version-check \
+      ${WHEELS_URL:+--no-index --find-links $WHEELS_URL} \
+      -c /tmp/req/requirements.lock -r /tmp/req/requirements-harness.txt
+
 # The harness and the modules it shares with the host (jobs mount the checkout's own copy over it).
 COPY grader/__init__.py grader/protocol.py grader/files.py /opt/grader/grader/
 COPY grader/inside/ /opt/grader/grader/inside/

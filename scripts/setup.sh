@@ -1,17 +1,33 @@
 #!/usr/bin/env bash
 # Installs what the grader needs on Debian 12 (as root, or with sudo): system packages for the
 # bubblewrap sandbox, PDF rendering and the browser test of index.html (chromium), then a
-# virtualenv in .venv, and the JUnit schema the tests check junit.xml against.
+# virtualenv in .venv holding exactly the versions of requirements.lock and the grader itself,
+# and the JUnit schema the tests check junit.xml against.
 #   --docker  also installs and starts a Docker daemon and builds the sandbox image
 #             (scripts/build_image.sh), for the Docker backend and its tests, and sudo,
 #             which the GitHub Action's steps call as written (tests/test_ci.py).
+#   --fresh   with --docker: first remove what an earlier image build left (the images, the
+#             Debian root filesystem, the downloaded wheels), so the image is built from
+#             nothing, as on a new machine (.ci/run does this on every run).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 with_docker=0
-[ "${1:-}" = "--docker" ] && with_docker=1
+build_args=()
+for arg in "$@"; do
+    case "$arg" in
+        --docker) with_docker=1 ;;
+        --fresh) build_args+=(--fresh) ;;
+        *) echo "usage: bash scripts/setup.sh [--docker [--fresh]]" >&2; exit 2 ;;
+    esac
+done
+if [ ${#build_args[@]} -gt 0 ] && [ $with_docker = 0 ]; then
+    echo "--fresh rebuilds the Docker image: give --docker too" >&2
+    exit 2
+fi
 sudo_cmd=""
 [ "$(id -u)" -eq 0 ] || sudo_cmd="sudo"
+step() { echo "setup: $(date +%T) $*"; }
 
 APT_PACKAGES=(bubblewrap poppler-utils libpango-1.0-0 libpangoft2-1.0-0 libharfbuzz-subset0 fonts-dejavu-core chromium)
 [ $with_docker = 1 ] && APT_PACKAGES+=(docker.io debootstrap sudo)
@@ -20,19 +36,23 @@ for pkg in "${APT_PACKAGES[@]}"; do
     dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
 done
 if [ ${#missing[@]} -gt 0 ]; then
+    step "apt-get install ${missing[*]}"
     $sudo_cmd apt-get update -qq
     DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
 
 PYTHON=${PYTHON:-python3}
+step "pip install -r requirements.lock into .venv"
 [ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
-# torch and torchvision are pinned exactly in pyproject.toml: a looser range pulls a multi-GB build.
-.venv/bin/pip install -q --disable-pip-version-check -e ".[dev]"
+# Every package at its locked version (bash scripts/lock.sh regenerates the lock), then the
+# grader itself, editable, adding nothing.
+.venv/bin/pip install -q --disable-pip-version-check -r requirements.lock
+.venv/bin/pip install -q --disable-pip-version-check --no-deps -e .
 
 # Jenkins xUnit's JUnit schema, the one pytest checks its own junit.xml against: taken from
 # pytest's source release on PyPI (the wheel leaves it out).
 JUNIT_XSD=.venv/share/junit/junit-10.xsd
-PYTEST_SDIST=pytest-9.2.0
+PYTEST_SDIST=pytest-$(sed -n 's/^pytest==//p' requirements.lock)
 if [ ! -s "$JUNIT_XSD" ]; then
     tmp=$(mktemp -d)
     .venv/bin/pip download -q --disable-pip-version-check --no-deps --no-binary :all: -d "$tmp" "${PYTEST_SDIST/-/==}"
@@ -44,10 +64,11 @@ fi
 
 if [ $with_docker = 1 ]; then
     if ! $sudo_cmd docker info >/dev/null 2>&1; then
+        step "starting dockerd"
         $sudo_cmd sh -c 'nohup dockerd >/var/log/dockerd.log 2>&1 &'
         for _ in $(seq 60); do $sudo_cmd docker info >/dev/null 2>&1 && break; sleep 1; done
         $sudo_cmd docker info >/dev/null || { echo "dockerd did not start: see /var/log/dockerd.log"; exit 1; }
     fi
-    $sudo_cmd bash scripts/build_image.sh
+    $sudo_cmd bash scripts/build_image.sh "${build_args[@]}"
 fi
-echo "setup done: .venv/bin/grader --help"
+step "done: .venv/bin/grader --help"

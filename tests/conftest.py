@@ -5,7 +5,9 @@ from __future__ import annotations
 import dataclasses
 import importlib.util
 import io
+import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -192,22 +194,54 @@ def _save_as_if_on_gpu(state: dict, path: Path) -> None:
         mp.undo()
 
 
-def require_docker_or_skip() -> None:
-    """Skip when no Docker daemon answers or the harness image is missing; in CI
-    (GRADER_REQUIRE_DOCKER=1) that is a failure instead."""
+# The image the sandbox tests run (tests/sandbox/): the grader's own unless GRADER_TEST_IMAGE
+# names another build of the Dockerfile, e.g. one made with IMAGE=... scripts/build_image.sh.
+HARNESS_IMAGE = os.environ.get("GRADER_TEST_IMAGE") or "grader-harness:latest"
+
+
+def require_docker_or_skip(image: str | None = None) -> None:
+    """Skip when no Docker daemon answers or the harness image (the grader's default, or
+    `image`) is missing; in CI (GRADER_REQUIRE_DOCKER=1) that is a failure instead."""
     from grader.sandbox.container import DEFAULT_IMAGE, docker_client
 
+    image = image or DEFAULT_IMAGE
     client = docker_client()
     problem = None
     if client is None:
         problem = "no Docker daemon answers"
     else:
         try:
-            client.images.get(DEFAULT_IMAGE)
+            client.images.get(image)
         except Exception:
-            problem = f"image {DEFAULT_IMAGE} is not built (scripts/build_image.sh)"
+            problem = f"image {image} is not built (scripts/build_image.sh)"
     if problem:
         skip_unless_required(problem, "GRADER_REQUIRE_DOCKER")
+
+
+# A script any interpreter runs (a virtualenv's, the sandbox image's): its Python version and every
+# distribution it sees, as JSON; read_packages_report reads what it prints.
+PACKAGES_REPORT = """
+import importlib.metadata, json, sys
+print(json.dumps({
+    "python": list(sys.version_info[:2]),
+    "packages": {d.metadata["Name"]: d.version for d in importlib.metadata.distributions()},
+}))
+"""
+
+
+def read_packages_report(printed: str | bytes) -> tuple[tuple[int, ...], dict[str, str]]:
+    """(Python's major and minor version, {name: version}), names as pip compares them (PEP 503:
+    `Pillow` and `pillow` are one package)."""
+    report = json.loads(printed)
+    packages = {re.sub(r"[-_.]+", "-", name).lower(): v for name, v in report["packages"].items()}
+    return tuple(report["python"]), packages
+
+
+def locked_versions() -> dict[str, str]:
+    """requirements.lock's pins, {name: version}, names as read_packages_report writes them."""
+    lines = (Path(__file__).resolve().parents[1] / "requirements.lock").read_text().splitlines()
+    pins = (line.split("==") for line in lines if "==" in line and not line.startswith((" ", "#")))
+    return {re.sub(r"[-_.]+", "-", name).lower(): version.strip() for name, version in pins}
 
 
 def skip_unless_required(problem: str, variable: str) -> None:

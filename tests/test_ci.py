@@ -38,11 +38,14 @@ from grader.results import GradeResult
 from grader.rubric import Rubric
 from tests.conftest import (
     FILES,
+    PACKAGES_REPORT,
     TEST_PER_CLASS,
     copy_checkout,
     junit_schema,
     load_module,
+    locked_versions,
     pdf_text,
+    read_packages_report,
     skip_unless_required,
 )
 from tests.graded import GRADESCOPE_TEST, GRADESCOPE_TOP, ci_graded
@@ -247,6 +250,26 @@ def test_action_installs_and_grades_the_pushed_repository(
     assert (record["total"], record["max_total"], record["not_checked"]) == (30, 100, 10)
     outputs = (github_run["runner"] / "output-grade").read_text().splitlines()
     assert outputs == ["score=30", "max-score=100", "profile=quick", "passed=true"]
+
+
+@pytest.mark.install
+def test_action_installs_the_locked_versions(github_run: dict[str, Any]) -> None:
+    printed = subprocess.run(
+        [github_run["bin"] / "python", "-c", PACKAGES_REPORT],
+        cwd=github_run["runner"],
+        capture_output=True,
+        check=True,
+    ).stdout
+    _, installed = read_packages_report(printed)
+    assert {"torch", "torchvision", "ultralytics-thop", "ptflops"} <= installed.keys()
+    locked = locked_versions()
+    # A local version label (PyTorch's CPU index: 2.14.1+cpu) meets a pin of its public version.
+    differ = {
+        name: (version, locked.get(name))
+        for name, version in installed.items()
+        if name not in ("pip", "grader") and version.partition("+")[0] != locked.get(name)
+    }
+    assert not differ, f"installed (version, locked version): {differ}"
 
 
 def host_accuracy(small_cifar: Path) -> float:

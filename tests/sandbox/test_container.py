@@ -1,4 +1,5 @@
-"""The Docker backend against a real daemon and the project's image (scripts/build_image.sh).
+"""The Docker backend against a real daemon and the project's image (scripts/build_image.sh;
+GRADER_TEST_IMAGE names another build of it).
 
 Skipped where no daemon answers, except in CI (GRADER_REQUIRE_DOCKER=1), where that fails.
 """
@@ -20,7 +21,7 @@ from grader.pipeline import grade
 from grader.rubric import find_rubric, load_rubric
 from grader.sandbox import DockerBackend, Job, Mount
 from grader.sandbox.container import docker_client
-from tests.conftest import FILES, job_limits, load_module, require_docker_or_skip
+from tests.conftest import FILES, HARNESS_IMAGE, job_limits, load_module, require_docker_or_skip
 
 PROBE = Path(__file__).parent / "probe.py"
 
@@ -30,8 +31,8 @@ pytestmark = pytest.mark.docker
 
 @pytest.fixture(scope="module")
 def backend() -> DockerBackend:
-    require_docker_or_skip()
-    return DockerBackend(client=docker_client())
+    require_docker_or_skip(HARNESS_IMAGE)
+    return DockerBackend(image=HARNESS_IMAGE, client=docker_client())
 
 
 def make_job(tmp_path: Path, argv: list[str], timeout_s: float = 60.0, memory: int = 2 * 2**30) -> Job:
@@ -141,7 +142,9 @@ def test_grading_in_docker_matches_bubblewrap(
     rubric = load_rubric(find_rubric("cifar10-cnn"))
     results = {}
     for name in ("docker", "bwrap"):
-        settings = Settings(data_dir=small_cifar, sandbox=name, cache_dir=tmp_path / "cache")
+        settings = Settings(
+            data_dir=small_cifar, sandbox=name, cache_dir=tmp_path / "cache", docker_image=HARNESS_IMAGE
+        )
         results[name] = grade(root, rubric, settings).result
     assert results["docker"].sandbox["backend"] == "docker"
     assert results["docker"].tasks["cnn"].status == "ok", results["docker"].tasks["cnn"].error
