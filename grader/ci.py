@@ -144,9 +144,7 @@ def policy_problems(result: GradeResult, fail_on: str) -> list[str]:
     """
     if fail_on == "never":
         return []
-    problems = [
-        f"task {t.id} stopped at {t.error_stage}: {t.error}" for t in result.tasks.values() if t.error
-    ]
+    problems = [t.stopped for t in result.tasks.values() if t.stopped]
     if fail_on == "load":
         return problems
     broken = [i for i in result.items if i.status in ("fail", "error")]

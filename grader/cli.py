@@ -453,6 +453,9 @@ def _print_scores(result: object, to: Console = console) -> None:
         table.add_row(item.id, item.task or "", score, item.status, student_text(item.message))
     table.add_row("total", "", f"{result.total:g}/{result.max_total:g}", "", "")
     to.print(table)
+    for task in result.tasks.values():  # once per task; its items say "no evidence: task ..."
+        if task.stopped:
+            to.print(Text("stopped: ", style="bold red") + student_text(task.stopped), soft_wrap=True)
 
 
 def student_text(text: str) -> Text:

@@ -110,6 +110,14 @@ class TaskResult:
     def test_accuracy(self) -> float | None:
         return self.evaluation.top1 if self.evaluation else None
 
+    @property
+    def stopped(self) -> str | None:
+        """``"task task1 stopped at stage import: <its error>"``; None for a task that ran through."""
+        if self.status != "error":
+            return None
+        stage, error = self.error_stage or "unknown", self.error or "no message"
+        return f"task {self.id} stopped at stage {stage}: {error}"
+
     def fail(self, stage: str, message: str) -> None:
         """Record that this task stopped at ``stage``; later stages do not run."""
         self.status = "error"

@@ -444,7 +444,8 @@ def test_policy_levels(cnn_rubric: Rubric) -> None:
     assert [len(policy_problems(r, "load")) for r in (fine, over, broken, low)] == [0, 0, 1, 0]
     assert [len(policy_problems(r, "any")) for r in (fine, over, broken, low)] == [0, 1, 3, 1]
     assert [len(policy_problems(r, "never")) for r in (fine, over, broken, low)] == [0, 0, 0, 0]
-    assert policy_problems(broken, "load") == ["task cnn stopped at weights: weights/model.pt is missing"]
+    stopped = "task cnn stopped at stage weights: weights/model.pt is missing"
+    assert policy_problems(broken, "load") == [stopped]
 
 
 def test_publish_appends_summary_and_step_outputs(cnn_rubric: Rubric, tmp_path: Path) -> None:

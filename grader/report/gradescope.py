@@ -78,6 +78,7 @@ def _overview(result: GradeResult, profile: str) -> str:
         lines.append(f"{result.not_checked:g} points not checked here; the full grading scores them")
     if result.pending_manual:
         lines.append(f"{result.pending_manual:g} points pending TA review")
+    lines += [t.stopped for t in result.tasks.values() if t.stopped]
     lines += result.warnings
     return "\n".join(lines)
 

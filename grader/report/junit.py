@@ -62,17 +62,19 @@ def junit_tree(result: GradeResult, seconds: float) -> ET.Element:
         },
     )
     for item in result.items:
-        _testcase(suite, item, result.rubric)
+        task = result.tasks.get(item.task or "")
+        _testcase(suite, item, result.rubric, task.stopped if task else None)
     return root
 
 
-def _testcase(suite: ET.Element, item: ItemResult, rubric_id: str) -> None:
+def _testcase(suite: ET.Element, item: ItemResult, rubric_id: str, stopped: str | None) -> None:
     case = ET.SubElement(
         suite, "testcase", {"classname": item.task or rubric_id, "name": testcase_name(item), "time": "0"}
     )
     if item.status in FAILED:
         failure = ET.SubElement(case, "failure", {"message": item.message, "type": item.status})
-        failure.text = item.message
+        # A CI page shows one test case at a time: the body says why its task stopped.
+        failure.text = f"{item.message}\n{stopped}" if item.status == "error" and stopped else item.message
     elif item.status in SKIPPED:
         ET.SubElement(case, "skipped", {"message": item.message})
     else:

@@ -41,6 +41,8 @@ def _headline(result: GradeResult, profile: str, problems: list[str]) -> str:
     if result.pending_manual:
         lines.append(f"- {score(result.pending_manual)} points pending TA review")
     lines += [f"- ⚠️ {cell(w)}" for w in result.warnings]
+    stopped = [t.stopped for t in result.tasks.values() if t.stopped and t.stopped not in problems]
+    lines += [f"- 💥 {cell(s)}" for s in stopped]
     verdict = "❌ **CI check failed**" if problems else "✅ **CI check passed**"
     lines += ["", verdict, *[f"- {cell(p)}" for p in problems]]
     return "\n".join(lines)

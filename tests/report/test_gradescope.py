@@ -36,6 +36,14 @@ def test_gradescope_fields_follow_the_spec(cnn_rubric: Rubric, tmp_path: Path) -
     assert data["output"].startswith("55 / 100 points")
 
 
+def test_gradescope_tells_a_stopped_tasks_error_once_in_the_overview(cnn_rubric: Rubric) -> None:
+    data = gradescope_results(ci_graded(cnn_rubric, error="weights/model.pt is missing"), 1.0, "quick")
+    assert "task cnn stopped at stage weights: weights/model.pt is missing" in data["output"].splitlines()
+    outputs = [t["output"] for t in data["tests"]]
+    assert outputs[2:4] == ["no evidence: task cnn stopped at stage weights"] * 2
+    assert not any("is missing" in o for o in outputs)
+
+
 def test_gradescope_leaderboard_names_tasks_when_there_are_several(cnn_rubric: Rubric) -> None:
     result = ci_graded(cnn_rubric)
     other = TaskResult("tiny", "Tiny", params=99)

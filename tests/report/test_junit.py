@@ -56,7 +56,9 @@ def test_junit_escapes_what_a_student_wrote(cnn_rubric: Rubric, tmp_path: Path) 
     junit_schema().assertValid(doc)
     failures = doc.findall(".//failure")
     assert len(failures) == 2  # the model built and was counted; accuracy and claim lack evidence
-    assert failures[0].get("message") == f"{nasty} (stage: weights)"
+    assert failures[0].get("message") == "no evidence: task cnn stopped at stage weights"
+    stopped = f"task cnn stopped at stage weights: {nasty}"
+    assert failures[0].text == f"no evidence: task cnn stopped at stage weights\n{stopped}"
 
 
 def test_junit_matches_the_golden_file(

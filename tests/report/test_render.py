@@ -29,7 +29,9 @@ from grader.results import (
     Summary,
     TaskResult,
 )
+from grader.rubric import Rubric
 from tests.conftest import pdf_text
+from tests.graded import ci_graded
 
 CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
 # Correct predictions per class out of 1,000 each; they sum to 8,076 -> 80.76%.
@@ -268,6 +270,16 @@ def test_failed_task_is_explained_and_escaped(rendered: tuple[Path, str]) -> Non
     html = (out_dir / "report.html").read_text()
     assert "&lt;script&gt;" in html
     assert "<script" not in html
+
+
+def test_a_stopped_tasks_error_is_told_once_on_its_page(cnn_rubric: Rubric, tmp_path: Path) -> None:
+    error = "weights/model.pt holds a whole pickled model; save model.state_dict() instead"
+    pdf = write_report(ci_graded(cnn_rubric, error=error), tmp_path)
+    flat = " ".join(pdf_text(pdf, None).split())
+    assert flat.count("holds a whole pickled model") == 1
+    assert f"This task stopped at stage weights: {error}" in flat
+    page_one = " ".join(pdf_text(pdf, None, page=1).split())
+    assert page_one.count("no evidence: task cnn stopped at stage weights") == 2  # accuracy and claim
 
 
 def test_log_tail_is_cut_to_the_last_lines(rendered: tuple[Path, str]) -> None:

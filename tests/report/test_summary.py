@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+import pytest
+
 from grader.ci import policy_problems
 from grader.report.summary import cell, markdown_summary
 from grader.rubric import Rubric
@@ -34,6 +36,16 @@ def test_summary_lists_why_the_check_failed(cnn_rubric: Rubric) -> None:
     assert "❌ **CI check failed**" in text
     assert "- item 2 (At most 1,000,000 parameters): 2,000,000 parameters, over the limit" in text
     assert "| cnn | parameters | 2,000,000 | 1,000,000 | ❌ no |" in text
+
+
+@pytest.mark.parametrize("fail_on", ["never", "load"])
+def test_summary_tells_a_stopped_tasks_error_once(cnn_rubric: Rubric, fail_on: str) -> None:
+    result = ci_graded(cnn_rubric, error="weights/model.pt is missing")
+    text = markdown_summary(result, "quick", policy_problems(result, fail_on))
+    assert text.count("weights/model.pt is missing") == 1
+    assert "task cnn stopped at stage weights: weights/model.pt is missing" in text
+    row = "| 3 | cnn | Test accuracy (full points at 85%) | 0 / 50 | 💥 error | no evidence: task cnn"
+    assert row in text
 
 
 def test_cell_keeps_a_table_row_on_one_line() -> None:
