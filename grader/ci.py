@@ -48,7 +48,8 @@ class Profile(StrEnum):
 
 
 class FailOn(StrEnum):
-    """When the CI job fails: a task does not load; that or a hard limit; any item; never."""
+    """When the CI job fails: a task does not load; that or a hard limit; any item short of full
+    points; never."""
 
     LOAD = "load"
     LIMITS = "limits"
@@ -139,18 +140,18 @@ def policy_problems(result: GradeResult, fail_on: str) -> list[str]:
     """Why the CI job should fail under ``fail_on``; an empty list lets it pass.
 
     ``load``: a task did not load, build or evaluate in the sandbox. ``limits``: that, or a
-    hard limit (parameters, MACs) is broken. ``any``: that, or any item failed or errored.
-    ``never``: the job always passes.
+    hard limit (parameters, MACs) is broken. ``any``: that, or any item failed, as junit.xml
+    counts failures: errored, failed, or scored partially. ``never``: the job always passes.
     """
     if fail_on == "never":
         return []
     problems = [t.stopped for t in result.tasks.values() if t.stopped]
     if fail_on == "load":
         return problems
-    broken = [i for i in result.items if i.status in ("fail", "error")]
+    broken = [i for i in result.items if i.outcome == "failed"]
     if fail_on == "limits":
         broken = [i for i in broken if i.type in HARD_LIMITS]
-    return problems + [f"item {i.id} ({i.title}): {i.message}" for i in broken]
+    return problems + [f"item {i.id} ({i.title}): {i.outcome_message}" for i in broken]
 
 
 def _write_summary(text: str, out: Path) -> Path:

@@ -176,7 +176,8 @@ def ci(
     fail_on: Annotated[
         FailOn,
         typer.Option(
-            help="Exit 1 when: load (a task fails to load), limits (that or a hard limit), any, never."
+            help="Exit 1 when: load (a task fails to load), limits (that or a hard limit), "
+            "any (any item short of full points), never."
         ),
     ] = FailOn.LIMITS,
     data_dir: DataDir = None,

@@ -16,6 +16,14 @@ from grader.protocol import Counter, DiagramNode, EpochRecord, LayerRow, Summary
 # purpose (--skip-training, or grader ci's quick profile); a full grading scores it.
 ItemStatus = Literal["pass", "partial", "fail", "error", "manual", "not_checked"]
 TaskStatus = Literal["ok", "error"]
+# How an item reads where a test passes or fails (JUnit, Gradescope, the CI summary and its
+# exit policy): only full points pass; a partial score is a failure whose message says its
+# points; an item this grading did not score (TA review, not checked) is skipped.
+Outcome = Literal["passed", "failed", "skipped"]
+OUTCOMES: dict[str, Outcome] = {
+    "pass": "passed", "partial": "failed", "fail": "failed", "error": "failed",
+    "manual": "skipped", "not_checked": "skipped",
+}  # fmt: skip
 # Stages of a failure that is not the student's doing: the grader's own, and the machine's.
 # Such a failure is tried once more; if it stays, the report asks for a regrade and run-all
 # grades the student again on its next run.
@@ -147,6 +155,17 @@ class ItemResult:
     status: ItemStatus
     message: str
     override: HandScore | None = None
+
+    @property
+    def outcome(self) -> Outcome:
+        return OUTCOMES[self.status]
+
+    @property
+    def outcome_message(self) -> str:
+        """The message where only pass or fail is shown: a partial score says its points first."""
+        if self.status != "partial":
+            return self.message
+        return f"partial credit: {self.score:g} of {self.max_score:g} points; {self.message}"
 
 
 @dataclass

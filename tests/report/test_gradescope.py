@@ -28,6 +28,7 @@ def test_gradescope_fields_follow_the_spec(cnn_rubric: Rubric, tmp_path: Path) -
     assert sum(t["score"] for t in tests) == data["score"]
     assert sum(t["max_score"] for t in tests) == data["extra_data"]["max_score"]
     assert tests[0]["name"] == "1: The model builds and classifies a CIFAR-10 image"
+    assert tests[2]["output"].startswith("partial credit: 25 of 50 points; top-1 accuracy 72.50%")
     assert tests[3]["output"].startswith("not checked on a subset")
     assert data["leaderboard"] == [
         {"name": "Accuracy", "value": 72.5, "order": "desc"},

@@ -55,3 +55,9 @@ def test_cell_keeps_a_table_row_on_one_line() -> None:
 def test_summary_matches_the_golden_file(cnn_rubric: Rubric, golden: Callable[[str, str], None]) -> None:
     result = ci_graded(cnn_rubric, params=2_000_000)
     golden("summary.md", markdown_summary(result, "quick", policy_problems(result, "limits")))
+
+
+def test_summary_counts_partial_credit_as_junit_and_gradescope_do(cnn_rubric: Rubric) -> None:
+    text = markdown_summary(ci_graded(cnn_rubric), "quick", [])
+    assert "Items: 2 passed, 1 failed (1 with partial credit, which counts as failed), 2 skipped." in text
+    assert "| 25 / 50 | 🟡 partial | partial credit: 25 of 50 points; top-1 accuracy 72.50%" in text
