@@ -157,7 +157,8 @@ class Settings:
     probe_gap_points: float = 15.0
     # Images per forward pass during evaluation.
     eval_batch_size: int = 500
-    # Misclassified test images shown in the report.
+    # Misclassified test images shown in the report: the most confident mistakes, a few per
+    # true class (grader/evaluate.py picks them).
     misclassified_shown: int = 16
 
     def limits(self, training: bool = False) -> Limits:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import re
+from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -99,8 +100,9 @@ def misclassified_grid(
 ) -> Path | None:
     """Up to 16 wrongly classified test images; None when none can be shown.
 
-    ``images`` is the uint8 test split, shape (N, H, W, 3); entries whose index
-    falls outside it are skipped rather than failing the whole report.
+    ``misclassified`` is ``Evaluation.misclassified``: the most confident mistakes, a few per
+    true class, grouped by class. ``images`` is the uint8 test split, shape (N, H, W, 3);
+    entries whose index falls outside it are skipped rather than failing the whole report.
     """
     shown = [m for m in misclassified if 0 <= m[0] < len(images)][:GRID_LIMIT]
     if not shown:
@@ -115,8 +117,17 @@ def misclassified_grid(
         ax.set_xlabel(f"test #{index}", fontsize=6.5, color="#555555")
         ax.set_xticks([])
         ax.set_yticks([])
-    fig.suptitle(f"Misclassified test images (first {len(shown)})", fontsize=10)
+    fig.suptitle(grid_title(shown), fontsize=10)
     return _save(fig, path)
+
+
+def grid_title(shown: Sequence[tuple[int, int, int]]) -> str:
+    """``"Most confident mistakes, up to 2 per true class (16 images of 10 classes)"``."""
+    per_class = Counter(true for _, true, _ in shown)
+    images = f"{len(shown)} image" + ("s" if len(shown) != 1 else "")
+    classes = f"{len(per_class)} class" + ("es" if len(per_class) != 1 else "")
+    most = max(per_class.values(), default=0)
+    return f"Most confident mistakes, up to {most} per true class ({images} of {classes})"
 
 
 def _upscale(image: np.ndarray) -> np.ndarray:

@@ -17,7 +17,7 @@ import pytest
 from PIL import Image
 
 from grader.report import write_report, write_results_json
-from grader.report.figures import BOX_GAP, BOX_HEIGHT, DPI
+from grader.report.figures import BOX_GAP, BOX_HEIGHT, DPI, grid_title
 from grader.report.render import log_tail, percent, score, shape, thousands, torchsummary
 from grader.results import (
     DiagramNode,
@@ -315,6 +315,14 @@ def test_figures_are_drawn_and_embedded(rendered: tuple[Path, str]) -> None:
         check=True,
     ).stdout
     assert len(listing.splitlines()) - 2 >= len(kinds)  # two header lines
+
+
+def test_misclassified_grid_says_how_its_images_were_picked(rendered: tuple[Path, str]) -> None:
+    flat = " ".join(rendered[1].split())
+    assert "Misclassified test images: the model's most confident mistakes, a few per true class" in flat
+    shown = [(i, i % 10, (i + 3) % 10) for i in range(16)]
+    assert grid_title(shown) == "Most confident mistakes, up to 2 per true class (16 images of 10 classes)"
+    assert grid_title([(4, 0, 3)]) == "Most confident mistakes, up to 1 per true class (1 image of 1 class)"
 
 
 def test_diagram_grows_with_the_model(rendered: tuple[Path, str]) -> None:
