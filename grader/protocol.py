@@ -245,6 +245,7 @@ class DiagramNode:
     type: Name
     output_shape: Shape
     params: int
+    residual_adds: int = 0
 
 
 @dataclass

@@ -17,7 +17,15 @@ import pytest
 from PIL import Image
 
 from grader.report import write_report, write_results_json
-from grader.report.figures import BOX_GAP, BOX_HEIGHT, DPI, grid_title
+from grader.report.figures import (
+    BOX_GAP,
+    BOX_HEIGHT,
+    DIAGRAM_WIDTH,
+    DPI,
+    SKIP_ROOM,
+    grid_title,
+    model_diagram,
+)
 from grader.report.render import log_tail, percent, score, shape, thousands, torchsummary
 from grader.results import (
     DiagramNode,
@@ -333,6 +341,43 @@ def test_diagram_grows_with_the_model(rendered: tuple[Path, str]) -> None:
     # instead of smaller text.
     assert height == pytest.approx(len(CNN_LAYERS) * (BOX_HEIGHT + BOX_GAP) * DPI, abs=2)
     assert width == pytest.approx(5.2 * DPI, abs=2)
+
+
+def skip_pixels(png: Path, top: float, bottom: float, left: float) -> int:
+    """Pixels of the skip arcs' colour in the band [top, bottom) inches, right of ``left``."""
+    with Image.open(png) as image:
+        rgb = np.asarray(image.convert("RGB")).astype(int)  # (H, W, 3)
+    band = rgb[round(top * DPI) : round(bottom * DPI), round(left * DPI) :]
+    red, green, blue = band[..., 0], band[..., 1], band[..., 2]
+    return int(((red > 150) & (green < 110) & (blue < 80)).sum())
+
+
+def test_diagram_draws_a_skip_arc_beside_each_residual_block(tmp_path: Path) -> None:
+    nodes = [
+        DiagramNode("conv1", "Conv2d", [-1, 64, 32, 32], 1728),
+        DiagramNode("layer1", "Sequential", [-1, 64, 32, 32], 147_968, residual_adds=2),
+        DiagramNode("layer2", "Sequential", [-1, 128, 16, 16], 525_568, residual_adds=2),
+        DiagramNode("pool", "AdaptiveAvgPool2d", [-1, 128, 1, 1], 0),
+        DiagramNode("fc", "Linear", [-1, 10], 1290),
+    ]
+    png = model_diagram(nodes, tmp_path / "resnet.png")
+    with Image.open(png) as image:
+        assert image.size[0] == pytest.approx((DIAGRAM_WIDTH + SKIP_ROOM) * DPI, abs=2)
+    step, right = BOX_HEIGHT + BOX_GAP, DIAGRAM_WIDTH - 0.3 - 0.05  # the arrowheads touch the box
+    arcs = [skip_pixels(png, i * step, (i + 1) * step, right) for i in range(len(nodes))]
+    assert [count > 50 for count in arcs] == [False, True, True, False, False], arcs
+    assert skip_pixels(png, 0, len(nodes) * step, 0) == sum(arcs)  # nothing else in that colour
+    plain = model_diagram([DiagramNode(n.name, n.type, n.output_shape, n.params) for n in nodes], png)
+    assert skip_pixels(plain, 0, len(nodes) * step, 0) == 0
+
+
+def test_a_residual_block_is_explained_under_the_diagram(tmp_path: Path) -> None:
+    result = make_result()
+    result.tasks["task1"].diagram[4].residual_adds = 1
+    flat = " ".join(pdf_text(write_report(result, tmp_path), None).split())
+    assert "An arc beside a block marks its residual (skip) connections" in flat
+    plain = " ".join(pdf_text(write_report(make_result(), tmp_path)).split())
+    assert "residual (skip) connections" not in plain
 
 
 def test_report_without_test_images_or_evaluation(tmp_path: Path) -> None:
