@@ -212,8 +212,21 @@ def test_cover_shows_student_total_and_pending(rendered: tuple[Path, str]) -> No
     assert "42.5 / 100" in text
     assert "25 points pending TA review" in text
     assert "notebook.ipynb was not executed" in text
-    assert "bwrap" in text and "cpu_seconds: 600" in text
     assert "9f2c" * 16 in text.replace("\n", "").replace(" ", "")
+
+
+def test_sandbox_limits_are_in_an_appendix_and_page_one_names_the_backend(
+    rendered: tuple[Path, str],
+) -> None:
+    out_dir, _ = rendered
+    page_one = pdf_text(out_dir / "report.pdf", page=1)
+    assert "bwrap (its limits: see the appendix)" in line_with(page_one, "Sandbox")
+    assert "cpu_seconds" not in page_one and "4 GiB" not in page_one
+    pages = pdf_text(out_dir / "report.pdf").split("\f")
+    last = [p for p in pages if p.strip()][-1]
+    assert "Appendix: sandbox limits" in last
+    assert re.search(r"memory\s+4 GiB", last) and re.search(r"cpu_seconds\s+600", last)
+    assert "ran in the bwrap sandbox under these limits" in " ".join(last.split())
 
 
 @pytest.mark.parametrize(
