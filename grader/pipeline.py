@@ -20,6 +20,7 @@ import numpy as np
 from grader import data as datasets
 from grader import retraining
 from grader.config import Settings
+from grader.evaluate import outputs_note
 from grader.measure import TestSet, measure, prepare
 from grader.protocol import HarnessReport
 from grader.results import GradeResult, TaskResult, TrainingRun
@@ -91,7 +92,9 @@ def grade(
         class_names=list(split.classes),
         baselines=baselines,
     )
-    warnings += _shortcut_warnings(rubric, settings, test) + _probe_warnings(result)
+    warnings += (
+        _shortcut_warnings(rubric, settings, test) + _probe_warnings(result) + _output_warnings(result)
+    )
     skipped = settings.skip_training_reason if settings.skip_training else None
     result.items = score_all(rubric, tasks, baselines, skipped)
     return Graded(result, split.images())
@@ -124,6 +127,16 @@ def _probe_warnings(result: GradeResult) -> list[str]:
                     "shifted by one pixel, some mirrored, lightly noised; a classifier loses a few "
                     "points, a model that recognises the test set itself loses most: review its code"
                 )
+    return notes
+
+
+def _output_warnings(result: GradeResult) -> list[str]:
+    """A model that returns probabilities or log-probabilities where the contract asks for logits."""
+    notes = []
+    for task in result.tasks.values():
+        note = outputs_note(task.evaluation.outputs) if task.evaluation else None
+        if note is not None:
+            notes.append(f"{task.id}: {note}")
     return notes
 
 

@@ -16,6 +16,9 @@ from grader.protocol import Counter, DiagramNode, EpochRecord, LayerRow, Summary
 # purpose (--skip-training, or grader ci's quick profile); a full grading scores it.
 ItemStatus = Literal["pass", "partial", "fail", "error", "manual", "not_checked"]
 TaskStatus = Literal["ok", "error"]
+# What a model's outputs are, told from their values (grader/evaluate.py): the contract asks
+# for logits; a model ending in softmax returns probabilities, one in log_softmax log-probabilities.
+OutputKind = Literal["logits", "probabilities", "log-probabilities"]
 # How an item reads where a test passes or fails (JUnit, Gradescope, the CI summary and its
 # exit policy): only full points pass; a partial score is a failure whose message says its
 # points; an item this grading did not score (TA review, not checked) is skipped.
@@ -56,6 +59,7 @@ class Evaluation:
     confusion: list[list[int]]  # rows: true class, columns: predicted class
     misclassified: list[tuple[int, int, int]]  # (test index, true, predicted)
     nonfinite_rows: int = 0
+    outputs: OutputKind = "logits"
     # Set when only the first this-many test images of each class were evaluated (grader ci).
     subset_per_class: int | None = None
     probe: ProbeCheck | None = None

@@ -8,7 +8,9 @@ import numpy as np
 import pytest
 
 from grader.data import CIFAR10_CLASSES
-from grader.evaluate import evaluate
+from grader.evaluate import evaluate, outputs_note
+from grader.pipeline import _output_warnings
+from grader.results import GradeResult, TaskResult
 
 K = len(CIFAR10_CLASSES)
 
@@ -162,3 +164,54 @@ def test_class_without_images_scores_zero_and_others_are_exact() -> None:
     assert ev.per_class["truck"] == 0.0
     assert ev.top1 == round(100 * 4 / 6, 2)
     assert ev.misclassified == [(1, 0, 5), (4, 1, 2)]
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    exps = np.exp(logits - logits.max(axis=1, keepdims=True))
+    return (exps / exps.sum(axis=1, keepdims=True)).astype(np.float32)
+
+
+def test_what_the_outputs_are_is_told_from_their_values() -> None:
+    logits, labels = random_case(300, 11)
+    probabilities = softmax(logits)
+    log_probabilities = np.log(probabilities)
+    kinds = [
+        evaluate(x, labels, CIFAR10_CLASSES, 16).outputs for x in (logits, probabilities, log_probabilities)
+    ]
+    assert kinds == ["logits", "probabilities", "log-probabilities"]
+    # The same predictions whatever the form: accuracy is unaffected.
+    tops = {evaluate(x, labels, CIFAR10_CLASSES, 16).top1 for x in (logits, probabilities, log_probabilities)}
+    assert tops == {by_loops(logits, labels)["top1"]}
+    # Rows of NaN do not hide it; logits that only look small are still logits.
+    log_probabilities[3] = np.nan
+    assert evaluate(log_probabilities, labels, CIFAR10_CLASSES, 16).outputs == "log-probabilities"
+    assert evaluate(logits / 1000, labels, CIFAR10_CLASSES, 16).outputs == "logits"
+    assert evaluate(np.abs(logits) / 100, labels, CIFAR10_CLASSES, 16).outputs == "logits"
+
+
+def test_one_row_off_the_simplex_makes_them_logits() -> None:
+    logits, labels = random_case(50, 12)
+    probabilities = softmax(logits)
+    probabilities[7] *= 1.1
+    assert evaluate(probabilities, labels, CIFAR10_CLASSES, 16).outputs == "logits"
+
+
+def test_probabilities_pick_the_same_confident_mistakes_as_their_logits() -> None:
+    logits, labels = random_case(400, 13)
+    picked = evaluate(logits, labels, CIFAR10_CLASSES, 16).misclassified
+    assert evaluate(softmax(logits), labels, CIFAR10_CLASSES, 16).misclassified == picked
+
+
+def test_outputs_that_are_not_logits_are_a_warning_naming_the_task() -> None:
+    ev = evaluate(np.log(softmax(random_case(50, 14)[0])), random_case(50, 14)[1], CIFAR10_CLASSES, 16)
+    result = GradeResult(
+        "S1", None, "r", "R", "0" * 64, "0", "2026-01-31T12:00:00+00:00", "cpu", {},
+        {"task1": TaskResult("task1", "T", evaluation=ev), "task2": TaskResult("task2", "U")},
+    )  # fmt: skip
+    assert _output_warnings(result) == [
+        "task1: the model returns log-probabilities (it ends in log_softmax), not the logits the "
+        "assignment asks for; accuracy and cross-entropy are unaffected (log-probabilities are logits "
+        "shifted by a constant per image), but end the model with its last layer"
+    ]
+    assert "probabilities (it ends in softmax), not logits" in (outputs_note("probabilities") or "")
+    assert outputs_note("logits") is None

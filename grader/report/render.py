@@ -16,6 +16,7 @@ import numpy as np
 import weasyprint  # needs libharfbuzz-subset0 (scripts/setup.sh installs it)
 
 from grader.config import TEMPLATES_DIR
+from grader.evaluate import outputs_note
 from grader.files import write_atomic
 from grader.report.figures import task_figures
 from grader.report.training_figures import scaling_plot, training_figures
@@ -150,7 +151,7 @@ def environment() -> jinja2.Environment:
         torchsummary=torchsummary,
         recipe=recipe_summary,
     )
-    env.globals["measures"] = measures
+    env.globals.update(measures=measures, outputs_note=outputs_note)
     return env
 
 

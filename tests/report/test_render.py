@@ -283,6 +283,15 @@ def test_evaluation_numbers(rendered: tuple[Path, str]) -> None:
     assert "3 test images produced non-finite logits" in text
 
 
+def test_probabilities_instead_of_logits_are_noted_on_the_task_page(tmp_path: Path) -> None:
+    result = make_result()
+    assert result.tasks["task1"].evaluation is not None
+    result.tasks["task1"].evaluation.outputs = "probabilities"
+    flat = " ".join(pdf_text(write_report(result, tmp_path), None).split())
+    assert "Model outputs probabilities" in flat
+    assert "The model returns probabilities (it ends in softmax), not logits; accuracy is unaffected" in flat
+
+
 def test_failed_task_is_explained_and_escaped(rendered: tuple[Path, str]) -> None:
     out_dir, text = rendered
     flat = " ".join(text.split())
