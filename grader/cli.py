@@ -457,6 +457,8 @@ def _print_scores(result: object, to: Console = console) -> None:
     for task in result.tasks.values():  # once per task; its items say "no evidence: task ..."
         if task.stopped:
             to.print(Text("stopped: ", style="bold red") + student_text(task.stopped), soft_wrap=True)
+    for alert in result.alerts:
+        to.print(Text("look at this: ", style="bold reverse red") + student_text(alert), soft_wrap=True)
 
 
 def student_text(text: str) -> Text:

@@ -95,6 +95,7 @@ def grade(
     warnings += (
         _shortcut_warnings(rubric, settings, test) + _probe_warnings(result) + _output_warnings(result)
     )
+    result.alerts = claim_alerts(result, settings.claim_gap_points)
     skipped = settings.skip_training_reason if settings.skip_training else None
     result.items = score_all(rubric, tasks, baselines, skipped)
     return Graded(result, split.images())
@@ -128,6 +129,24 @@ def _probe_warnings(result: GradeResult) -> list[str]:
                     "points, a model that recognises the test set itself loses most: review its code"
                 )
     return notes
+
+
+def claim_alerts(result: GradeResult, gap_points: float) -> list[str]:
+    """A claimed test accuracy more than ``gap_points`` from the measured one, per task."""
+    alerts = []
+    for task in result.tasks.values():
+        claimed, ev = task.claimed_test_accuracy, task.evaluation
+        if claimed is None or ev is None or abs(claimed - ev.top1) <= gap_points:
+            continue
+        side = "above" if claimed > ev.top1 else "below"
+        subset = " (a subset of the test split)" if ev.subset_per_class is not None else ""
+        alerts.append(
+            f"{task.id}: the claimed test accuracy {claimed:.2f}% is {abs(claimed - ev.top1):.2f} points "
+            f"{side} the {ev.top1:.2f}% measured on {ev.n_images:,} test images{subset}, more than "
+            f"{gap_points:g} points apart: check that the submitted weights are the ones the claim "
+            "was measured with"
+        )
+    return alerts
 
 
 def _output_warnings(result: GradeResult) -> list[str]:

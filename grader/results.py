@@ -186,6 +186,9 @@ class GradeResult:
     tasks: dict[str, TaskResult]
     items: list[ItemResult] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    # Findings a TA should look at before the score stands (e.g. a claim far from the
+    # measurement): shown first and most prominently, on page 1 and on the console.
+    alerts: list[str] = field(default_factory=list)
     class_names: list[str] = field(default_factory=list)
     baselines: dict[str, TrainingRun] = field(default_factory=dict)  # task id -> reference model run
 

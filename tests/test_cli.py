@@ -193,6 +193,14 @@ def test_a_stopped_task_is_told_once_below_the_score_table(cnn_rubric: Rubric) -
     assert text.count("no evidence: task cnn stopped at stage weights") == 2  # accuracy and claim
 
 
+def test_an_alert_is_printed_below_the_score_table(cnn_rubric: Rubric) -> None:
+    result = ci_graded(cnn_rubric)
+    result.alerts = ["cnn: the claimed test accuracy 92.00% is 27.00 points above the 65.00% measured"]
+    out = io.StringIO()
+    _print_scores(result, Console(file=out, width=400))
+    assert f"look at this: {result.alerts[0]}" in out.getvalue()
+
+
 @pytest.mark.slow
 def test_unsafe_no_sandbox_stamps_every_report(student: Path, small_cifar: Path, tmp_path: Path) -> None:
     done = run_grader(

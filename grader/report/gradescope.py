@@ -80,6 +80,7 @@ def _overview(result: GradeResult, profile: str) -> str:
     if result.pending_manual:
         lines.append(f"{result.pending_manual:g} points pending TA review")
     lines += [t.stopped for t in result.tasks.values() if t.stopped]
+    lines += [f"Look at this: {alert}" for alert in result.alerts]
     lines += result.warnings
     return "\n".join(lines)
 

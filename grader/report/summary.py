@@ -41,6 +41,7 @@ def _headline(result: GradeResult, profile: str, problems: list[str]) -> str:
         lines.append(f"- {score(result.not_checked)} points not checked in CI; the full grading scores them")
     if result.pending_manual:
         lines.append(f"- {score(result.pending_manual)} points pending TA review")
+    lines += [f"- 🚩 **{cell(a)}**" for a in result.alerts]
     lines += [f"- ⚠️ {cell(w)}" for w in result.warnings]
     stopped = [t.stopped for t in result.tasks.values() if t.stopped and t.stopped not in problems]
     lines += [f"- 💥 {cell(s)}" for s in stopped]

@@ -37,6 +37,13 @@ def test_gradescope_fields_follow_the_spec(cnn_rubric: Rubric, tmp_path: Path) -
     assert data["output"].startswith("55 / 100 points")
 
 
+def test_gradescope_overview_carries_the_alerts(cnn_rubric: Rubric) -> None:
+    result = ci_graded(cnn_rubric)
+    result.alerts = ["cnn: the claimed test accuracy 92.00% is 27.00 points above"]
+    output = gradescope_results(result, 1.0, "quick")["output"].splitlines()
+    assert "Look at this: cnn: the claimed test accuracy 92.00% is 27.00 points above" in output
+
+
 def test_gradescope_tells_a_stopped_tasks_error_once_in_the_overview(cnn_rubric: Rubric) -> None:
     data = gradescope_results(ci_graded(cnn_rubric, error="weights/model.pt is missing"), 1.0, "quick")
     assert "task cnn stopped at stage weights: weights/model.pt is missing" in data["output"].splitlines()

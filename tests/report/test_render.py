@@ -215,6 +215,24 @@ def test_cover_shows_student_total_and_pending(rendered: tuple[Path, str]) -> No
     assert "9f2c" * 16 in text.replace("\n", "").replace(" ", "")
 
 
+CLAIM_ALERT = (
+    "task1: the claimed test accuracy 92.00% is 27.00 points above the 65.00% measured on 10,000 test "
+    "images, more than 5 points apart: check that the submitted weights are the ones the claim was "
+    "measured with"
+)
+
+
+def test_an_alert_stands_out_on_page_one(tmp_path: Path) -> None:
+    result = make_result()
+    result.alerts = [CLAIM_ALERT]
+    pdf = write_report(result, tmp_path)
+    page_one = " ".join(pdf_text(pdf, None, page=1).split())
+    assert f"Look at this first • {CLAIM_ALERT}" in page_one
+    assert page_one.index("Look at this first") < page_one.index("Warnings")
+    html = (tmp_path / "report.html").read_text()
+    assert '<div class="box alert-box">' in html
+
+
 def test_sandbox_limits_are_in_an_appendix_and_page_one_names_the_backend(
     rendered: tuple[Path, str],
 ) -> None:

@@ -15,7 +15,9 @@ from tests.graded import ci_graded
 def test_summary_has_the_score_table_limits_and_accuracy(cnn_rubric: Rubric) -> None:
     result = ci_graded(cnn_rubric)
     result.warnings = ["a | pipe\nand a <b>tag</b>"]
+    result.alerts = ["cnn: the claimed test accuracy 92.00% is 27.00 points above"]
     text = markdown_summary(result, "quick", [])
+    assert "- 🚩 **cnn: the claimed test accuracy 92.00% is 27.00 points above**" in text
     assert "**55 / 100 points** (profile `quick`)" in text
     assert "- 10 points not checked in CI; the full grading scores them" in text
     assert "✅ **CI check passed**" in text
