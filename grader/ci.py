@@ -35,6 +35,7 @@ from grader.report.junit import write_junit
 from grader.report.summary import markdown_summary
 from grader.results import GradeResult
 from grader.rubric import Rubric
+from grader.submission import Checkout
 
 QUICK_TEST_PER_CLASS = 100  # 1,000 of CIFAR-10's 10,000 test images
 
@@ -113,13 +114,19 @@ def run_ci(
     profile: str,
     fail_on: str,
     progress: Callable[[str], None] = lambda _stage: None,
+    env: Mapping[str, str] | None = None,
 ) -> CiRun:
-    """Grade ``submission`` under ``profile`` and write every CI output into ``settings.out_dir``."""
+    """Grade ``submission`` under ``profile`` and write every CI output into ``settings.out_dir``.
+
+    ``env`` is the CI job's environment: the student id comes from the manifest, else from
+    ``$GITHUB_REPOSITORY`` (``repository_student_id``), else from the folder's name.
+    """
     if fail_on not in set(FailOn):
         raise UsageError(f"--fail-on {fail_on!r}: use {', '.join(FailOn)}")
     chosen = resolve_profile(profile, settings.device)
     started = time.monotonic()
-    graded = grade(submission, rubric, profile_settings(settings, chosen), progress)
+    checkout = Checkout(repository_student_id(env or {}, rubric.id))
+    graded = grade(submission, rubric, profile_settings(settings, chosen), progress, checkout)
     progress("writing JUnit, Gradescope, summary and PDF")
     seconds = time.monotonic() - started
     problems = policy_problems(graded.result, fail_on)
@@ -134,6 +141,24 @@ def run_ci(
     }
     write_results_json(graded.result, files["record"])
     return CiRun(graded.result, chosen, seconds, files, problems)
+
+
+def repository_student_id(env: Mapping[str, str], assignment: str) -> str | None:
+    """The username in a GitHub Classroom repository's name, ``<assignment>-<username>``, from
+    ``$GITHUB_REPOSITORY`` (``<organization>/<repository>``); None elsewhere.
+
+    Both parts may hold hyphens, so the name is cut after ``assignment`` (the rubric's id)
+    where it starts so, else before ``$GITHUB_ACTOR`` (who pushed) where it ends so, else
+    at its last hyphen.
+    """
+    name = env.get("GITHUB_REPOSITORY", "").rpartition("/")[2]
+    actor = env.get("GITHUB_ACTOR", "")
+    if name.startswith(f"{assignment}-") and len(name) > len(assignment) + 1:
+        return name[len(assignment) + 1 :]
+    if actor and name.lower().endswith(f"-{actor.lower()}") and len(name) > len(actor) + 1:
+        return name[-len(actor) :]
+    head, dash, user = name.rpartition("-")
+    return user if dash and head and user else None
 
 
 def policy_problems(result: GradeResult, fail_on: str) -> list[str]:

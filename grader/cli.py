@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import sys
 import time
 import unicodedata
@@ -198,7 +199,7 @@ def ci(
     )
     parsed = load_rubric(find_rubric(rubric))
     with console.status("starting") as status:
-        done = run_ci(submission, parsed, settings, profile, fail_on, lambda s: _stage(status, s))
+        done = run_ci(submission, parsed, settings, profile, fail_on, lambda s: _stage(status, s), os.environ)
     publish(done)
     _print_scores(done.result)
     console.print(f"profile {done.profile}, {done.seconds:.0f} s; outputs in {out}/")

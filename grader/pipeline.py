@@ -29,7 +29,7 @@ from grader.sandbox import Backend, UnsandboxedBackend, pick_backend
 from grader.sandbox.leftovers import work_dir
 from grader.sandbox.unsafe import WARNING as UNSANDBOXED_WARNING
 from grader.scoring import TRAINING_ITEMS, score_all
-from grader.submission import TaskEntry, load_submission
+from grader.submission import Checkout, TaskEntry, load_submission
 
 Progress = Callable[[str], None]
 
@@ -55,10 +55,16 @@ class _Grading:
 
 
 def grade(
-    submission_dir: Path, rubric: Rubric, settings: Settings, progress: Progress = lambda _stage: None
+    submission_dir: Path,
+    rubric: Rubric,
+    settings: Settings,
+    progress: Progress = lambda _stage: None,
+    checkout: Checkout | None = None,
 ) -> Graded:
+    """Grade the submission in ``submission_dir``; a CI ``checkout`` takes its student id from
+    the manifest or the repository before the folder name (see ``submission.Checkout``)."""
     progress("reading submission")
-    sub = load_submission(submission_dir, settings)
+    sub = load_submission(submission_dir, settings, checkout)
     progress("loading CIFAR-10 test split")
     source = datasets.resolve_source(settings.data_dir)
     split = datasets.load_split(source, "test", settings.cache_dir)
