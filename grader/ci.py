@@ -137,7 +137,7 @@ def run_ci(
         "gradescope": write_gradescope(graded.result, out / GRADESCOPE, seconds, chosen),
         "summary": _write_summary(markdown_summary(graded.result, chosen, problems), out),
         "record": out / RECORD,
-        "report": write_report(graded.result, out, graded.test_images),
+        "report": write_report(graded.result, out, graded.test_images, graded.submission),
     }
     write_results_json(graded.result, files["record"])
     return CiRun(graded.result, chosen, seconds, files, problems)

@@ -149,7 +149,7 @@ def _run(submission: Path, rubric_name: str | None, settings: Settings) -> None:
         target = settings.out_dir / graded.result.student_id
         target.mkdir(parents=True, exist_ok=True)
         write_results_json(graded.result, target / "results.json")
-        pdf = write_report(graded.result, target, graded.test_images)
+        pdf = write_report(graded.result, target, graded.test_images, graded.submission)
     _print_scores(graded.result)
     console.print(f"report: {pdf}\nresults: {target / 'results.json'}")
 

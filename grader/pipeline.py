@@ -38,6 +38,7 @@ Progress = Callable[[str], None]
 class Graded:
     result: GradeResult
     test_images: np.ndarray  # (N, 32, 32, 3) uint8, for the report's misclassified grid
+    submission: Path  # the folder graded, resolved, for the report's appendix of the code
 
 
 @dataclass
@@ -104,7 +105,7 @@ def grade(
     result.alerts = claim_alerts(result, settings.claim_gap_points)
     skipped = settings.skip_training_reason if settings.skip_training else None
     result.items = score_all(rubric, tasks, baselines, skipped)
-    return Graded(result, split.images())
+    return Graded(result, split.images(), sub.root)
 
 
 def _shortcut_warnings(rubric: Rubric, settings: Settings, test: TestSet) -> list[str]:
