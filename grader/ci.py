@@ -35,6 +35,7 @@ from grader.report.junit import write_junit
 from grader.report.summary import markdown_summary
 from grader.results import GradeResult
 from grader.rubric import Rubric
+from grader.submission import Checkout
 
 QUICK_TEST_PER_CLASS = 100  # 1,000 of CIFAR-10's 10,000 test images
 
@@ -48,7 +49,8 @@ class Profile(StrEnum):
 
 
 class FailOn(StrEnum):
-    """When the CI job fails: a task does not load; that or a hard limit; any item; never."""
+    """When the CI job fails: a task does not load; that or a hard limit; any item short of full
+    points; never."""
 
     LOAD = "load"
     LIMITS = "limits"
@@ -112,13 +114,19 @@ def run_ci(
     profile: str,
     fail_on: str,
     progress: Callable[[str], None] = lambda _stage: None,
+    env: Mapping[str, str] | None = None,
 ) -> CiRun:
-    """Grade ``submission`` under ``profile`` and write every CI output into ``settings.out_dir``."""
+    """Grade ``submission`` under ``profile`` and write every CI output into ``settings.out_dir``.
+
+    ``env`` is the CI job's environment: the student id comes from the manifest, else from
+    ``$GITHUB_REPOSITORY`` (``repository_student_id``), else from the folder's name.
+    """
     if fail_on not in set(FailOn):
         raise UsageError(f"--fail-on {fail_on!r}: use {', '.join(FailOn)}")
     chosen = resolve_profile(profile, settings.device)
     started = time.monotonic()
-    graded = grade(submission, rubric, profile_settings(settings, chosen), progress)
+    checkout = Checkout(repository_student_id(env or {}, rubric.id))
+    graded = grade(submission, rubric, profile_settings(settings, chosen), progress, checkout)
     progress("writing JUnit, Gradescope, summary and PDF")
     seconds = time.monotonic() - started
     problems = policy_problems(graded.result, fail_on)
@@ -129,30 +137,46 @@ def run_ci(
         "gradescope": write_gradescope(graded.result, out / GRADESCOPE, seconds, chosen),
         "summary": _write_summary(markdown_summary(graded.result, chosen, problems), out),
         "record": out / RECORD,
-        "report": write_report(graded.result, out, graded.test_images),
+        "report": write_report(graded.result, out, graded.test_images, graded.submission),
     }
     write_results_json(graded.result, files["record"])
     return CiRun(graded.result, chosen, seconds, files, problems)
+
+
+def repository_student_id(env: Mapping[str, str], assignment: str) -> str | None:
+    """The username in a GitHub Classroom repository's name, ``<assignment>-<username>``, from
+    ``$GITHUB_REPOSITORY`` (``<organization>/<repository>``); None elsewhere.
+
+    Both parts may hold hyphens, so the name is cut after ``assignment`` (the rubric's id)
+    where it starts so, else before ``$GITHUB_ACTOR`` (who pushed) where it ends so, else
+    at its last hyphen.
+    """
+    name = env.get("GITHUB_REPOSITORY", "").rpartition("/")[2]
+    actor = env.get("GITHUB_ACTOR", "")
+    if name.startswith(f"{assignment}-") and len(name) > len(assignment) + 1:
+        return name[len(assignment) + 1 :]
+    if actor and name.lower().endswith(f"-{actor.lower()}") and len(name) > len(actor) + 1:
+        return name[-len(actor) :]
+    head, dash, user = name.rpartition("-")
+    return user if dash and head and user else None
 
 
 def policy_problems(result: GradeResult, fail_on: str) -> list[str]:
     """Why the CI job should fail under ``fail_on``; an empty list lets it pass.
 
     ``load``: a task did not load, build or evaluate in the sandbox. ``limits``: that, or a
-    hard limit (parameters, MACs) is broken. ``any``: that, or any item failed or errored.
-    ``never``: the job always passes.
+    hard limit (parameters, MACs) is broken. ``any``: that, or any item failed, as junit.xml
+    counts failures: errored, failed, or scored partially. ``never``: the job always passes.
     """
     if fail_on == "never":
         return []
-    problems = [
-        f"task {t.id} stopped at {t.error_stage}: {t.error}" for t in result.tasks.values() if t.error
-    ]
+    problems = [t.stopped for t in result.tasks.values() if t.stopped]
     if fail_on == "load":
         return problems
-    broken = [i for i in result.items if i.status in ("fail", "error")]
+    broken = [i for i in result.items if i.outcome == "failed"]
     if fail_on == "limits":
         broken = [i for i in broken if i.type in HARD_LIMITS]
-    return problems + [f"item {i.id} ({i.title}): {i.message}" for i in broken]
+    return problems + [f"item {i.id} ({i.title}): {i.outcome_message}" for i in broken]
 
 
 def _write_summary(text: str, out: Path) -> Path:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import sys
 import time
 import unicodedata
@@ -148,7 +149,7 @@ def _run(submission: Path, rubric_name: str | None, settings: Settings) -> None:
         target = settings.out_dir / graded.result.student_id
         target.mkdir(parents=True, exist_ok=True)
         write_results_json(graded.result, target / "results.json")
-        pdf = write_report(graded.result, target, graded.test_images)
+        pdf = write_report(graded.result, target, graded.test_images, graded.submission)
     _print_scores(graded.result)
     console.print(f"report: {pdf}\nresults: {target / 'results.json'}")
 
@@ -176,7 +177,8 @@ def ci(
     fail_on: Annotated[
         FailOn,
         typer.Option(
-            help="Exit 1 when: load (a task fails to load), limits (that or a hard limit), any, never."
+            help="Exit 1 when: load (a task fails to load), limits (that or a hard limit), "
+            "any (any item short of full points), never."
         ),
     ] = FailOn.LIMITS,
     data_dir: DataDir = None,
@@ -197,7 +199,7 @@ def ci(
     )
     parsed = load_rubric(find_rubric(rubric))
     with console.status("starting") as status:
-        done = run_ci(submission, parsed, settings, profile, fail_on, lambda s: _stage(status, s))
+        done = run_ci(submission, parsed, settings, profile, fail_on, lambda s: _stage(status, s), os.environ)
     publish(done)
     _print_scores(done.result)
     console.print(f"profile {done.profile}, {done.seconds:.0f} s; outputs in {out}/")
@@ -453,6 +455,11 @@ def _print_scores(result: object, to: Console = console) -> None:
         table.add_row(item.id, item.task or "", score, item.status, student_text(item.message))
     table.add_row("total", "", f"{result.total:g}/{result.max_total:g}", "", "")
     to.print(table)
+    for task in result.tasks.values():  # once per task; its items say "no evidence: task ..."
+        if task.stopped:
+            to.print(Text("stopped: ", style="bold red") + student_text(task.stopped), soft_wrap=True)
+    for alert in result.alerts:
+        to.print(Text("look at this: ", style="bold reverse red") + student_text(alert), soft_wrap=True)
 
 
 def student_text(text: str) -> Text:

@@ -155,9 +155,14 @@ class Settings:
     # is flagged as a memorised test set.
     probe_images: int = 1000
     probe_gap_points: float = 15.0
+    # A claimed test accuracy (submission.yaml, or printed in a notebook) more than this many
+    # points from the measured one is an alert on page 1 and on the console, whether or not
+    # the rubric scores the claim.
+    claim_gap_points: float = 5.0
     # Images per forward pass during evaluation.
     eval_batch_size: int = 500
-    # Misclassified test images shown in the report.
+    # Misclassified test images shown in the report: the most confident mistakes, a few per
+    # true class (grader/evaluate.py picks them).
     misclassified_shown: int = 16
 
     def limits(self, training: bool = False) -> Limits:

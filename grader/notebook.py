@@ -95,8 +95,8 @@ class Notebook:
         built = NotebookModule(self.name)
         blocks: list[_Block] = []
         constants: set[str] = set()
-        for number, cell in self._code_cells():
-            tree, text = _parse_cell(_source(cell))
+        for number, cell in self.code_cells():
+            tree, text = _parse_cell(cell_source(cell))
             if isinstance(tree, SyntaxError):
                 built.warnings.append(_skipped_cell(self.name, number, tree))
                 continue
@@ -111,17 +111,18 @@ class Notebook:
 
     def code(self) -> str:
         """Every code cell's source without IPython's shell, magic and help lines."""
-        cells = [_source(cell).split("\n") for _, cell in self._code_cells()]
+        cells = [cell_source(cell).split("\n") for _, cell in self.code_cells()]
         kept = ["\n".join(line for line in lines if not _MAGIC_LINE.match(line)) for lines in cells]
         return "\n\n".join(kept)
 
-    def _code_cells(self) -> Iterator[tuple[int, Any]]:
+    def code_cells(self) -> Iterator[tuple[int, Any]]:
+        """Each code cell with its place in the notebook (from 1, markdown cells counted)."""
         for number, cell in enumerate(self.cells, 1):
             if cell.get("cell_type") == "code":
                 yield number, cell
 
     def _output_lines(self) -> Iterator[tuple[int, str]]:
-        for number, cell in self._code_cells():
+        for number, cell in self.code_cells():
             outputs = cell.get("outputs")
             for output in outputs if isinstance(outputs, list) else []:
                 for line in _output_text(output).splitlines():
@@ -167,7 +168,8 @@ def parse(name: str, text: str) -> Notebook:
 # --- definitions ------------------------------------------------------------------------
 
 
-def _source(cell: Any) -> str:
+def cell_source(cell: Any) -> str:
+    """A cell's source as one string (nbformat may keep it as a list of lines)."""
     source = cell.get("source", "")
     return "".join(source) if isinstance(source, list) else str(source)
 

@@ -20,6 +20,7 @@ import numpy as np
 from grader import data as datasets
 from grader import retraining
 from grader.config import Settings
+from grader.evaluate import outputs_note
 from grader.measure import TestSet, measure, prepare
 from grader.protocol import HarnessReport
 from grader.results import GradeResult, TaskResult, TrainingRun
@@ -28,7 +29,7 @@ from grader.sandbox import Backend, UnsandboxedBackend, pick_backend
 from grader.sandbox.leftovers import work_dir
 from grader.sandbox.unsafe import WARNING as UNSANDBOXED_WARNING
 from grader.scoring import TRAINING_ITEMS, score_all
-from grader.submission import TaskEntry, load_submission
+from grader.submission import Checkout, TaskEntry, load_submission
 
 Progress = Callable[[str], None]
 
@@ -37,6 +38,7 @@ Progress = Callable[[str], None]
 class Graded:
     result: GradeResult
     test_images: np.ndarray  # (N, 32, 32, 3) uint8, for the report's misclassified grid
+    submission: Path  # the folder graded, resolved, for the report's appendix of the code
 
 
 @dataclass
@@ -54,10 +56,16 @@ class _Grading:
 
 
 def grade(
-    submission_dir: Path, rubric: Rubric, settings: Settings, progress: Progress = lambda _stage: None
+    submission_dir: Path,
+    rubric: Rubric,
+    settings: Settings,
+    progress: Progress = lambda _stage: None,
+    checkout: Checkout | None = None,
 ) -> Graded:
+    """Grade the submission in ``submission_dir``; a CI ``checkout`` takes its student id from
+    the manifest or the repository before the folder name (see ``submission.Checkout``)."""
     progress("reading submission")
-    sub = load_submission(submission_dir, settings)
+    sub = load_submission(submission_dir, settings, checkout)
     progress("loading CIFAR-10 test split")
     source = datasets.resolve_source(settings.data_dir)
     split = datasets.load_split(source, "test", settings.cache_dir)
@@ -91,10 +99,13 @@ def grade(
         class_names=list(split.classes),
         baselines=baselines,
     )
-    warnings += _shortcut_warnings(rubric, settings, test) + _probe_warnings(result)
+    warnings += (
+        _shortcut_warnings(rubric, settings, test) + _probe_warnings(result) + _output_warnings(result)
+    )
+    result.alerts = claim_alerts(result, settings.claim_gap_points)
     skipped = settings.skip_training_reason if settings.skip_training else None
     result.items = score_all(rubric, tasks, baselines, skipped)
-    return Graded(result, split.images())
+    return Graded(result, split.images(), sub.root)
 
 
 def _shortcut_warnings(rubric: Rubric, settings: Settings, test: TestSet) -> list[str]:
@@ -124,6 +135,34 @@ def _probe_warnings(result: GradeResult) -> list[str]:
                     "shifted by one pixel, some mirrored, lightly noised; a classifier loses a few "
                     "points, a model that recognises the test set itself loses most: review its code"
                 )
+    return notes
+
+
+def claim_alerts(result: GradeResult, gap_points: float) -> list[str]:
+    """A claimed test accuracy more than ``gap_points`` from the measured one, per task."""
+    alerts = []
+    for task in result.tasks.values():
+        claimed, ev = task.claimed_test_accuracy, task.evaluation
+        if claimed is None or ev is None or abs(claimed - ev.top1) <= gap_points:
+            continue
+        side = "above" if claimed > ev.top1 else "below"
+        subset = " (a subset of the test split)" if ev.subset_per_class is not None else ""
+        alerts.append(
+            f"{task.id}: the claimed test accuracy {claimed:.2f}% is {abs(claimed - ev.top1):.2f} points "
+            f"{side} the {ev.top1:.2f}% measured on {ev.n_images:,} test images{subset}, more than "
+            f"{gap_points:g} points apart: check that the submitted weights are the ones the claim "
+            "was measured with"
+        )
+    return alerts
+
+
+def _output_warnings(result: GradeResult) -> list[str]:
+    """A model that returns probabilities or log-probabilities where the contract asks for logits."""
+    notes = []
+    for task in result.tasks.values():
+        note = outputs_note(task.evaluation.outputs) if task.evaluation else None
+        if note is not None:
+            notes.append(f"{task.id}: {note}")
     return notes
 
 

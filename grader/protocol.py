@@ -247,6 +247,7 @@ class DiagramNode:
     type: Name
     output_shape: Shape
     params: int
+    residual_adds: int = 0
 
 
 @dataclass

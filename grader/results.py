@@ -16,6 +16,17 @@ from grader.protocol import Counter, DiagramNode, EpochRecord, LayerRow, Summary
 # purpose (--skip-training, or grader ci's quick profile); a full grading scores it.
 ItemStatus = Literal["pass", "partial", "fail", "error", "manual", "not_checked"]
 TaskStatus = Literal["ok", "error"]
+# What a model's outputs are, told from their values (grader/evaluate.py): the contract asks
+# for logits; a model ending in softmax returns probabilities, one in log_softmax log-probabilities.
+OutputKind = Literal["logits", "probabilities", "log-probabilities"]
+# How an item reads where a test passes or fails (JUnit, Gradescope, the CI summary and its
+# exit policy): only full points pass; a partial score is a failure whose message says its
+# points; an item this grading did not score (TA review, not checked) is skipped.
+Outcome = Literal["passed", "failed", "skipped"]
+OUTCOMES: dict[str, Outcome] = {
+    "pass": "passed", "partial": "failed", "fail": "failed", "error": "failed",
+    "manual": "skipped", "not_checked": "skipped",
+}  # fmt: skip
 # Stages of a failure that is not the student's doing: the grader's own, and the machine's.
 # Such a failure is tried once more; if it stays, the report asks for a regrade and run-all
 # grades the student again on its next run.
@@ -48,6 +59,7 @@ class Evaluation:
     confusion: list[list[int]]  # rows: true class, columns: predicted class
     misclassified: list[tuple[int, int, int]]  # (test index, true, predicted)
     nonfinite_rows: int = 0
+    outputs: OutputKind = "logits"
     # Set when only the first this-many test images of each class were evaluated (grader ci).
     subset_per_class: int | None = None
     probe: ProbeCheck | None = None
@@ -110,6 +122,14 @@ class TaskResult:
     def test_accuracy(self) -> float | None:
         return self.evaluation.top1 if self.evaluation else None
 
+    @property
+    def stopped(self) -> str | None:
+        """``"task task1 stopped at stage import: <its error>"``; None for a task that ran through."""
+        if self.status != "error":
+            return None
+        stage, error = self.error_stage or "unknown", self.error or "no message"
+        return f"task {self.id} stopped at stage {stage}: {error}"
+
     def fail(self, stage: str, message: str) -> None:
         """Record that this task stopped at ``stage``; later stages do not run."""
         self.status = "error"
@@ -140,6 +160,17 @@ class ItemResult:
     message: str
     override: HandScore | None = None
 
+    @property
+    def outcome(self) -> Outcome:
+        return OUTCOMES[self.status]
+
+    @property
+    def outcome_message(self) -> str:
+        """The message where only pass or fail is shown: a partial score says its points first."""
+        if self.status != "partial":
+            return self.message
+        return f"partial credit: {self.score:g} of {self.max_score:g} points; {self.message}"
+
 
 @dataclass
 class GradeResult:
@@ -155,6 +186,9 @@ class GradeResult:
     tasks: dict[str, TaskResult]
     items: list[ItemResult] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    # Findings a TA should look at before the score stands (e.g. a claim far from the
+    # measurement): shown first and most prominently, on page 1 and on the console.
+    alerts: list[str] = field(default_factory=list)
     class_names: list[str] = field(default_factory=list)
     baselines: dict[str, TrainingRun] = field(default_factory=dict)  # task id -> reference model run
 

@@ -103,7 +103,7 @@ def retrain_task(
 ) -> None:
     """Fill ``task.training``; a model that never built gets each run's reason instead."""
     if not task.forward_ok:
-        reason = f"not retrained: the model did not build and run ({task.error})"
+        reason = f"not retrained: task {task.id} stopped at stage {task.error_stage}"
         task.training = {label: TrainingRun(label, to_plain(r), error=reason) for label, r in recipes.items()}
         return
     done: dict[str, TrainingRun] = {}

@@ -1,7 +1,8 @@
 """Rubric items scored from measured results: pure functions, no torch, no I/O.
 
 Each item type has one function ``(item, task) -> ItemResult``. A task that stopped
-before the item's evidence existed scores 0 with status ``error`` and the task's reason.
+before the item's evidence existed scores 0 with status ``error``; the item's message names
+the task and the stage it stopped at, and the task's own error is told once, with the task.
 An item whose evidence the grading left out on purpose (retraining skipped, a claim
 against accuracy measured on a subset) scores 0 with status ``not_checked``.
 """
@@ -61,10 +62,16 @@ def score_item(item: Any, task: TaskResult | None, evidence: Evidence | None = N
         return score_training(item, task, evidence or Evidence({task.id: task}))
     scorer, needs = _SCORERS[type(item)]
     if not needs(task):
-        reason = task.error or "the evidence for this item was not produced"
-        where = f" (stage: {task.error_stage})" if task.error_stage else ""
-        return _result(item, 0.0, "error", f"{reason}{where}")
+        return _result(item, 0.0, "error", no_evidence(task))
     return scorer(item, task)
+
+
+def no_evidence(task: TaskResult) -> str:
+    """Why an item of ``task`` has nothing to score: ``"no evidence: task task1 stopped at stage
+    import"``. The task's error itself is kept once, in ``TaskResult.error``."""
+    if task.error is None:
+        return "no evidence: the measurement this item needs was not produced"
+    return f"no evidence: task {task.id} stopped at stage {task.error_stage or 'unknown'}"
 
 
 def _result(item: Any, fraction: float, status: ItemStatus, message: str) -> ItemResult:
@@ -230,6 +237,8 @@ TRAINING_ITEMS = (RetrainItem, CurvesItem, ExperimentItem, ScalingItem)
 def score_training(item: Any, task: TaskResult, evidence: Evidence) -> ItemResult:
     if evidence.training_skipped is not None:
         return _result(item, 0.0, "not_checked", f"not checked: {evidence.training_skipped}")
+    if task.error is not None and not task.forward_ok and not isinstance(item, ScalingItem):
+        return _result(item, 0.0, "error", no_evidence(task))  # a model that never ran is not retrained
     if isinstance(item, RetrainItem):
         return retrain(item, task.training.get("retrain"), evidence.baselines.get(task.id))
     if isinstance(item, CurvesItem):

@@ -73,6 +73,16 @@ class TaskEntry:
         return self.model.rsplit(":", 1)[0]
 
 
+@dataclass(frozen=True)
+class Checkout:
+    """The submission is a CI checkout, whose folder is named after the repository, not the
+    student: the manifest's ``student_id`` is the id, else ``repository_id`` (what the CI system's
+    naming gives, e.g. the username of GitHub Classroom's ``<assignment>-<username>``), else the
+    folder name."""
+
+    repository_id: str | None = None
+
+
 @dataclass
 class Submission:
     root: Path
@@ -193,18 +203,22 @@ def visible(name: str) -> str:
     return name.encode("unicode_escape").decode("ascii")
 
 
-def load_submission(root: Path, settings: Settings | None = None) -> Submission:
+def load_submission(
+    root: Path, settings: Settings | None = None, checkout: Checkout | None = None
+) -> Submission:
     """The submission in folder ``root``: its id, manifest and content hash.
 
-    Raises ``SubmissionError`` (one line naming the file and the fix) when there is no such
-    folder, its name is no student id, or it holds anything but regular files, folders and
-    links, or more than ``Settings.max_submission_bytes`` / ``max_submission_files``.
+    The folder's name is the student id; in a CI ``checkout`` the manifest's and the
+    repository's come first (see ``Checkout``). Raises ``SubmissionError`` (one line naming
+    the file and the fix) when there is no such folder, no usable student id, or the folder
+    holds anything but regular files, folders and links, or more than
+    ``Settings.max_submission_bytes`` / ``max_submission_files``.
     """
     settings = settings or Settings()
     if not root.is_dir():
         raise SubmissionError(f"{root} is not a directory; give the folder of one student's submission")
     root = root.resolve()
-    if not _ID.fullmatch(root.name):
+    if checkout is None and not _ID.fullmatch(root.name):
         raise SubmissionError(
             f"folder name '{visible(root.name)}' is not a usable student id "
             "(letters, digits, '_', '-', '.'); rename the folder to the student id"
@@ -215,11 +229,28 @@ def load_submission(root: Path, settings: Settings | None = None) -> Submission:
     if manifest_path.is_symlink():
         sub.manifest_error = f"{MANIFEST} is a symbolic link; submit it as a regular file"
     elif manifest_path.is_file():
-        _read_manifest(sub, manifest_path)
+        _read_manifest(sub, manifest_path, checkout is not None)
+    if checkout is not None:
+        sub.student_id = _checkout_id(sub, checkout)
     return sub
 
 
-def _read_manifest(sub: Submission, path: Path) -> None:
+def _checkout_id(sub: Submission, checkout: Checkout) -> str:
+    """A CI checkout's student id: the manifest's, the repository's, or the folder's name."""
+    given = sub.manifest.student_id or None
+    if given is not None and not _ID.fullmatch(given):
+        sub.warnings.append(f"{MANIFEST}: student_id '{visible(given)}' is not a usable student id; ignored")
+        given = None
+    for candidate in (given, checkout.repository_id, sub.root.name):
+        if candidate is not None and _ID.fullmatch(candidate):
+            return candidate
+    raise SubmissionError(
+        f"no usable student id: the folder '{visible(sub.root.name)}' is none and {MANIFEST} names none; "
+        f"add student_id: YOUR_ID to {MANIFEST}"
+    )
+
+
+def _read_manifest(sub: Submission, path: Path, checkout: bool) -> None:
     try:
         data = yamlfile.load(read_untrusted(path, yamlfile.MAX_BYTES).decode("utf-8")) or {}
         sub.manifest = Manifest.model_validate(data)
@@ -238,13 +269,13 @@ def _read_manifest(sub: Submission, path: Path) -> None:
     except (UnicodeDecodeError, OSError) as err:
         sub.manifest_error = f"{MANIFEST} cannot be read ({err}); save it as UTF-8 text"
         return
-    _apply_manifest(sub)
+    _apply_manifest(sub, checkout)
 
 
-def _apply_manifest(sub: Submission) -> None:
+def _apply_manifest(sub: Submission, checkout: bool) -> None:
     manifest = sub.manifest
     sub.name, sub.assignment = manifest.name, manifest.assignment
-    if manifest.student_id and manifest.student_id != sub.student_id:
+    if not checkout and manifest.student_id and manifest.student_id != sub.student_id:
         sub.warnings.append(
             f"{MANIFEST} says student_id {manifest.student_id!r} but the folder is "
             f"{sub.student_id!r}; the folder name is used"

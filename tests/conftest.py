@@ -124,10 +124,13 @@ def _slice(cifar_tarball: Path, target: Path, wanted: dict[str, int]) -> Path:
     return target
 
 
-def pdf_text(path: Path, mode: str | None = "-layout") -> str:
+def pdf_text(path: Path, mode: str | None = "-layout", page: int | None = None) -> str:
     """What a reader sees in a PDF, as poppler's pdftotext extracts it: ``-layout`` keeps the
-    columns of a page, ``-raw`` the order in which the text was drawn, None pdftotext's default."""
+    columns of a page, ``-raw`` the order in which the text was drawn, None pdftotext's default;
+    ``page`` (from 1) reads that page only."""
     flags = [mode] if mode else []
+    if page is not None:
+        flags += ["-f", str(page), "-l", str(page)]
     done = subprocess.run(["pdftotext", *flags, str(path), "-"], capture_output=True, text=True, check=True)
     return done.stdout
 

@@ -31,11 +31,13 @@ import pytest
 import yaml
 from lxml import etree
 
-from grader.ci import CiRun, policy_problems, publish, resolve_profile
-from grader.config import REPO_ROOT
+import grader.ci
+from grader.ci import CiRun, policy_problems, publish, repository_student_id, resolve_profile
+from grader.config import REPO_ROOT, Settings
 from grader.errors import UsageError
 from grader.results import GradeResult
 from grader.rubric import Rubric
+from grader.submission import Checkout
 from tests.conftest import (
     FILES,
     PACKAGES_REPORT,
@@ -465,9 +467,13 @@ def test_policy_levels(cnn_rubric: Rubric) -> None:
     low = ci_graded(cnn_rubric, accuracy=50.0)  # item 3 fails, no limit broken
     assert [len(policy_problems(r, "limits")) for r in (fine, over, broken, low)] == [0, 1, 1, 0]
     assert [len(policy_problems(r, "load")) for r in (fine, over, broken, low)] == [0, 0, 1, 0]
-    assert [len(policy_problems(r, "any")) for r in (fine, over, broken, low)] == [0, 1, 3, 1]
+    # Item 3's partial credit in `fine` and `over` is a failure, as junit.xml counts it.
+    assert [len(policy_problems(r, "any")) for r in (fine, over, broken, low)] == [1, 2, 3, 1]
+    assert policy_problems(fine, "any") == [f"item 3 (Test accuracy (full points at 85%)): partial credit: "
+                                            f"25 of 50 points; {fine.items[2].message}"]  # fmt: skip
     assert [len(policy_problems(r, "never")) for r in (fine, over, broken, low)] == [0, 0, 0, 0]
-    assert policy_problems(broken, "load") == ["task cnn stopped at weights: weights/model.pt is missing"]
+    stopped = "task cnn stopped at stage weights: weights/model.pt is missing"
+    assert policy_problems(broken, "load") == [stopped]
 
 
 def test_publish_appends_summary_and_step_outputs(cnn_rubric: Rubric, tmp_path: Path) -> None:
@@ -484,6 +490,39 @@ def test_publish_appends_summary_and_step_outputs(cnn_rubric: Rubric, tmp_path: 
     assert summary_file.read_text() == "# earlier step\nthe summary\n"
     outputs = (tmp_path / "outputs").read_text().splitlines()
     assert outputs == ["score=55", "max-score=100", "profile=quick", "passed=false"]
+
+
+@pytest.mark.parametrize(
+    ("repository", "actor", "student"),
+    [
+        ("my-course/lab2-chen-yt", "chen-yt", "chen-yt"),  # the student pushed
+        ("my-course/cifar10-cnn-chen-yt", "ta-lin", "chen-yt"),  # after the rubric's id
+        ("my-course/lab2-alice", "ta-lin", "alice"),  # at the last hyphen
+        ("my-course/lab2-Alice", "alice", "Alice"),  # usernames ignore case; the name keeps it
+        ("my-course/solutions", "ta-lin", None),
+        ("", "", None),
+    ],
+)
+def test_student_id_from_a_github_classroom_repository(repository: str, actor: str, student: str) -> None:
+    env = {"GITHUB_REPOSITORY": repository, "GITHUB_ACTOR": actor}
+    assert repository_student_id(env, "cifar10-cnn") == student
+
+
+def test_run_ci_hands_the_repositorys_student_id_to_the_grading(
+    cnn_rubric: Rubric, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    seen = []
+
+    def grade(*args: Any) -> None:
+        seen.append(args[-1])
+        raise UsageError("stop here")
+
+    monkeypatch.setattr(grader.ci, "grade", grade)
+    env = {"GITHUB_REPOSITORY": "my-course/lab2-chen-yt", "GITHUB_ACTOR": "chen-yt"}
+    for given in (env, None):
+        with pytest.raises(UsageError, match="stop here"):
+            grader.ci.run_ci(tmp_path, cnn_rubric, Settings(), "quick", "limits", env=given)
+    assert seen == [Checkout("chen-yt"), Checkout(None)]
 
 
 def test_profiles() -> None:

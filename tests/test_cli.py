@@ -19,8 +19,10 @@ from pathlib import Path
 import pytest
 from rich.console import Console
 
-from grader.cli import run_cli, student_text
+from grader.cli import _print_scores, run_cli, student_text
+from grader.rubric import Rubric
 from tests.conftest import FILES, pdf_text
+from tests.graded import ci_graded
 
 GRADER = str(Path(sys.executable).parent / "grader")
 
@@ -179,6 +181,24 @@ def test_a_student_message_reaches_the_terminal_as_plain_text() -> None:
     out = console.file.getvalue()
     assert "\x1b]" not in out and "\x07" not in out
     assert "[green]all checks pass[/] [/x]" in out and "\ufffd]52;c;cHduZWQ=\ufffd" in out
+
+
+def test_a_stopped_task_is_told_once_below_the_score_table(cnn_rubric: Rubric) -> None:
+    error = "weights/model.pt holds a whole pickled model; save model.state_dict() instead"
+    out = io.StringIO()
+    _print_scores(ci_graded(cnn_rubric, error=error), Console(file=out, width=400))
+    text = out.getvalue()
+    assert text.count("holds a whole pickled model") == 1
+    assert f"stopped: task cnn stopped at stage weights: {error}" in text
+    assert text.count("no evidence: task cnn stopped at stage weights") == 2  # accuracy and claim
+
+
+def test_an_alert_is_printed_below_the_score_table(cnn_rubric: Rubric) -> None:
+    result = ci_graded(cnn_rubric)
+    result.alerts = ["cnn: the claimed test accuracy 92.00% is 27.00 points above the 65.00% measured"]
+    out = io.StringIO()
+    _print_scores(result, Console(file=out, width=400))
+    assert f"look at this: {result.alerts[0]}" in out.getvalue()
 
 
 @pytest.mark.slow

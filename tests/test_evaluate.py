@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 
@@ -62,7 +64,7 @@ def test_metrics_equal_the_loop_computation(seed: int) -> None:
     assert 10 < ev.top1 < ev.top3 < 100
     assert ev.confusion == ref["confusion"]
     assert ev.per_class == ref["per_class"]
-    assert [i for i, _, _ in ev.misclassified] == ref["wrong"]
+    assert sorted(i for i, _, _ in ev.misclassified) == ref["wrong"]  # shown is more than there are
     assert all(labels[i] == y and y != p for i, y, p in ev.misclassified)
     assert ev.nonfinite_rows == 0
 
@@ -91,12 +93,62 @@ def test_all_rows_nan_scores_zero() -> None:
     assert set(ev.per_class.values()) == {0.0}
 
 
+def softmax_top(row: np.ndarray) -> float:
+    """The largest softmax probability of one row, the long way."""
+    exps = [math.exp(float(v)) for v in row]
+    return max(exps) / sum(exps)
+
+
+def picked_by_hand(logits: np.ndarray, labels: np.ndarray, shown: int) -> list[int]:
+    """Each class's mistakes, most confident first; then one round after another across classes."""
+    wrong = by_loops(logits, labels)["wrong"]
+    queues = {y: [i for i in wrong if labels[i] == y] for y in range(K)}
+    for queue in queues.values():
+        queue.sort(key=lambda i: -softmax_top(logits[i]))
+    picked: list[int] = []
+    while len(picked) < shown and any(queues.values()):
+        heads = [queue.pop(0) for queue in queues.values() if queue]
+        picked += sorted(heads, key=lambda i: -softmax_top(logits[i]))
+    return picked[:shown]
+
+
 @pytest.mark.parametrize("shown", [0, 1, 16])
 def test_misclassified_list_is_capped(shown: int) -> None:
     logits, labels = random_case(400, 3)
     ev = evaluate(logits, labels, CIFAR10_CLASSES, shown=shown)
     assert len(ev.misclassified) == shown
-    assert [i for i, _, _ in ev.misclassified] == by_loops(logits, labels)["wrong"][:shown]
+    assert sorted(i for i, _, _ in ev.misclassified) == sorted(picked_by_hand(logits, labels, shown))
+
+
+def test_mistakes_shown_spread_over_the_classes_most_confident_first() -> None:
+    # Ordered by class, as the test split is: the first 16 mistakes would all be airplanes.
+    rng = np.random.default_rng(5)
+    labels = np.repeat(np.arange(K), 100)
+    logits = rng.normal(size=(len(labels), K)).astype(np.float32)
+    logits[np.arange(len(labels)), labels] += 1.5
+    ev = evaluate(logits, labels, CIFAR10_CLASSES, shown=16)
+    shown = [i for i, _, _ in ev.misclassified]
+    assert all(labels[i] == 0 for i in by_loops(logits, labels)["wrong"][:16])
+    assert sorted(shown) == sorted(picked_by_hand(logits, labels, 16))
+    per_class = np.bincount([y for _, y, _ in ev.misclassified], minlength=K)
+    assert sorted(per_class.tolist()) == [1] * 4 + [2] * 6  # 16 over 10 classes
+    # Grouped by true class, the most confident mistake of each class first.
+    assert [y for _, y, _ in ev.misclassified] == sorted(y for _, y, _ in ev.misclassified)
+    for y in range(K):
+        mine = [i for i, t, _ in ev.misclassified if t == y]
+        theirs = sorted((i for i in by_loops(logits, labels)["wrong"] if labels[i] == y),
+                        key=lambda i: -softmax_top(logits[i]))  # fmt: skip
+        assert mine == theirs[: len(mine)]
+
+
+def test_mistakes_of_one_class_fill_the_grid_when_no_other_has_any() -> None:
+    labels = np.repeat(np.arange(K), 10)
+    logits = np.zeros((len(labels), K), dtype=np.float32)
+    logits[np.arange(len(labels)), labels] = 5.0
+    logits[:10, 0], logits[:10, 3] = 0.0, np.arange(10, dtype=np.float32)  # all airplanes called cats
+    logits[0, 3] = np.nan  # not finite: shown last
+    ev = evaluate(logits, labels, CIFAR10_CLASSES, shown=16)
+    assert ev.misclassified == [(i, 0, 3) for i in range(9, 0, -1)] + [(0, 0, -1)]
 
 
 def test_class_without_images_scores_zero_and_others_are_exact() -> None:
@@ -110,3 +162,39 @@ def test_class_without_images_scores_zero_and_others_are_exact() -> None:
     assert ev.per_class["truck"] == 0.0
     assert ev.top1 == round(100 * 4 / 6, 2)
     assert ev.misclassified == [(1, 0, 5), (4, 1, 2)]
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    exps = np.exp(logits - logits.max(axis=1, keepdims=True))
+    return (exps / exps.sum(axis=1, keepdims=True)).astype(np.float32)
+
+
+def test_what_the_outputs_are_is_told_from_their_values() -> None:
+    logits, labels = random_case(300, 11)
+    probabilities = softmax(logits)
+    log_probabilities = np.log(probabilities)
+    kinds = [
+        evaluate(x, labels, CIFAR10_CLASSES, 16).outputs for x in (logits, probabilities, log_probabilities)
+    ]
+    assert kinds == ["logits", "probabilities", "log-probabilities"]
+    # The same predictions whatever the form: accuracy is unaffected.
+    tops = {evaluate(x, labels, CIFAR10_CLASSES, 16).top1 for x in (logits, probabilities, log_probabilities)}
+    assert tops == {by_loops(logits, labels)["top1"]}
+    # Rows of NaN do not hide it; logits that only look small are still logits.
+    log_probabilities[3] = np.nan
+    assert evaluate(log_probabilities, labels, CIFAR10_CLASSES, 16).outputs == "log-probabilities"
+    assert evaluate(logits / 1000, labels, CIFAR10_CLASSES, 16).outputs == "logits"
+    assert evaluate(np.abs(logits) / 100, labels, CIFAR10_CLASSES, 16).outputs == "logits"
+
+
+def test_one_row_off_the_simplex_makes_them_logits() -> None:
+    logits, labels = random_case(50, 12)
+    probabilities = softmax(logits)
+    probabilities[7] *= 1.1
+    assert evaluate(probabilities, labels, CIFAR10_CLASSES, 16).outputs == "logits"
+
+
+def test_probabilities_pick_the_same_confident_mistakes_as_their_logits() -> None:
+    logits, labels = random_case(400, 13)
+    picked = evaluate(logits, labels, CIFAR10_CLASSES, 16).misclassified
+    assert evaluate(softmax(logits), labels, CIFAR10_CLASSES, 16).misclassified == picked

@@ -182,4 +182,4 @@ def test_a_task_no_one_names_fails_at_the_manifest_stage(student: Path, settings
     assert (cnn.model, cnn.weights, cnn.params) == (None, None, None)
     builds = next(item for item in result.items if item.id == "builds")
     assert (builds.status, builds.score) == ("error", 0)
-    assert builds.message == f"{message} (stage: manifest)"
+    assert builds.message == "no evidence: task cnn stopped at stage manifest"

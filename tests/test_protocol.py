@@ -8,6 +8,7 @@ import pytest
 from pydantic import ValidationError
 
 from grader.protocol import (
+    DiagramNode,
     EpochRecord,
     HarnessJob,
     HarnessReport,
@@ -87,3 +88,10 @@ def test_a_recipes_identity_leaves_out_only_its_budget() -> None:
     r = Recipe(budget_s=60)
     assert set(r.identity()) == set(to_plain(r)) - {"budget_s"}
     assert r.identity() == Recipe(budget_s=5).identity() != Recipe(lr=0.1).identity()
+
+
+def test_a_diagram_block_without_residual_adds_has_none() -> None:
+    plain = {"name": "fc", "type": "Linear", "output_shape": [-1, 10], "params": 5130}
+    assert decode(DiagramNode, json.dumps(plain)).residual_adds == 0
+    block = decode(DiagramNode, json.dumps(plain | {"residual_adds": 2}))
+    assert block == DiagramNode("fc", "Linear", [-1, 10], 5130, residual_adds=2)

@@ -232,8 +232,9 @@ def test_failed_task_turns_dependent_items_into_errors() -> None:
     results = [score_item(item, t) for item in items]
     assert [r.status for r in results] == ["pass", "pass", "error", "error"]
     assert [r.score for r in results] == [5, 20, 0, 0]
+    # The task's error is told once, with the task; its items point at it.
     for r in results[2:]:
-        assert r.message == f"{WEIGHTS_ERROR} (stage: weights)"
+        assert r.message == "no evidence: task t stopped at stage weights"
 
 
 def test_task_that_failed_to_build_errors_every_scored_item() -> None:
@@ -249,8 +250,22 @@ def test_task_that_failed_to_build_errors_every_scored_item() -> None:
     ]
     results = [score_item(item, t) for item in items]
     assert {r.status for r in results} == {"error"}
-    assert {r.message for r in results} == {"Net() raised RuntimeError: shape mismatch (stage: build)"}
+    assert {r.message for r in results} == {"no evidence: task t stopped at stage build"}
     assert sum(r.score for r in results) == 0
+
+
+def test_items_of_a_task_that_never_built_point_at_it_retraining_included(eai_rubric: Any) -> None:
+    task1 = task(evaluation=evaluation(65.0))
+    task2 = TaskResult(id="task2", title="ResNet")
+    task2.fail("import", "model.py failed to import: ModuleNotFoundError: No module named 'timm'")
+    results = {r.id: r for r in score_all(eai_rubric, {"task1": task1, "task2": task2})}
+    stopped = {key: (r.status, r.score, r.message) for key, r in results.items() if r.task == "task2"}
+    brief = ("error", 0, "no evidence: task task2 stopped at stage import")
+    assert stopped == {
+        "4": brief, "5a": brief, "5b": brief, "5c": brief, "5d": brief, "7a": brief, "7b": brief,
+        "7c": brief, "6": ("manual", 0, results["6"].message),
+    }  # fmt: skip
+    assert not any("timm" in r.message for r in results.values())
 
 
 def test_score_all_on_the_eai_rubric(eai_rubric: Any) -> None:

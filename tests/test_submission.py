@@ -14,7 +14,7 @@ from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook, new_outp
 
 from grader.errors import SubmissionError
 from grader.rubric import Preprocess, Rubric
-from grader.submission import MANIFEST, content_hash, load_submission
+from grader.submission import MANIFEST, Checkout, content_hash, load_submission
 
 STUDENT = "B093040051"
 
@@ -218,6 +218,43 @@ def test_student_id_mismatch_is_a_warning(folder: Path) -> None:
     assert sub.warnings == [
         f"{MANIFEST} says student_id 'B093040099' but the folder is '{STUDENT}'; the folder name is used"
     ]
+
+
+@pytest.fixture
+def checkout(tmp_path: Path) -> Path:
+    """A CI checkout: the folder is named after the repository, not the student."""
+    root = tmp_path / "lab2-chen-yt"
+    root.mkdir()
+    (root / "model.py").write_text("class Net: ...\n", encoding="utf-8")
+    return root
+
+
+def test_a_ci_checkout_takes_the_manifests_student_id(checkout: Path) -> None:
+    write_manifest(checkout, {"student_id": STUDENT})
+    sub = load_submission(checkout, checkout=Checkout("chen-yt"))
+    assert (sub.student_id, sub.warnings) == (STUDENT, [])
+    assert load_submission(checkout).student_id == "lab2-chen-yt"  # grader run: the folder's name
+
+
+def test_a_ci_checkout_without_a_manifest_id_takes_the_repositorys(checkout: Path) -> None:
+    write_manifest(checkout, {"name": "Chen Yu-Ting"})
+    assert load_submission(checkout, checkout=Checkout("chen-yt")).student_id == "chen-yt"
+    assert load_submission(checkout, checkout=Checkout(None)).student_id == "lab2-chen-yt"
+
+
+def test_a_ci_checkout_skips_ids_that_are_not_usable(checkout: Path, tmp_path: Path) -> None:
+    write_manifest(checkout, {"student_id": "../etc"})
+    sub = load_submission(checkout, checkout=Checkout("chen yt"))
+    assert sub.student_id == "lab2-chen-yt"
+    assert sub.warnings == [f"{MANIFEST}: student_id '../etc' is not a usable student id; ignored"]
+    unnamed = tmp_path / "my repo"
+    shutil.copytree(checkout, unnamed)
+    with pytest.raises(
+        SubmissionError, match=f"no usable student id: .* add student_id: YOUR_ID to {MANIFEST}"
+    ):
+        load_submission(unnamed, checkout=Checkout(None))
+    write_manifest(unnamed, {"student_id": STUDENT})
+    assert load_submission(unnamed, checkout=Checkout(None)).student_id == STUDENT
 
 
 def test_manifest_symlink_is_refused(folder: Path, tmp_path: Path) -> None:

@@ -34,7 +34,8 @@ def write_class_outputs(
     failures = [Failure(r.student_id, r.reason) for r in rows if r.status == "failed"]
     results, unreadable = load_stored(out, set(sources))
     failures += [Failure(student_id, reason) for student_id, reason in unreadable.items()]
-    rewritten = reapply_overrides(out, results, overrides, test_images, force)
+    folders = {student_id: path for student_id, path in sources.items() if str(path) != "."}
+    rewritten = reapply_overrides(out, results, overrides, test_images, force, folders)
     graded = [results[s] for s in sorted(results)]
     write_gradebooks(gradebook(graded, rubric, failures), out)
     flags = find_similar([(sources[r.student_id], r) for r in graded])

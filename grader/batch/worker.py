@@ -45,7 +45,7 @@ def grade_into(
         graded = grade(source, load_rubric(rubric_file), settings)
         apply_overrides(graded.result, overrides)
         write_results_json(graded.result, target / "results.json")
-        write_report(graded.result, target, graded.test_images)
+        write_report(graded.result, target, graded.test_images, graded.submission)
     except GraderError as err:
         row.reason = str(err)
     except Exception as err:  # the grader's own bug: this student's row, not the batch's end

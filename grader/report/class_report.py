@@ -19,7 +19,7 @@ import weasyprint
 from grader.files import write_atomic
 from grader.report.class_figures import Point, accuracy_vs_params_figure, histogram_figure
 from grader.report.gradebook import FAILED, Failure, gradebook
-from grader.report.render import environment
+from grader.report.render import FolderFetcher, environment
 from grader.report.similarity import SimilarityFlag
 from grader.results import GradeResult
 from grader.rubric import ParamsLimitItem, Rubric
@@ -192,7 +192,8 @@ def write_class_report(
     html = render_class_html(results, failures, rubric, flags, figures)
     html_path, pdf_path = out_dir / "class_report.html", out_dir / "class_report.pdf"
     write_atomic(html_path, html.encode("utf-8"))
-    pdf = weasyprint.HTML(string=html, base_url=out_dir.as_uri() + "/").write_pdf()
+    fetcher = FolderFetcher(out_dir / FIGURES_DIR)
+    pdf = weasyprint.HTML(string=html, base_url=out_dir.as_uri() + "/", url_fetcher=fetcher).write_pdf()
     assert pdf is not None  # write_pdf returns the bytes when given no target
     write_atomic(pdf_path, pdf)
     return ReportPaths(html_path, pdf_path)

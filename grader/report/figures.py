@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import re
+from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -16,7 +17,7 @@ import numpy as np
 from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
-from matplotlib.patches import FancyBboxPatch
+from matplotlib.patches import FancyArrowPatch, FancyBboxPatch
 
 from grader.results import DiagramNode, TaskResult
 
@@ -26,6 +27,10 @@ GRID_COLUMNS = 4
 UPSCALE = 4  # 32 px CIFAR images become 128 px, sharp at print size
 BOX_HEIGHT = 0.52  # inches; with BOX_GAP keeps ~12 nodes within one A4 page
 BOX_GAP = 0.30
+BOX_MARGIN = 0.3  # inches left and right of a block's box
+DIAGRAM_WIDTH = 5.2  # inches, without the room for skip arcs
+SKIP_ROOM = 0.9  # inches added on the right when some block has residual additions
+SKIP_COLOUR = "#c2410c"
 NODE_TEXT = 48  # characters; longer student names are cut with an ellipsis
 
 
@@ -99,8 +104,9 @@ def misclassified_grid(
 ) -> Path | None:
     """Up to 16 wrongly classified test images; None when none can be shown.
 
-    ``images`` is the uint8 test split, shape (N, H, W, 3); entries whose index
-    falls outside it are skipped rather than failing the whole report.
+    ``misclassified`` is ``Evaluation.misclassified``: the most confident mistakes, a few per
+    true class, grouped by class. ``images`` is the uint8 test split, shape (N, H, W, 3);
+    entries whose index falls outside it are skipped rather than failing the whole report.
     """
     shown = [m for m in misclassified if 0 <= m[0] < len(images)][:GRID_LIMIT]
     if not shown:
@@ -115,8 +121,17 @@ def misclassified_grid(
         ax.set_xlabel(f"test #{index}", fontsize=6.5, color="#555555")
         ax.set_xticks([])
         ax.set_yticks([])
-    fig.suptitle(f"Misclassified test images (first {len(shown)})", fontsize=10)
+    fig.suptitle(grid_title(shown), fontsize=10)
     return _save(fig, path)
+
+
+def grid_title(shown: Sequence[tuple[int, int, int]]) -> str:
+    """``"Most confident mistakes, up to 2 per true class (16 images of 10 classes)"``."""
+    per_class = Counter(true for _, true, _ in shown)
+    images = f"{len(shown)} image" + ("s" if len(shown) != 1 else "")
+    classes = f"{len(per_class)} class" + ("es" if len(per_class) != 1 else "")
+    most = max(per_class.values(), default=0)
+    return f"Most confident mistakes, up to {most} per true class ({images} of {classes})"
 
 
 def _upscale(image: np.ndarray) -> np.ndarray:
@@ -126,32 +141,55 @@ def _upscale(image: np.ndarray) -> np.ndarray:
 
 
 def model_diagram(nodes: Sequence[DiagramNode], path: Path) -> Path:
-    """A vertical chain of boxes, one per top-level block, joined by arrows."""
+    """A vertical chain of boxes, one per top-level block, joined by arrows; a block with
+    residual additions inside gets a skip arc beside it, in the room added on the right."""
     step = BOX_HEIGHT + BOX_GAP
-    width, height = 5.2, len(nodes) * step
+    room = SKIP_ROOM if any(node.residual_adds for node in nodes) else 0.0
+    width, height = DIAGRAM_WIDTH + room, len(nodes) * step
     fig = Figure(figsize=(width, height))
     ax = fig.add_axes((0.0, 0.0, 1.0, 1.0))
     ax.set_xlim(0, width)
     ax.set_ylim(height, 0)  # y grows downwards so the first block is on top
     ax.axis("off")
+    centre = DIAGRAM_WIDTH / 2
     for i, node in enumerate(nodes):
         top = BOX_GAP / 2 + i * step
-        _draw_node(ax, node, top, width)
+        _draw_node(ax, node, top)
+        if node.residual_adds:
+            _draw_skip(ax, node.residual_adds, top)
         if i + 1 < len(nodes):
             ax.annotate(
                 "",
-                xy=(width / 2, top + step),
-                xytext=(width / 2, top + BOX_HEIGHT),
+                xy=(centre, top + step),
+                xytext=(centre, top + BOX_HEIGHT),
                 arrowprops={"arrowstyle": "-|>", "color": "#333333", "linewidth": 1.2},
             )
     return _save(fig, path, tight=False)
 
 
-def _draw_node(ax: Axes, node: DiagramNode, top: float, width: float) -> None:
-    margin = 0.3
+def _draw_skip(ax: Axes, adds: int, top: float) -> None:
+    """A skip arc from the block's input to its output, beside its right edge, with the number
+    of residual additions (sums of two equal-shaped feature maps) the block makes."""
+    right = DIAGRAM_WIDTH - BOX_MARGIN
+    arc = FancyArrowPatch(
+        (right, top + 0.06),
+        (right, top + BOX_HEIGHT - 0.06),
+        connectionstyle="bar,fraction=-0.55",
+        arrowstyle="-|>,head_length=3,head_width=2",
+        color=SKIP_COLOUR,
+        linewidth=1.4,
+        shrinkA=0,
+        shrinkB=0,
+    )
+    ax.add_patch(arc)
+    label = "skip" if adds == 1 else f"skip ×{adds}"
+    ax.text(right + 0.36, top + BOX_HEIGHT / 2, label, ha="left", va="center", fontsize=7, color=SKIP_COLOUR)
+
+
+def _draw_node(ax: Axes, node: DiagramNode, top: float) -> None:
     box = FancyBboxPatch(
-        (margin, top),
-        width - 2 * margin,
+        (BOX_MARGIN, top),
+        DIAGRAM_WIDTH - 2 * BOX_MARGIN,
         BOX_HEIGHT,
         boxstyle="round,pad=0,rounding_size=0.08",
         facecolor="#eef3fa",
@@ -159,7 +197,7 @@ def _draw_node(ax: Axes, node: DiagramNode, top: float, width: float) -> None:
         linewidth=1.2,
     )
     ax.add_patch(box)
-    centre = width / 2
+    centre = DIAGRAM_WIDTH / 2
     title = _shorten(f"{node.name}: {node.type}")
     shape = "[" + ", ".join(str(d) for d in node.output_shape) + "]"
     detail = _shorten(f"out {shape}   ·   {node.params:,} params")

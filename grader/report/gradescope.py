@@ -6,8 +6,10 @@ Gradescope reads ``score`` (the submission's total), ``execution_time`` (seconds
 ``status`` (``passed``/``failed``), ``output``, ``tags`` and ``visibility``. The format
 has no top-level maximum, so the rubric's total goes in ``extra_data.max_score``.
 
-Items a grading left out (``manual``, ``not_checked``) are listed with score 0 and no
-status, their output saying why; the leaderboard has each task's accuracy (higher is
+Only full points pass: a partial score is ``failed``, its output starting with its points
+(``ItemResult.outcome``, the rule junit.xml and the CI summary follow too). Items a grading
+left out (``manual``, ``not_checked``) are listed with score 0 and no status, their output
+saying why; the leaderboard has each task's accuracy (higher is
 better) and parameter count (lower is better).
 """
 
@@ -21,7 +23,6 @@ from grader.files import write_atomic
 from grader.results import GradeResult, ItemResult
 
 VISIBILITY = "visible"  # students see their feedback as soon as the autograder finishes
-_STATUS = {"pass": "passed", "partial": "failed", "fail": "failed", "error": "failed"}
 
 
 def gradescope_results(result: GradeResult, seconds: float, profile: str) -> dict[str, Any]:
@@ -51,12 +52,12 @@ def _test(item: ItemResult) -> dict[str, Any]:
         "number": item.id,
         "score": item.score,
         "max_score": item.max_score,
-        "output": item.message,
+        "output": item.outcome_message,
         "tags": [item.task] if item.task else [],
         "visibility": VISIBILITY,
     }
-    if item.status in _STATUS:
-        test["status"] = _STATUS[item.status]
+    if item.outcome != "skipped":
+        test["status"] = item.outcome
     return test
 
 
@@ -78,6 +79,8 @@ def _overview(result: GradeResult, profile: str) -> str:
         lines.append(f"{result.not_checked:g} points not checked here; the full grading scores them")
     if result.pending_manual:
         lines.append(f"{result.pending_manual:g} points pending TA review")
+    lines += [t.stopped for t in result.tasks.values() if t.stopped]
+    lines += [f"Look at this: {alert}" for alert in result.alerts]
     lines += result.warnings
     return "\n".join(lines)
 

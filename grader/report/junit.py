@@ -5,8 +5,10 @@ GitHub, GitLab and Jenkins all read. That schema has no properties on a test cas
 item's points travel in its name (``[7.5/10 pts]``); the suite's ``<properties>`` hold the
 totals.
 
-  pass, partial        a passing test (a partial score shows in the name)
-  fail, error          ``<failure message=…>`` holding the item's message
+  pass                 a passing test
+  partial, fail, error ``<failure message=…>`` holding the item's message; a partial score
+                       is a failure whose message starts with its points (``ItemResult.outcome``,
+                       the rule Gradescope's results.json and the CI summary follow too)
   manual, not_checked  ``<skipped message=…>``: nothing was checked that could fail
 """
 
@@ -20,9 +22,6 @@ from grader.files import write_atomic
 from grader.report.render import score
 from grader.results import GradeResult, ItemResult
 
-FAILED = ("fail", "error")
-SKIPPED = ("manual", "not_checked")
-
 
 def testcase_name(item: ItemResult) -> str:
     """``"3: Test accuracy [37.5/50 pts]"``."""
@@ -33,12 +32,12 @@ def junit_tree(result: GradeResult, seconds: float) -> ET.Element:
     """``<testsuites>`` holding one ``<testsuite>`` (the rubric) for one submission."""
     counts = {
         "tests": str(len(result.items)),
-        "failures": str(sum(i.status in FAILED for i in result.items)),
+        "failures": str(sum(i.outcome == "failed" for i in result.items)),
         "errors": "0",
         "time": f"{seconds:.3f}",
     }
     root = ET.Element("testsuites", {"name": f"grader ci: {result.rubric}", **counts})
-    skipped = str(sum(i.status in SKIPPED for i in result.items))
+    skipped = str(sum(i.outcome == "skipped" for i in result.items))
     suite = ET.SubElement(
         root,
         "testsuite",
@@ -62,18 +61,21 @@ def junit_tree(result: GradeResult, seconds: float) -> ET.Element:
         },
     )
     for item in result.items:
-        _testcase(suite, item, result.rubric)
+        task = result.tasks.get(item.task or "")
+        _testcase(suite, item, result.rubric, task.stopped if task else None)
     return root
 
 
-def _testcase(suite: ET.Element, item: ItemResult, rubric_id: str) -> None:
+def _testcase(suite: ET.Element, item: ItemResult, rubric_id: str, stopped: str | None) -> None:
     case = ET.SubElement(
         suite, "testcase", {"classname": item.task or rubric_id, "name": testcase_name(item), "time": "0"}
     )
-    if item.status in FAILED:
-        failure = ET.SubElement(case, "failure", {"message": item.message, "type": item.status})
-        failure.text = item.message
-    elif item.status in SKIPPED:
+    message = item.outcome_message
+    if item.outcome == "failed":
+        failure = ET.SubElement(case, "failure", {"message": message, "type": item.status})
+        # A CI page shows one test case at a time: the body says why its task stopped.
+        failure.text = f"{message}\n{stopped}" if item.status == "error" and stopped else message
+    elif item.outcome == "skipped":
         ET.SubElement(case, "skipped", {"message": item.message})
     else:
         ET.SubElement(case, "system-out").text = item.message

@@ -1,27 +1,37 @@
 """HTML from ``templates/report.html``, then PDF with weasyprint.
 
 Student-provided strings (names, error messages, module names, logs) reach the
-page, so the jinja environment escapes everything it prints.
+page, so the jinja environment escapes everything it prints; the student's code comes
+sanitized (grader/report/sources.py). weasyprint fetches what the HTML links to, so it is
+given ``FolderFetcher``: the report's own folder, and nothing else, can be read.
 """
 
 from __future__ import annotations
 
+import mimetypes
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote, urlsplit
+from urllib.request import url2pathname
 
 import jinja2
 import numpy as np
 import weasyprint  # needs libharfbuzz-subset0 (scripts/setup.sh installs it)
+from markupsafe import Markup
+from weasyprint.urls import URLFetcher, URLFetcherResponse
 
 from grader.config import TEMPLATES_DIR
-from grader.files import write_atomic
+from grader.evaluate import outputs_note
+from grader.files import read_untrusted, write_atomic
 from grader.report.figures import task_figures
+from grader.report.sources import Listing, code_css, listings
 from grader.report.training_figures import scaling_plot, training_figures
 from grader.results import GradeResult, Summary, TaskResult
 
 LOG_TAIL_LINES = 60
+MAX_FETCHED_BYTES = 64 * 2**20  # one figure of the report
 SUMMARY_RULE = "-" * 64  # torchsummary's table width
 SUMMARY_DOUBLE_RULE = "=" * 64
 
@@ -150,15 +160,42 @@ def environment() -> jinja2.Environment:
         torchsummary=torchsummary,
         recipe=recipe_summary,
     )
-    env.globals["measures"] = measures
+    env.globals.update(measures=measures, outputs_note=outputs_note)
     return env
 
 
-def render_html(result: GradeResult, figures: dict[str, dict[str, str]]) -> str:
-    """The report as HTML; ``figures`` maps task id -> kind -> path relative to the page."""
+def render_html(result: GradeResult, figures: dict[str, dict[str, str]], code: Sequence[Listing] = ()) -> str:
+    """The report as HTML; ``figures`` maps task id -> kind -> path relative to the page,
+    ``code`` is the appendix of the student's model files."""
     template = environment().get_template("report.html")
     failed = [task for task in result.tasks.values() if task.status == "error"]
-    return template.render(result=result, figures=figures, failed=failed)
+    return template.render(
+        result=result, figures=figures, failed=failed, code=code, code_css=Markup(code_css())
+    )
+
+
+class FolderFetcher(URLFetcher):
+    """What weasyprint may read while it draws the PDF: regular files inside ``folder`` (the
+    report's own figures). Any other URL (a file elsewhere, http, data, ...) is refused, so
+    nothing on the page can pull a file of the machine or a request into the PDF."""
+
+    def __init__(self, folder: Path) -> None:
+        super().__init__(allowed_protocols=["file"], allow_redirects=False)
+        self.folder = folder.resolve()
+
+    def fetch(self, url: str, headers: Any = None) -> URLFetcherResponse:
+        path = self.path(url)
+        kind = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
+        return URLFetcherResponse(url, read_untrusted(path, MAX_FETCHED_BYTES), {"Content-Type": kind})
+
+    def path(self, url: str) -> Path:
+        """The file ``url`` names inside the folder; ValueError for any other URL."""
+        parts = urlsplit(url)
+        if parts.scheme == "file" and parts.netloc in ("", "localhost"):
+            path = Path(url2pathname(unquote(parts.path)))
+            if path.is_absolute() and path.resolve().is_relative_to(self.folder):
+                return path
+        raise ValueError(f"{url[:200]} refused: the report reads only files in {self.folder}")
 
 
 def _draw_figures(
@@ -176,19 +213,27 @@ def _draw_figures(
     return figures
 
 
-def write_report(result: GradeResult, out_dir: Path, test_images: np.ndarray | None = None) -> Path:
+def write_report(
+    result: GradeResult,
+    out_dir: Path,
+    test_images: np.ndarray | None = None,
+    submission: Path | None = None,
+) -> Path:
     """Write ``report.html``, ``report.pdf`` and ``figures/*.png`` into ``out_dir``.
 
     ``test_images`` is the uint8 CIFAR-10 test split, shape (N, 32, 32, 3), indexed
     by ``Evaluation.misclassified``; without it the misclassified grid is left out.
-    Returns the path of the PDF.
+    ``submission`` is the folder graded, for the appendix of the student's code; without it
+    the appendix says the source is not at hand. Returns the path of the PDF.
     """
     out_dir = out_dir.resolve()
     out_dir.mkdir(parents=True, exist_ok=True)
-    html = render_html(result, _draw_figures(result, out_dir, test_images))
+    html = render_html(result, _draw_figures(result, out_dir, test_images), listings(result, submission))
     write_atomic(out_dir / "report.html", html.encode("utf-8"))
     # The trailing slash makes relative image paths resolve inside out_dir.
-    pdf = weasyprint.HTML(string=html, base_url=out_dir.as_uri() + "/").write_pdf()
+    pdf = weasyprint.HTML(
+        string=html, base_url=out_dir.as_uri() + "/", url_fetcher=FolderFetcher(out_dir)
+    ).write_pdf()
     assert pdf is not None  # write_pdf returns the bytes when given no target
     pdf_path = out_dir / "report.pdf"
     write_atomic(pdf_path, pdf)

@@ -2,20 +2,24 @@
 
 ``grader report`` uses this after a TA edits the overrides file: every student's
 results.json gets the overrides applied afresh (starting from the grader's own scores),
-and the PDFs of students whose scores changed are drawn again.
+and the PDFs of students whose scores changed are drawn again. Their appendix shows the
+student's code when the submission folder is still there, unchanged since its grading.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
 
+from grader.errors import GraderError
 from grader.overrides import Override, apply_overrides
 from grader.report.render import write_report
 from grader.report.results_json import write_results_json
 from grader.results import GradeResult
+from grader.submission import content_hash
 
 RESULTS = "results.json"
 
@@ -45,9 +49,11 @@ def reapply_overrides(
     overrides: list[Override],
     test_images: np.ndarray | None,
     force: bool = False,
+    sources: Mapping[str, Path] | None = None,
 ) -> list[str]:
     """Apply ``overrides`` to each stored result; rewrite results.json and the PDF where
-    scores changed (every one with ``force``). Returns the students rewritten."""
+    scores changed (every one with ``force``). ``sources`` are the submission folders by
+    student id, for the PDFs' appendix of code. Returns the students rewritten."""
     rewritten = []
     for student_id, result in results.items():
         before = _scores(result)
@@ -55,9 +61,20 @@ def reapply_overrides(
         if force or _scores(result) != before:
             target = out_dir / student_id
             write_results_json(result, target / RESULTS)
-            write_report(result, target, test_images)
+            write_report(result, target, test_images, as_graded((sources or {}).get(student_id), result))
             rewritten.append(student_id)
     return rewritten
+
+
+def as_graded(folder: Path | None, result: GradeResult) -> Path | None:
+    """``folder`` when it still holds the submission ``result`` graded (same content hash)."""
+    if folder is None or not folder.is_dir():
+        return None
+    try:
+        same = content_hash(folder.resolve()) == result.submission_sha256
+    except (GraderError, OSError):
+        return None
+    return folder.resolve() if same else None
 
 
 def _scores(result: GradeResult) -> list[tuple[str, float, str, str | None]]:

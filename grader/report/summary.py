@@ -1,7 +1,8 @@
 """A Markdown summary of one grading for a CI job page (GitHub's step summary).
 
 Four parts: the verdict and total, the score table, the size limits and the accuracy.
-Student-written strings reach the page, so table cells are made safe for Markdown.
+Student-written strings reach the page, so table cells are made safe for Markdown. Items are
+counted as junit.xml counts them (``ItemResult.outcome``): a partial score is a failure.
 """
 
 from __future__ import annotations
@@ -40,7 +41,10 @@ def _headline(result: GradeResult, profile: str, problems: list[str]) -> str:
         lines.append(f"- {score(result.not_checked)} points not checked in CI; the full grading scores them")
     if result.pending_manual:
         lines.append(f"- {score(result.pending_manual)} points pending TA review")
+    lines += [f"- 🚩 **{cell(a)}**" for a in result.alerts]
     lines += [f"- ⚠️ {cell(w)}" for w in result.warnings]
+    stopped = [t.stopped for t in result.tasks.values() if t.stopped and t.stopped not in problems]
+    lines += [f"- 💥 {cell(s)}" for s in stopped]
     verdict = "❌ **CI check failed**" if problems else "✅ **CI check passed**"
     lines += ["", verdict, *[f"- {cell(p)}" for p in problems]]
     return "\n".join(lines)
@@ -56,10 +60,19 @@ def _scores(result: GradeResult) -> str:
     for i in result.items:
         rows.append(
             f"| {cell(i.id)} | {cell(i.task or '—')} | {cell(i.title)} | "
-            f"{score(i.score)} / {score(i.max_score)} | {_STATUS[i.status]} | {cell(i.message)} |"
+            f"{score(i.score)} / {score(i.max_score)} | {_STATUS[i.status]} | {cell(i.outcome_message)} |"
         )
     rows.append(f"| **Total** | | | **{score(result.total)} / {score(result.max_total)}** | | |")
-    return "\n".join(rows)
+    return "\n".join([*rows, "", _counts(result)])
+
+
+def _counts(result: GradeResult) -> str:
+    outcomes = [i.outcome for i in result.items]
+    partial = sum(i.status == "partial" for i in result.items)
+    failed = f"{outcomes.count('failed')} failed"
+    if partial:
+        failed += f" ({partial} with partial credit, which counts as failed)"
+    return f"Items: {outcomes.count('passed')} passed, {failed}, {outcomes.count('skipped')} skipped."
 
 
 def _limits(result: GradeResult) -> str:

@@ -28,12 +28,28 @@ def test_gradescope_fields_follow_the_spec(cnn_rubric: Rubric, tmp_path: Path) -
     assert sum(t["score"] for t in tests) == data["score"]
     assert sum(t["max_score"] for t in tests) == data["extra_data"]["max_score"]
     assert tests[0]["name"] == "1: The model builds and classifies a CIFAR-10 image"
+    assert tests[2]["output"].startswith("partial credit: 25 of 50 points; top-1 accuracy 72.50%")
     assert tests[3]["output"].startswith("not checked on a subset")
     assert data["leaderboard"] == [
         {"name": "Accuracy", "value": 72.5, "order": "desc"},
         {"name": "Parameters", "value": 5370, "order": "asc"},
     ]
     assert data["output"].startswith("55 / 100 points")
+
+
+def test_gradescope_overview_carries_the_alerts(cnn_rubric: Rubric) -> None:
+    result = ci_graded(cnn_rubric)
+    result.alerts = ["cnn: the claimed test accuracy 92.00% is 27.00 points above"]
+    output = gradescope_results(result, 1.0, "quick")["output"].splitlines()
+    assert "Look at this: cnn: the claimed test accuracy 92.00% is 27.00 points above" in output
+
+
+def test_gradescope_tells_a_stopped_tasks_error_once_in_the_overview(cnn_rubric: Rubric) -> None:
+    data = gradescope_results(ci_graded(cnn_rubric, error="weights/model.pt is missing"), 1.0, "quick")
+    assert "task cnn stopped at stage weights: weights/model.pt is missing" in data["output"].splitlines()
+    outputs = [t["output"] for t in data["tests"]]
+    assert outputs[2:4] == ["no evidence: task cnn stopped at stage weights"] * 2
+    assert not any("is missing" in o for o in outputs)
 
 
 def test_gradescope_leaderboard_names_tasks_when_there_are_several(cnn_rubric: Rubric) -> None:

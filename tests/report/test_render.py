@@ -17,7 +17,15 @@ import pytest
 from PIL import Image
 
 from grader.report import write_report, write_results_json
-from grader.report.figures import BOX_GAP, BOX_HEIGHT, DPI
+from grader.report.figures import (
+    BOX_GAP,
+    BOX_HEIGHT,
+    DIAGRAM_WIDTH,
+    DPI,
+    SKIP_ROOM,
+    grid_title,
+    model_diagram,
+)
 from grader.report.render import log_tail, percent, score, shape, thousands, torchsummary
 from grader.results import (
     DiagramNode,
@@ -29,7 +37,9 @@ from grader.results import (
     Summary,
     TaskResult,
 )
+from grader.rubric import Rubric
 from tests.conftest import pdf_text
+from tests.graded import ci_graded
 
 CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
 # Correct predictions per class out of 1,000 each; they sum to 8,076 -> 80.76%.
@@ -202,8 +212,39 @@ def test_cover_shows_student_total_and_pending(rendered: tuple[Path, str]) -> No
     assert "42.5 / 100" in text
     assert "25 points pending TA review" in text
     assert "notebook.ipynb was not executed" in text
-    assert "bwrap" in text and "cpu_seconds: 600" in text
     assert "9f2c" * 16 in text.replace("\n", "").replace(" ", "")
+
+
+CLAIM_ALERT = (
+    "task1: the claimed test accuracy 92.00% is 27.00 points above the 65.00% measured on 10,000 test "
+    "images, more than 5 points apart: check that the submitted weights are the ones the claim was "
+    "measured with"
+)
+
+
+def test_an_alert_stands_out_on_page_one(tmp_path: Path) -> None:
+    result = make_result()
+    result.alerts = [CLAIM_ALERT]
+    pdf = write_report(result, tmp_path)
+    page_one = " ".join(pdf_text(pdf, None, page=1).split())
+    assert f"Look at this first • {CLAIM_ALERT}" in page_one
+    assert page_one.index("Look at this first") < page_one.index("Warnings")
+    html = (tmp_path / "report.html").read_text()
+    assert '<div class="box alert-box">' in html
+
+
+def test_sandbox_limits_are_in_an_appendix_and_page_one_names_the_backend(
+    rendered: tuple[Path, str],
+) -> None:
+    out_dir, _ = rendered
+    page_one = pdf_text(out_dir / "report.pdf", page=1)
+    assert "bwrap (its limits: see the appendix)" in line_with(page_one, "Sandbox")
+    assert "cpu_seconds" not in page_one and "4 GiB" not in page_one
+    pages = pdf_text(out_dir / "report.pdf").split("\f")
+    last = [p for p in pages if p.strip()][-1]
+    assert "Appendix: sandbox limits" in last
+    assert re.search(r"memory\s+4 GiB", last) and re.search(r"cpu_seconds\s+600", last)
+    assert "ran in the bwrap sandbox under these limits" in " ".join(last.split())
 
 
 @pytest.mark.parametrize(
@@ -260,6 +301,15 @@ def test_evaluation_numbers(rendered: tuple[Path, str]) -> None:
     assert "3 test images produced non-finite logits" in text
 
 
+def test_probabilities_instead_of_logits_are_noted_on_the_task_page(tmp_path: Path) -> None:
+    result = make_result()
+    assert result.tasks["task1"].evaluation is not None
+    result.tasks["task1"].evaluation.outputs = "probabilities"
+    flat = " ".join(pdf_text(write_report(result, tmp_path), None).split())
+    assert "Model outputs probabilities" in flat
+    assert "The model returns probabilities (it ends in softmax), not logits; accuracy is unaffected" in flat
+
+
 def test_failed_task_is_explained_and_escaped(rendered: tuple[Path, str]) -> None:
     out_dir, text = rendered
     flat = " ".join(text.split())
@@ -268,6 +318,16 @@ def test_failed_task_is_explained_and_escaped(rendered: tuple[Path, str]) -> Non
     html = (out_dir / "report.html").read_text()
     assert "&lt;script&gt;" in html
     assert "<script" not in html
+
+
+def test_a_stopped_tasks_error_is_told_once_on_its_page(cnn_rubric: Rubric, tmp_path: Path) -> None:
+    error = "weights/model.pt holds a whole pickled model; save model.state_dict() instead"
+    pdf = write_report(ci_graded(cnn_rubric, error=error), tmp_path)
+    flat = " ".join(pdf_text(pdf, None).split())
+    assert flat.count("holds a whole pickled model") == 1
+    assert f"This task stopped at stage weights: {error}" in flat
+    page_one = " ".join(pdf_text(pdf, None, page=1).split())
+    assert page_one.count("no evidence: task cnn stopped at stage weights") == 2  # accuracy and claim
 
 
 def test_log_tail_is_cut_to_the_last_lines(rendered: tuple[Path, str]) -> None:
@@ -305,6 +365,14 @@ def test_figures_are_drawn_and_embedded(rendered: tuple[Path, str]) -> None:
     assert len(listing.splitlines()) - 2 >= len(kinds)  # two header lines
 
 
+def test_misclassified_grid_says_how_its_images_were_picked(rendered: tuple[Path, str]) -> None:
+    flat = " ".join(rendered[1].split())
+    assert "Misclassified test images: the model's most confident mistakes, a few per true class" in flat
+    shown = [(i, i % 10, (i + 3) % 10) for i in range(16)]
+    assert grid_title(shown) == "Most confident mistakes, up to 2 per true class (16 images of 10 classes)"
+    assert grid_title([(4, 0, 3)]) == "Most confident mistakes, up to 1 per true class (1 image of 1 class)"
+
+
 def test_diagram_grows_with_the_model(rendered: tuple[Path, str]) -> None:
     out_dir, _ = rendered
     with Image.open(out_dir / "figures" / "task1_diagram.png") as image:
@@ -313,6 +381,43 @@ def test_diagram_grows_with_the_model(rendered: tuple[Path, str]) -> None:
     # instead of smaller text.
     assert height == pytest.approx(len(CNN_LAYERS) * (BOX_HEIGHT + BOX_GAP) * DPI, abs=2)
     assert width == pytest.approx(5.2 * DPI, abs=2)
+
+
+def skip_pixels(png: Path, top: float, bottom: float, left: float) -> int:
+    """Pixels of the skip arcs' colour in the band [top, bottom) inches, right of ``left``."""
+    with Image.open(png) as image:
+        rgb = np.asarray(image.convert("RGB")).astype(int)  # (H, W, 3)
+    band = rgb[round(top * DPI) : round(bottom * DPI), round(left * DPI) :]
+    red, green, blue = band[..., 0], band[..., 1], band[..., 2]
+    return int(((red > 150) & (green < 110) & (blue < 80)).sum())
+
+
+def test_diagram_draws_a_skip_arc_beside_each_residual_block(tmp_path: Path) -> None:
+    nodes = [
+        DiagramNode("conv1", "Conv2d", [-1, 64, 32, 32], 1728),
+        DiagramNode("layer1", "Sequential", [-1, 64, 32, 32], 147_968, residual_adds=2),
+        DiagramNode("layer2", "Sequential", [-1, 128, 16, 16], 525_568, residual_adds=2),
+        DiagramNode("pool", "AdaptiveAvgPool2d", [-1, 128, 1, 1], 0),
+        DiagramNode("fc", "Linear", [-1, 10], 1290),
+    ]
+    png = model_diagram(nodes, tmp_path / "resnet.png")
+    with Image.open(png) as image:
+        assert image.size[0] == pytest.approx((DIAGRAM_WIDTH + SKIP_ROOM) * DPI, abs=2)
+    step, right = BOX_HEIGHT + BOX_GAP, DIAGRAM_WIDTH - 0.3 - 0.05  # the arrowheads touch the box
+    arcs = [skip_pixels(png, i * step, (i + 1) * step, right) for i in range(len(nodes))]
+    assert [count > 50 for count in arcs] == [False, True, True, False, False], arcs
+    assert skip_pixels(png, 0, len(nodes) * step, 0) == sum(arcs)  # nothing else in that colour
+    plain = model_diagram([DiagramNode(n.name, n.type, n.output_shape, n.params) for n in nodes], png)
+    assert skip_pixels(plain, 0, len(nodes) * step, 0) == 0
+
+
+def test_a_residual_block_is_explained_under_the_diagram(tmp_path: Path) -> None:
+    result = make_result()
+    result.tasks["task1"].diagram[4].residual_adds = 1
+    flat = " ".join(pdf_text(write_report(result, tmp_path), None).split())
+    assert "An arc beside a block marks its residual (skip) connections" in flat
+    plain = " ".join(pdf_text(write_report(make_result(), tmp_path)).split())
+    assert "residual (skip) connections" not in plain
 
 
 def test_report_without_test_images_or_evaluation(tmp_path: Path) -> None:
