@@ -14,12 +14,14 @@ FROM ${BASE}
 
 # A folder of wheels served over HTTP; pip then installs from it alone. Empty: pip's own index.
 ARG WHEELS_URL=
+# Rubrics' `packages:` (pip requirements, space-separated): what a course adds for its models.
+ARG EXTRA_PACKAGES=
 COPY requirements.lock image/requirements-harness.txt /tmp/req/
 # No --system-site-packages: nothing of the base's Python leaks into the harness's versions.
 RUN python3 -m venv /opt/venv \
  && /opt/venv/bin/pip install --no-cache-dir --disable-pip-version-check \
       ${WHEELS_URL:+--no-index --find-links $WHEELS_URL} \
-      -c /tmp/req/requirements.lock -r /tmp/req/requirements-harness.txt
+      -c /tmp/req/requirements.lock -r /tmp/req/requirements-harness.txt ${EXTRA_PACKAGES}
 
 # The harness and the modules it shares with the host (jobs mount the checkout's own copy over it).
 COPY grader/__init__.py grader/protocol.py grader/files.py /opt/grader/grader/

@@ -126,7 +126,7 @@ def run_ci(
     chosen = resolve_profile(profile, settings.device)
     started = time.monotonic()
     checkout = Checkout(repository_student_id(env or {}, rubric.id))
-    graded = grade(submission, rubric, profile_settings(settings, chosen), progress, checkout)
+    graded = grade(submission, rubric, profile_settings(settings, chosen), progress, checkout=checkout)
     progress("writing JUnit, Gradescope, summary and PDF")
     seconds = time.monotonic() - started
     problems = policy_problems(graded.result, fail_on)

@@ -8,11 +8,11 @@ import sys
 import time
 import unicodedata
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, ClassVar
 
 import typer
 from rich.console import Console
-from rich.status import Status
+from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
@@ -55,6 +55,13 @@ DockerImage = Annotated[str, typer.Option(metavar="IMAGE", help="Image for the D
 DockerRuntime = Annotated[
     str | None, typer.Option(metavar="RUNTIME", help="Docker runtime, e.g. runsc for gVisor.")
 ]
+TrainBudget = Annotated[
+    float,
+    typer.Option(
+        metavar="SECONDS",
+        help="Retraining is not started when a few timed steps say it would take longer (all runs).",
+    ),
+]
 Timeout = Annotated[float, typer.Option(metavar="SECONDS", help="Time limit of one task in the sandbox.")]
 Overrides = Annotated[Path | None, typer.Option(metavar="FILE", help="Scores set by hand (CSV or YAML).")]
 
@@ -86,6 +93,7 @@ def run(
     docker_image: DockerImage = _DEFAULTS.docker_image,
     docker_runtime: DockerRuntime = _DEFAULTS.docker_runtime,
     skip_training: SkipTraining = False,
+    train_budget: TrainBudget = _DEFAULTS.train_budget_s,
     recipe: RecipeFields = None,
     timeout: Timeout = _DEFAULTS.task_timeout_s,
 ) -> None:
@@ -101,6 +109,7 @@ def run(
         docker_runtime=docker_runtime,
         recipe_overrides=_recipe_overrides(recipe or []),
         skip_training=skip_training,
+        train_budget_s=train_budget,
     )
     _run(submission, rubric, settings)
 
@@ -143,9 +152,9 @@ def _run(submission: Path, rubric_name: str | None, settings: Settings) -> None:
             f"no rubric: pass --rubric FILE or set 'assignment:' in {submission}/submission.yaml"
         )
     rubric = load_rubric(find_rubric(name, shipped_only=assignment is not None))
-    with console.status("starting") as status:
-        graded = grade(submission, rubric, settings, progress=lambda stage: _stage(status, stage))
-        status.update("writing report")
+    with _Progress() as shown:
+        graded = grade(submission, rubric, settings, progress=shown.stage, advance=shown.advance)
+        shown.stage("writing report")
         target = settings.out_dir / graded.result.student_id
         target.mkdir(parents=True, exist_ok=True)
         write_results_json(graded.result, target / "results.json")
@@ -198,8 +207,8 @@ def ci(
         device, sandbox, unsafe_no_sandbox, data_dir=data_dir, out_dir=out, task_timeout_s=timeout
     )
     parsed = load_rubric(find_rubric(rubric))
-    with console.status("starting") as status:
-        done = run_ci(submission, parsed, settings, profile, fail_on, lambda s: _stage(status, s), os.environ)
+    with _Progress() as shown:
+        done = run_ci(submission, parsed, settings, profile, fail_on, shown.stage, os.environ)
     publish(done)
     _print_scores(done.result)
     console.print(f"profile {done.profile}, {done.seconds:.0f} s; outputs in {out}/")
@@ -222,8 +231,8 @@ def baselines(
 
     settings = _settings(device, sandbox, data_dir=data_dir)
     parsed = load_rubric(find_rubric(rubric))
-    with console.status("starting") as status:
-        runs = train_baselines(parsed, settings, progress=lambda stage: _stage(status, stage))
+    with _Progress() as shown:
+        runs = train_baselines(parsed, settings, progress=shown.stage)
     if not runs:
         console.print(f"{parsed.id} names no baselines (training.baselines)")
     table = Table(title=f"baselines of {parsed.id}")
@@ -269,6 +278,7 @@ def run_all(
     docker_image: DockerImage = _DEFAULTS.docker_image,
     docker_runtime: DockerRuntime = _DEFAULTS.docker_runtime,
     skip_training: SkipTraining = False,
+    train_budget: TrainBudget = _DEFAULTS.train_budget_s,
     recipe: RecipeFields = None,
     timeout: Timeout = _DEFAULTS.task_timeout_s,
 ) -> None:
@@ -288,6 +298,7 @@ def run_all(
         docker_runtime=docker_runtime,
         recipe_overrides=_recipe_overrides(recipe or []),
         skip_training=skip_training,
+        train_budget_s=train_budget,
     )
     rubric_file = find_rubric(rubric)
     parsed = load_rubric(rubric_file)
@@ -406,6 +417,12 @@ class _BatchProgress:
         self.bar.update(self.task, total=to_grade)
         self.bar.console.print(f"{to_grade} to grade; {skipped} unchanged or unreadable, not graded again")
 
+    def running(self, stages: dict[str, str]) -> None:
+        now = " · ".join(f"{student}: {what}" for student, what in sorted(stages.items()))
+        self.bar.update(
+            self.task, description=escape(student_text(f"grading {now}" if now else "grading").plain)
+        )
+
     def finished(self, row: Any) -> None:
         self.bar.advance(self.task)
         if row.status == "failed":
@@ -438,9 +455,55 @@ def _settings(
     return Settings(device=device.value, sandbox=backend, **fields)
 
 
-def _stage(status: Status, stage: str) -> None:
-    console.print(Text(time.strftime("%H:%M:%S "), style="dim") + student_text(stage))
-    status.update(student_text(stage))
+class _Progress:
+    """A line per stage of a grading, and a bar with ETA for a job's progress within its stage
+    (the test pass, a retraining's steps)."""
+
+    _NAMES: ClassVar[dict[str, str]] = {
+        "inference": "test pass",
+        "training": "training",
+        "timing": "timing training steps",
+    }
+
+    def __init__(self) -> None:
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            SpinnerColumn,
+            TimeElapsedColumn,
+            TimeRemainingColumn,
+        )
+
+        self.bar = Progress(
+            SpinnerColumn(),
+            "{task.description}",
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            "ETA",
+            TimeRemainingColumn(),
+            console=console,
+            transient=True,
+        )
+        self.task = self.bar.add_task("starting", total=None)
+
+    def __enter__(self) -> _Progress:
+        self.bar.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.bar.stop()
+
+    def stage(self, text: str) -> None:
+        self.bar.console.print(Text(time.strftime("%H:%M:%S "), style="dim") + student_text(text))
+        self.bar.reset(self.task, total=None, description=escape(student_text(text).plain))
+
+    def advance(self, now: Any) -> None:
+        what = self._NAMES.get(now.stage, now.stage)
+        if now.stage == "training" and now.epochs:
+            what += f", epoch {now.epoch}/{now.epochs}"
+        self.bar.update(self.task, total=now.total, completed=now.done, description=what)
 
 
 def _print_scores(result: object, to: Console = console) -> None:

@@ -108,6 +108,9 @@ class Settings:
     docker_runtime: str | None = None
     # Wall-clock limit for one task in the sandbox (build, count, load weights, evaluate).
     task_timeout_s: float = 1800.0
+    # A model file's module-level code that runs longer than this (a training loop) is stopped,
+    # and the model built from the file's definitions only.
+    import_budget_s: float = 60.0
     # Leave out every retraining (quick checks); those items are then scored "not_checked",
     # with skip_training_reason in their message.
     skip_training: bool = False
@@ -120,6 +123,10 @@ class Settings:
     # Recipe fields forced on every retraining and baseline (e.g. {"epochs": 1} for a quick
     # check on a CPU); applied after the rubric's and the student's choices.
     recipe_overrides: dict[str, Any] = field(default_factory=dict)
+    # Retraining is not started when it would take longer than this here, all runs together: a
+    # few training steps of each model are timed first. Its items are then left not checked,
+    # with the estimate in the report.
+    train_budget_s: float = 1800.0
     # Wall-clock limit for one retraining when its recipe sets no budget_s; a recipe's budget
     # plus task_timeout_s otherwise (start-up and the final test evaluation).
     train_timeout_s: float = 3600.0

@@ -14,6 +14,8 @@ from __future__ import annotations
 import io
 import signal
 import sys
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -23,7 +25,16 @@ from pydantic import ValidationError
 from grader.config import PACKAGE_DIR, Settings
 from grader.files import UntrustedFileError, read_untrusted, write_atomic
 from grader.notebook import NotebookModule
-from grader.protocol import HarnessJob, HarnessReport, NotebookRef, Recipe, TrainingJob, decode, encode
+from grader.protocol import (
+    HarnessJob,
+    HarnessReport,
+    NotebookRef,
+    Progress,
+    Recipe,
+    TrainingJob,
+    decode,
+    encode,
+)
 from grader.rubric import Rubric
 from grader.sandbox import Backend, Job, Mount, Outcome
 from grader.submission import TaskEntry
@@ -54,6 +65,34 @@ class TrainingInputs:
         }
 
 
+class Watched:
+    """What a job said of its progress while it ran (``Progress`` lines), as the host saw them."""
+
+    def __init__(self, forward: Callable[[Progress], None] | None = None) -> None:
+        self.forward = forward
+        self.last: Progress | None = None
+        self._start: tuple[float, int] = (0.0, 0)  # when and where the current stage began
+        self._last_at = 0.0
+
+    def line(self, raw: bytes) -> None:
+        try:
+            now = decode(Progress, raw)
+        except ValidationError:
+            return  # anything may print a line like it; only well-formed ones count
+        clock = time.monotonic()
+        if self.last is None or now.stage != self.last.stage or now.done < self.last.done:
+            self._start = (clock, now.done)
+        self.last, self._last_at = now, clock
+        if self.forward is not None:
+            self.forward(now)
+
+    def rate(self) -> float | None:
+        """Images (or steps) per second over the stage under way, once it has moved."""
+        if self.last is None or self._last_at <= self._start[0] or self.last.done <= self._start[1]:
+            return None
+        return (self.last.done - self._start[1]) / (self._last_at - self._start[0])
+
+
 @dataclass
 class TaskRun:
     outcome: Outcome
@@ -61,6 +100,7 @@ class TaskRun:
     logits: np.ndarray | None
     problem: str | None  # why the outputs could not be used, in plain words
     finished: str = "inference"  # the stage a job that did all its work reports last
+    watched: Watched | None = None
 
 
 @dataclass(frozen=True)
@@ -80,9 +120,13 @@ def run_task(
     images: Path | None = None,
     weights: Path | None = None,
     training: TrainingInputs | None = None,
+    on_progress: Callable[[Progress], None] | None = None,
+    time_steps: int = 0,
 ) -> tuple[TaskRun, dict[str, str]]:
     """With ``images``: evaluate the submitted weights (or the file ``weights`` instead) on them.
-    With ``training``: retrain the model from scratch, leaving its weights in the checkpoints."""
+    With ``training``: retrain the model from scratch, leaving its weights in the checkpoints.
+    With ``time_steps`` too: only time that many training steps. ``on_progress`` hears how far
+    the job has got while it runs."""
     out_dir = work_dir / "out"
     out_dir.mkdir(parents=True)
     job_file = work_dir / "job.json"
@@ -98,6 +142,8 @@ def run_task(
         mounts["weights"] = Mount(weights, f"/weights/{weights.name}")
     if entry.notebook is not None:
         mounts["notebook"] = Mount(_stage(entry.notebook, work_dir / "notebook"), "/notebook")
+    if entry.definitions is not None and entry.definitions.problem is None:
+        mounts["definitions"] = Mount(_stage(entry.definitions, work_dir / "definitions"), "/definitions")
     if training is not None:
         mounts |= training.mounts()
     # Inside a sandbox the job sees the mount points; without one, the host paths.
@@ -121,10 +167,13 @@ def run_task(
             "OMP_NUM_THREADS": str(max(1, int(settings.cpus))),
         },
         gpu=_wants_gpu(settings.device),
+        progress=(watched := Watched(on_progress)).line,
     )
     outcome = backend.run(job)
     finished = "training" if training is not None else "inference"
-    return read_outputs(outcome, out_dir, settings, rubric.num_classes, finished), backend.enforced(job)
+    run = read_outputs(outcome, out_dir, settings, rubric.num_classes, finished)
+    run.watched = watched
+    return run, backend.enforced(job)
 
 
 def harness_job(
@@ -133,6 +182,7 @@ def harness_job(
     settings: Settings,
     where: dict[str, str],
     training: TrainingInputs | None = None,
+    time_steps: int = 0,
 ) -> HarnessJob:
     weights_path = where.get("weights") or f"{where['submission']}/{entry.weights}"
     return HarnessJob(
@@ -149,9 +199,15 @@ def harness_job(
         batch_size=settings.eval_batch_size,
         max_model_bytes=settings.max_model_bytes,
         notebook=_notebook_ref(entry.notebook, where.get("notebook")),
+        definitions=_notebook_ref(entry.definitions, where.get("definitions")),
+        # A quarter of the job at most, so that the definitions still have time to be graded.
+        import_budget_s=min(settings.import_budget_s, settings.task_timeout_s / 4),
+        packages=tuple(rubric.packages),
         training=None
         if training is None
-        else TrainingJob(training.recipe, where["train_images"], where["train_labels"], where["checkpoints"]),
+        else TrainingJob(
+            training.recipe, where["train_images"], where["train_labels"], where["checkpoints"], time_steps
+        ),
     )
 
 
@@ -193,7 +249,7 @@ def failure(run: TaskRun) -> Failure | None:
     if outcome.infrastructure:
         return Failure("infrastructure", outcome.infrastructure)
     if outcome.timed_out:
-        return Failure("timeout", _timeout_message(outcome, report, run.finished))
+        return Failure("timeout", _timeout_message(run))
     if outcome.resource_problem():
         return Failure("resources", outcome.resource_problem() or "")
     if report is not None and report.error:
@@ -222,13 +278,27 @@ _STUCK_AFTER = {
 }
 
 
-def _timeout_message(outcome: Outcome, report: HarnessReport | None, finished: str) -> str:
+def _timeout_message(run: TaskRun) -> str:
+    seconds, report, watched = run.outcome.seconds, run.report, run.watched
     last = report.stages_done[-1] if report and report.stages_done else None
-    if finished == "training" and last == "build":
+    now = watched.last if watched is not None else None
+    rate = watched.rate() if watched is not None else None
+    if now is not None and rate and now.stage == "inference" and last == "weights":
+        return (
+            f"stopped during the test pass after {seconds:.0f} s at {rate:.0f} images/s: "
+            f"{now.total:,} images need about {now.total / rate:.0f} s; raise --timeout"
+        )
+    if now is not None and rate and now.stage == "training":
+        return (
+            f"stopped while training, in epoch {now.epoch} of {now.epochs}, after {seconds:.0f} s at "
+            f"{rate:.1f} steps/s: {now.total:,} steps need about {now.total / rate:.0f} s; raise the "
+            "recipe's budget_s or --timeout"
+        )
+    if run.finished == "training" and last == "build":
         where = "while training"
     else:
         where = _STUCK_AFTER.get(last, f"after stage {last!r}")
-    return f"stopped after {outcome.seconds:.0f} s {where}: the task did not finish within the time limit"
+    return f"stopped after {seconds:.0f} s {where}: the task did not finish within the time limit"
 
 
 def _silent_exit(outcome: Outcome) -> str:

@@ -9,6 +9,7 @@ A failure that is the grader's or the machine's (``jobs.NOT_THE_STUDENTS``) is t
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,6 +20,7 @@ from grader import probe
 from grader.config import Settings
 from grader.evaluate import evaluate
 from grader.jobs import Failure, TaskRun, failure, run_task
+from grader.protocol import Progress
 from grader.results import NOT_THE_STUDENTS, Evaluation
 from grader.rubric import Rubric
 from grader.sandbox import Backend
@@ -67,13 +69,16 @@ def measure(
     settings: Settings,
     test: TestSet,
     weights: Path | None = None,
+    advance: Callable[[Progress], None] | None = None,
 ) -> Measured:
-    """The task's model with its submitted weights (or ``weights``) on ``test``."""
+    """The task's model with its submitted weights (or ``weights``) on ``test``; ``advance``
+    hears how far the job has got while it runs."""
     for _ in range(ATTEMPTS):
         with work_dir("eval") as work:
             run, enforced = run_task(
-                backend, entry, root, rubric, settings, work, images=test.probe.path, weights=weights
-            )
+                backend, entry, root, rubric, settings, work, images=test.probe.path, weights=weights,
+                on_progress=advance,
+            )  # fmt: skip
         measured = _metrics(run, enforced, settings, test)
         if measured.failure is None or measured.failure.stage not in NOT_THE_STUDENTS:
             break

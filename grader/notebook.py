@@ -13,7 +13,7 @@ from __future__ import annotations
 import ast
 import re
 import warnings
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -29,6 +29,7 @@ _HEADER = (
     "# Built by the grader from {name}: only its imports, functions, classes and constants.\n"
     "# Each block is marked with its cell (counted from 1 at the top, markdown cells included).\n"
 )
+_FILE_HEADER = "# Built by the grader from {name}: only its imports, functions, classes and constants.\n"
 # Cell magics whose body is ordinary Python; any other (%%bash, %%writefile, ...) is not.
 _PYTHON_CELL_MAGICS = {"time", "timeit", "capture"}
 _MAGIC_LINE = re.compile(
@@ -59,9 +60,10 @@ class Origin:
 
 @dataclass
 class NotebookModule:
-    """The module built from one notebook, or why there is none (``problem``)."""
+    """The module built from one notebook (or from a ``.py`` file's definitions), or why there is
+    none (``problem``)."""
 
-    notebook: str  # path relative to the submission, e.g. "lab2.ipynb"
+    notebook: str  # path relative to the submission, e.g. "lab2.ipynb" (or "model.py")
     source: str = ""
     origins: list[Origin] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
@@ -91,7 +93,9 @@ class Notebook:
     name: str  # path relative to the submission
     cells: list[Any]  # nbformat cells, version 4
 
-    def module(self) -> NotebookModule:
+    def module(self, wanted: Iterable[str] = ()) -> NotebookModule:
+        """The notebook's definitions as one module; ``wanted`` names (the tasks' models) stay
+        even when only an import binds them."""
         built = NotebookModule(self.name)
         blocks: list[_Block] = []
         constants: set[str] = set()
@@ -101,7 +105,7 @@ class Notebook:
                 built.warnings.append(_skipped_cell(self.name, number, tree))
                 continue
             blocks += _kept_blocks(tree, text, number, constants)
-        built.source, built.origins = _assemble(self.name, _needed(blocks))
+        built.source, built.origins = _assemble(self.name, _needed(blocks, wanted))
         return built
 
     def claims(self, positions: dict[str, int]) -> dict[str, Claim]:
@@ -127,6 +131,26 @@ class Notebook:
             for output in outputs if isinstance(outputs, list) else []:
                 for line in _output_text(output).splitlines():
                     yield number, line
+
+
+def definitions(root: Path, name: str, wanted: Iterable[str] = ()) -> NotebookModule:
+    """A ``.py`` file's definitions only (imports, functions, classes, constants), built like a
+    notebook's from one cell numbered 0: what the harness imports when the file's own
+    module-level code fails or runs too long. ``wanted`` as in Notebook.module. Its
+    ``problem`` says why there is none."""
+    built = NotebookModule(name)
+    try:
+        text = read_untrusted(root / name, MAX_BYTES).decode("utf-8")
+    except (OSError, UnicodeDecodeError) as err:
+        built.problem = f"{name} cannot be read ({err})"
+        return built
+    try:
+        tree = ast.parse(text)
+    except _UNPARSABLE as err:
+        built.problem = f"{name} is not valid Python ({err})"
+        return built
+    built.source, built.origins = _assemble(name, _needed(_kept_blocks(tree, text, 0, set()), wanted))
+    return built
 
 
 def read(root: Path, name: str) -> Notebook:
@@ -285,17 +309,30 @@ def _assigned(node: ast.stmt) -> set[str]:
     return {n.id for t in targets for n in ast.walk(t) if isinstance(n, ast.Name)}
 
 
-def _needed(blocks: list[_Block]) -> list[_Block]:
+def _needed(blocks: list[_Block], wanted: Iterable[str]) -> list[_Block]:
     """Leave out imports that no kept statement uses: those fed the plots, progress bars
-    and downloads that were dropped, and their modules may not exist in the sandbox."""
-    used = {
+    and downloads that were dropped, and their modules may not exist in the sandbox. An
+    import that binds a ``wanted`` name, or one listed in ``__all__``, is used."""
+    used = set(wanted) | {
         name.id
         for block in blocks
         if _import_names(block.node) is None
         for name in ast.walk(block.node)
         if isinstance(name, ast.Name)
     }
+    used |= {
+        item.value
+        for block in blocks
+        if _assigns_all(block.node)
+        for item in ast.walk(block.node)
+        if isinstance(item, ast.Constant) and isinstance(item.value, str)
+    }
     return [b for b in blocks if (names := _import_names(b.node)) is None or "*" in names or names & used]
+
+
+def _assigns_all(node: ast.stmt) -> bool:
+    targets = node.targets if isinstance(node, ast.Assign) else [getattr(node, "target", None)]
+    return any(isinstance(t, ast.Name) and t.id == "__all__" for t in targets)
 
 
 def _import_names(node: ast.stmt) -> set[str] | None:
@@ -327,11 +364,12 @@ def _segment(text: str, lines: list[str], node: ast.stmt) -> str:
 
 
 def _assemble(name: str, blocks: list[_Block]) -> tuple[str, list[Origin]]:
-    out = _HEADER.format(name=name).splitlines()
+    """The module's text, and where each block came from. Cell 0 is a whole ``.py`` file."""
+    out = (_HEADER if any(b.cell for b in blocks) else _FILE_HEADER).format(name=name).splitlines()
     origins = []
     last_cell = None
     for block in sorted(blocks, key=lambda b: not b.future):  # stable: cell order otherwise kept
-        if block.cell != last_cell:
+        if block.cell != last_cell and block.cell:
             out.append(f"# {name}, cell {block.cell}")
             last_cell = block.cell
         origins.append(Origin(len(out) + 1, block.cell, block.line))

@@ -22,7 +22,7 @@ from grader import retraining
 from grader.config import Settings
 from grader.evaluate import outputs_note
 from grader.measure import TestSet, measure, prepare
-from grader.protocol import HarnessReport
+from grader.protocol import HarnessReport, Progress
 from grader.results import GradeResult, TaskResult, TrainingRun
 from grader.rubric import FlopsLimitItem, ParamsLimitItem, Rubric
 from grader.sandbox import Backend, UnsandboxedBackend, pick_backend
@@ -31,7 +31,8 @@ from grader.sandbox.unsafe import WARNING as UNSANDBOXED_WARNING
 from grader.scoring import TRAINING_ITEMS, score_all
 from grader.submission import Checkout, TaskEntry, load_submission
 
-Progress = Callable[[str], None]
+Stage = Callable[[str], None]  # a line saying what the grading does now
+Advance = Callable[[Progress], None]  # how far a sandbox job has got within its stage
 
 
 @dataclass
@@ -52,14 +53,16 @@ class _Grading:
     source: Path  # where CIFAR-10 is read from
     root: Path  # the submission
     owner: str  # who the retraining checkpoints belong to: the student and the submission
-    progress: Progress
+    progress: Stage
+    advance: Advance | None = None
 
 
 def grade(
     submission_dir: Path,
     rubric: Rubric,
     settings: Settings,
-    progress: Progress = lambda _stage: None,
+    progress: Stage = lambda _stage: None,
+    advance: Advance | None = None,
     checkout: Checkout | None = None,
 ) -> Graded:
     """Grade the submission in ``submission_dir``; a CI ``checkout`` takes its student id from
@@ -73,7 +76,7 @@ def grade(
     with work_dir("grading") as folder:
         test = prepare(split, settings, folder)
         owner = f"{sub.student_id}:{sub.sha256}"
-        run = _Grading(rubric, settings, backend, test, source, sub.root, owner, progress)
+        run = _Grading(rubric, settings, backend, test, source, sub.root, owner, progress, advance)
         entries = sub.tasks(rubric)
         tasks: dict[str, TaskResult] = {}
         enforced: dict[str, str] = {}
@@ -82,7 +85,7 @@ def grade(
             tasks[entry.id], enforced = _grade_task(entry, run)
             tasks[entry.id].limits = _limits(rubric, entry.id)
         warnings = [*_sandbox_warnings(backend), *sub.warnings, *sub.rubric_warnings(rubric)]
-        baselines = _retrain(run, entries, tasks, warnings)
+        baselines, not_started = _retrain(run, entries, tasks, warnings)
     progress("scoring")
     result = GradeResult(
         student_id=sub.student_id,
@@ -100,10 +103,13 @@ def grade(
         baselines=baselines,
     )
     warnings += (
-        _shortcut_warnings(rubric, settings, test) + _probe_warnings(result) + _output_warnings(result)
+        _shortcut_warnings(rubric, settings, test)
+        + _probe_warnings(result)
+        + _output_warnings(result)
+        + _loading_warnings(result)
     )
     result.alerts = claim_alerts(result, settings.claim_gap_points)
-    skipped = settings.skip_training_reason if settings.skip_training else None
+    skipped = settings.skip_training_reason if settings.skip_training else not_started
     result.items = score_all(rubric, tasks, baselines, skipped)
     return Graded(result, split.images(), sub.root)
 
@@ -118,6 +124,20 @@ def _shortcut_warnings(rubric: Rubric, settings: Settings, test: TestSet) -> lis
         )
     if settings.skip_training and any(isinstance(i, TRAINING_ITEMS) for i in rubric.items):
         notes.append(settings.skip_training_reason)
+    return notes
+
+
+def _loading_warnings(result: GradeResult) -> list[str]:
+    """How each model was loaded, where it was not plainly, and the packages it lacked."""
+    notes = []
+    for task in result.tasks.values():
+        notes += [f"{task.id}: {note}" for note in task.notes]
+        if task.missing_packages and task.status == "ok":
+            names = ", ".join(task.missing_packages)
+            notes.append(
+                f"{task.id}: the student's code imports {names}, which the grader's sandbox does "
+                "not have; the model did without"
+            )
     return notes
 
 
@@ -167,7 +187,7 @@ def _output_warnings(result: GradeResult) -> list[str]:
 
 
 def train_baselines(
-    rubric: Rubric, settings: Settings, progress: Progress = lambda _stage: None
+    rubric: Rubric, settings: Settings, progress: Stage = lambda _stage: None
 ) -> dict[str, TrainingRun]:
     """Train (or read from the cache) every reference baseline the rubric names."""
     if not rubric.training.baselines:
@@ -188,8 +208,9 @@ def train_baselines(
 
 def _retrain(
     run: _Grading, entries: dict[str, TaskEntry], tasks: dict[str, TaskResult], warnings: list[str]
-) -> dict[str, TrainingRun]:
-    """The retrainings the rubric asks for, and the reference baselines beside them."""
+) -> tuple[dict[str, TrainingRun], str | None]:
+    """The retrainings the rubric asks for and the reference baselines beside them; or, when
+    they would take longer than Settings.train_budget_s here, none and the estimate why not."""
     rubric, settings = run.rubric, run.settings
     plans = {}
     for task_id, entry in entries.items():
@@ -197,10 +218,20 @@ def _retrain(
         warnings += notes
         tasks[task_id].reported_experiments = dict(entry.reported_experiments)
     if settings.skip_training or (not any(plans.values()) and not rubric.training.baselines):
-        return {}
+        return {}, None
     run.progress("loading CIFAR-10 train split")
     train_split = datasets.load_split(run.source, "train", settings.cache_dir)
-    ctx = retraining.Context(run.backend, rubric, settings, run.test, train_split, run.owner)
+    ctx = retraining.Context(run.backend, rubric, settings, run.test, train_split, run.owner, run.advance)
+    trained = {
+        task_id: recipes for task_id, recipes in plans.items() if recipes and tasks[task_id].forward_ok
+    }
+    run.progress("timing a few training steps of each model, to estimate the retraining")
+    cost = retraining.estimate(trained, entries, run.root, ctx)
+    too_long = cost.over(settings.train_budget_s) if cost is not None else None
+    if too_long is not None:
+        run.progress(too_long)
+        warnings.append(too_long)
+        return {}, too_long
     for task_id, recipes in plans.items():
         if recipes:
             run.progress(f"{task_id}: retraining ({len(recipes)} run(s)) in the {run.backend.name} sandbox")
@@ -209,7 +240,7 @@ def _retrain(
     for task_id, ref in rubric.training.baselines.items():
         run.progress(f"{task_id}: reference baseline {ref} (cached after its first run)")
         baselines[task_id] = retraining.baseline(task_id, ref, ctx)
-    return baselines
+    return baselines, None
 
 
 def _grade_task(entry: TaskEntry, run: _Grading) -> tuple[TaskResult, dict[str, str]]:
@@ -223,7 +254,7 @@ def _grade_task(entry: TaskEntry, run: _Grading) -> tuple[TaskResult, dict[str, 
     if entry.error:
         task.fail("manifest", entry.error)
         return task, {}
-    measured = measure(run.backend, entry, run.root, run.rubric, run.settings, run.test)
+    measured = measure(run.backend, entry, run.root, run.rubric, run.settings, run.test, advance=run.advance)
     task.sandbox_seconds = round(measured.run.outcome.seconds, 2)
     if measured.run.report is not None:
         _copy_measurements(task, measured.run.report)
@@ -246,6 +277,13 @@ def _copy_measurements(task: TaskResult, report: HarnessReport) -> None:
     task.device = report.device
     task.summary = report.summary
     task.diagram, task.diagram_omitted = list(report.diagram), report.diagram_omitted
+    task.notes, task.missing_packages = list(report.notes), list(report.missing_packages)
+    if report.absent_packages:
+        names = ", ".join(report.absent_packages)
+        task.notes.append(
+            f"the rubric's packages {names} are not in the grader's sandbox: set it up with the rubric "
+            "(bash scripts/setup.sh --rubric FILE, with --docker for the image)"
+        )
 
 
 def _sandbox_warnings(backend: Backend) -> list[str]:

@@ -176,6 +176,8 @@ class TrainingJob:
     train_images: str
     train_labels: str  # training labels may enter the sandbox; test labels never do
     checkpoints: str  # kept on the host between attempts, so a killed job resumes
+    # Above 0: only time this many training steps, for the host's estimate of a run's length.
+    time_steps: int = 0
 
 
 FINAL_WEIGHTS = "final.pt"  # the state_dict a finished training job leaves in its checkpoint folder
@@ -204,12 +206,35 @@ class HarnessJob:
     input_shape: tuple[int, int, int] = (3, 32, 32)
     counters: tuple[Counter, ...] = COUNTERS
     notebook: NotebookRef | None = None
+    # A .py model file's definitions only, built by the host: imported when the file's own
+    # module-level code fails or runs past import_budget_s.
+    definitions: NotebookRef | None = None
+    import_budget_s: float | None = None
+    # Packages the rubric says the sandbox carries, as pip requirements (checked, and reported
+    # if absent or at another version).
+    packages: tuple[Name, ...] = ()
     training: TrainingJob | None = None
     # Seconds after which the job ends itself, should its grader be gone and no longer end it.
     deadline_s: float | None = None
 
 
 # --- the report coming back -----------------------------------------------------------------
+
+# A line of the job's stdout that starts with this says how far a long stage has got (a
+# ``Progress`` as JSON). The host reads such lines as the job runs, for progress bars and for
+# what a job that ran out of time was doing; anything may print one, so it is never trusted.
+PROGRESS_MARK = "\x1egrader-progress "
+
+
+@dataclass(frozen=True)
+class Progress:
+    __pydantic_config__: ClassVar[Any] = _STRICT
+
+    stage: Literal["inference", "training", "timing"]
+    done: int  # images (inference) or optimizer steps (training, timing) so far
+    total: int
+    epoch: int = 0  # training: the epoch under way, 1-based
+    epochs: int = 0
 
 
 @dataclass
@@ -307,6 +332,12 @@ class HarnessReport:
     stage_seconds: Annotated[dict[Name, float], MaxLen(32)] = field(default_factory=dict)
     started_at: float | None = None  # wall clock, so the host can measure the sandbox's start-up
     training: TrainingReport | None = None
+    # What the TA should know about how the model was loaded (e.g. from its definitions only).
+    notes: Annotated[list[Message], MaxLen(16)] = field(default_factory=list)
+    # Packages the student's code imported that the sandbox lacks (given stand-ins), and the
+    # rubric's packages the sandbox lacks.
+    missing_packages: Annotated[list[Name], MaxLen(64)] = field(default_factory=list)
+    absent_packages: Annotated[list[Name], MaxLen(64)] = field(default_factory=list)
 
     def update(self, **fields: Any) -> None:
         """Set measured fields by name; a name the report does not have is a bug."""

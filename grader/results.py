@@ -116,6 +116,10 @@ class TaskResult:
     reported_experiments: dict[str, float] = field(default_factory=dict)
     # Seconds from the harness's start to the end of each stage inside the sandbox.
     stage_seconds: dict[str, float] = field(default_factory=dict)
+    # How the model was loaded, when not plainly (e.g. from its file's definitions only), and
+    # the packages its code imports that the sandbox lacks.
+    notes: list[str] = field(default_factory=list)
+    missing_packages: list[str] = field(default_factory=list)
     log_tail: str = ""
 
     @property

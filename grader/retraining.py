@@ -21,7 +21,7 @@ import hashlib
 import json
 import os
 import shutil
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from importlib.metadata import version
 from pathlib import Path
@@ -32,7 +32,7 @@ from grader.config import REFERENCE_DIR, Settings
 from grader.files import UntrustedFileError, open_untrusted, sha256, write_atomic
 from grader.jobs import Failure, TrainingInputs, failure, run_task
 from grader.measure import TestSet, measure
-from grader.protocol import FINAL_WEIGHTS, Recipe, encode, from_plain, to_plain
+from grader.protocol import FINAL_WEIGHTS, Progress, Recipe, encode, from_plain, to_plain
 from grader.results import NOT_THE_STUDENTS, TaskResult, TrainingRun
 from grader.rubric import CurvesItem, ExperimentItem, Preprocess, RetrainItem, Rubric, ScalingItem
 from grader.sandbox import Backend
@@ -54,6 +54,7 @@ class Context:
     test: TestSet
     train: datasets.CachedSplit
     owner: str = "reference"  # whose runs these are: "<student id>:<submission sha256>"
+    advance: Callable[[Progress], None] | None = None  # how far a job has got, while it runs
 
 
 def plan(
@@ -145,7 +146,16 @@ def _train(
     for _ in range(ATTEMPTS):
         folder.keep_recorded()
         with work_dir("train") as work:
-            run, _ = run_task(ctx.backend, entry, root, ctx.rubric, ctx.settings, work, training=inputs)
+            run, _ = run_task(
+                ctx.backend,
+                entry,
+                root,
+                ctx.rubric,
+                ctx.settings,
+                work,
+                training=inputs,
+                on_progress=folder.recording(ctx.advance),
+            )
         folder.record()
         stopped = failure(run)
         if stopped is None or stopped.stage not in NOT_THE_STUDENTS:
@@ -166,10 +176,102 @@ def _measure(
     """The trained weights, measured as submitted ones are, with the recipe's normalization."""
     mean, std = (recipe.mean, recipe.std) if recipe.normalize else ((0.0, 0.0, 0.0), (1.0, 1.0, 1.0))
     trained = replace(entry, preprocess=Preprocess(mean=mean, std=std), weights=FINAL_WEIGHTS)
-    measured = measure(ctx.backend, trained, root, ctx.rubric, ctx.settings, ctx.test, weights)
+    measured = measure(ctx.backend, trained, root, ctx.rubric, ctx.settings, ctx.test, weights, ctx.advance)
     if measured.evaluation is not None:
         result.test_accuracy, result.probe = measured.evaluation.top1, measured.evaluation.probe
     return measured.failure
+
+
+TIMED_STEPS = 4  # training steps timed to estimate a model's speed (after one to warm up)
+
+
+@dataclass(frozen=True)
+class Estimate:
+    """How long the planned retrainings would take here, from a few timed steps of each model."""
+
+    seconds: float
+    runs: int
+    epochs: int  # in all runs together
+    images: int  # the most training images of one epoch
+    speeds: dict[str, float]  # task id (or "baseline of <task>") -> training images per second
+    device: str
+
+    def over(self, budget_s: float) -> str | None:
+        """Why the retrainings are not started, when they would take more than ``budget_s``."""
+        if self.seconds <= budget_s:
+            return None
+        rates = ", ".join(f"{speed:,.0f} images/s ({what})" for what, speed in self.speeds.items())
+        return (
+            f"retraining would take about {_duration(self.seconds)} on this {self.device}: {self.runs} "
+            f"run(s), {self.epochs} epochs in all, of up to {self.images:,} images, at {rates}; run on "
+            "a GPU, raise --train-budget, or --recipe epochs=1 for a look"
+        )
+
+
+def estimate(
+    plans: dict[str, dict[str, Recipe]], entries: dict[str, TaskEntry], root: Path, ctx: Context
+) -> Estimate | None:
+    """Time a few training steps of every model the plans retrain, and of the baselines not
+    cached yet (a job each, in the sandbox), and add the runs up; None when no model could be
+    timed (their runs then fail quickly anyway)."""
+    models = [(task_id, entries[task_id], root, recipes) for task_id, recipes in plans.items()]
+    models += [
+        (
+            f"baseline of {task_id}",
+            _reference(task_id, ctx.rubric.training.baselines[task_id], ctx),
+            REFERENCE_DIR,
+            {"": r},
+        )
+        for task_id, r in untrained_baselines(ctx).items()
+    ]
+    seconds, runs, epochs, most = 0.0, 0, 0, 0
+    speeds: dict[str, float] = {}
+    for what, entry, folder, recipes in models:
+        distinct = list({encode(r): r for r in recipes.values()}.values())
+        speed = _speed(entry, folder, distinct[0], ctx) if distinct else None
+        if speed is None:
+            continue
+        speeds[what] = speed
+        for recipe in distinct:
+            images = _images_per_epoch(recipe, ctx.train)
+            seconds += recipe.epochs * images / speed
+            runs, epochs, most = runs + 1, epochs + recipe.epochs, max(most, images)
+    if not speeds:
+        return None
+    return Estimate(seconds, runs, epochs, most, speeds, _device_name(ctx))
+
+
+def _speed(entry: TaskEntry, root: Path, recipe: Recipe, ctx: Context) -> float | None:
+    """Training images per second of the entry's model under ``recipe``, in a job of its own."""
+    with work_dir("timing") as work:
+        checkpoints = work / "checkpoints"  # nothing is written there: the job only times steps
+        checkpoints.mkdir()
+        timeout = ctx.settings.task_timeout_s
+        inputs = TrainingInputs(recipe, ctx.train.images_path, ctx.train.labels_path, checkpoints, timeout)
+        run, _ = run_task(
+            ctx.backend, entry, root, ctx.rubric, ctx.settings, work, training=inputs, time_steps=TIMED_STEPS
+        )
+    report = run.report.training if run.report is not None else None
+    if failure(run) is not None or report is None or report.images_per_second <= 0:
+        return None
+    return report.images_per_second
+
+
+def _images_per_epoch(recipe: Recipe, train: datasets.CachedSplit) -> int:
+    available = len(train.labels()) - recipe.val_size
+    return round(recipe.train_fraction * available) // recipe.batch_size * recipe.batch_size
+
+
+def _device_name(ctx: Context) -> str:
+    return "GPU" if ctx.settings.device == "cuda" else "machine"
+
+
+def _duration(seconds: float) -> str:
+    if seconds >= 2 * 3600:
+        return f"{seconds / 3600:.0f} h"
+    if seconds >= 120:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds:.0f} s"
 
 
 def _key(ctx: Context, entry: TaskEntry, recipe: Recipe) -> str:
@@ -212,6 +314,20 @@ class _Checkpoints:
                 found[entry.name] = digest
         write_atomic(self.record_path, json.dumps(found, sort_keys=True).encode())
 
+    def recording(self, advance: Callable[[Progress], None] | None) -> Callable[[Progress], None]:
+        """``advance``, recording the folder each time a training job starts an epoch: the
+        epoch before it left its checkpoint, which a run after a crash of the host resumes from."""
+        epochs = [0]
+
+        def on_progress(progress: Progress) -> None:
+            if progress.stage == "training" and progress.epoch != epochs[0]:
+                epochs[0] = progress.epoch
+                self.record()
+            if advance is not None:
+                advance(progress)
+
+        return on_progress
+
     def forget(self) -> None:
         shutil.rmtree(self.path, ignore_errors=True)
         self.record_path.unlink(missing_ok=True)
@@ -244,17 +360,38 @@ def _remove(path: Path) -> None:
 
 def baseline(task_id: str, ref: str, ctx: Context) -> TrainingRun:
     """The reference model's run under the rubric's recipe; trained once, then read from the cache."""
+    recipe, cache = _baseline(ref, ctx)
+    if cache.is_file():
+        return from_plain(TrainingRun, json.loads(cache.read_text()))
+    result = run_one(_reference(task_id, ref, ctx), REFERENCE_DIR, recipe, replace(ctx, owner="reference"))
+    result.label = f"baseline:{ref}"
+    if result.error is None:
+        write_atomic(cache, encode(result))
+    return result
+
+
+def untrained_baselines(ctx: Context) -> dict[str, Recipe]:
+    """The rubric's baselines not in the cache yet, by task id, with their recipes."""
+    found = {}
+    for task_id, ref in ctx.rubric.training.baselines.items():
+        recipe, cache = _baseline(ref, ctx)
+        if not cache.is_file():
+            found[task_id] = recipe
+    return found
+
+
+def _baseline(ref: str, ctx: Context) -> tuple[Recipe, Path]:
+    """A baseline's recipe, and where its run is cached (by model code, recipe, data, version)."""
     recipe = ctx.rubric.training.recipe.with_changes(ctx.settings.recipe_overrides)
     model_file = REFERENCE_DIR / ref.split(":", 1)[0]
     ident = json.dumps(
         [ref, model_file.read_text(), recipe.identity(), ctx.train.images_path.name, version("grader")]
     )
-    cache = ctx.settings.cache_dir / "baselines" / f"{hashlib.sha256(ident.encode()).hexdigest()[:24]}.json"
-    if cache.is_file():
-        return from_plain(TrainingRun, json.loads(cache.read_text()))
-    entry = TaskEntry(task_id, ref, weights="", preprocess=ctx.rubric.preprocess)
-    result = run_one(entry, REFERENCE_DIR, recipe, replace(ctx, owner="reference"))
-    result.label = f"baseline:{ref}"
-    if result.error is None:
-        write_atomic(cache, encode(result))
-    return result
+    return (
+        recipe,
+        ctx.settings.cache_dir / "baselines" / f"{hashlib.sha256(ident.encode()).hexdigest()[:24]}.json",
+    )
+
+
+def _reference(task_id: str, ref: str, ctx: Context) -> TaskEntry:
+    return TaskEntry(task_id, ref, weights="", preprocess=ctx.rubric.preprocess)

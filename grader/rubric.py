@@ -38,6 +38,11 @@ GRADEBOOK_TOTALS = ("total", "max_total", "pending_manual", "status")
 RESERVED_IDS = frozenset(GRADEBOOK_IDENTITY + GRADEBOOK_TOTALS)
 
 
+# A pip requirement of the plain kind: a name, extras, an exact version (no URLs, no options).
+_REQUIREMENT = r"^[A-Za-z0-9][A-Za-z0-9._-]*(\[[A-Za-z0-9,._-]+\])?(==[A-Za-z0-9.+!_-]+)?$"
+Requirement = Annotated[str, StringConstraints(pattern=_REQUIREMENT)]
+
+
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -261,6 +266,9 @@ class Rubric(_Strict):
     title: str
     num_classes: int = Field(default=10, gt=1)
     preprocess: Preprocess = Preprocess()
+    # Packages the course's sandbox carries for student models beyond the harness's own, as
+    # pip requirements ("timm==1.0.9"); installed when the sandbox is set up, never while grading.
+    packages: list[Requirement] = Field(default_factory=list)
     tasks: dict[str, TaskSpec] = Field(min_length=1)
     training: Training = Training()
     items: list[Item] = Field(min_length=1)

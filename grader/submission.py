@@ -67,10 +67,16 @@ class TaskEntry:
     recipe: dict[str, Any] | None = None
     reported_experiments: dict[str, float] = field(default_factory=dict)
     notebook: NotebookModule | None = None  # the module built from a notebook model
+    # A .py model file's definitions only, for when its own module-level code fails.
+    definitions: NotebookModule | None = None
 
     @property
     def model_file(self) -> str:
         return self.model.rsplit(":", 1)[0]
+
+    @property
+    def model_name(self) -> str:
+        return self.model.rsplit(":", 1)[-1]
 
 
 @dataclass(frozen=True)
@@ -119,6 +125,10 @@ class Submission:
         places = {task_id: place for place, task_id in enumerate(rubric.tasks, 1)}
         for name, group in users.items():
             self._attach_notebook(name, group, {e.id: places[e.id] for e in group})
+        for entry in entries.values():
+            file = self.root / entry.model_file
+            if entry.error is None and file.suffix == ".py" and file.is_file() and not file.is_symlink():
+                entry.definitions = notebook.definitions(self.root, entry.model_file, [entry.model_name])
         return entries
 
     def _task(self, task_id: str, rubric: Rubric) -> TaskEntry:
@@ -180,7 +190,7 @@ class Submission:
             for entry in group:
                 entry.notebook = NotebookModule(name, problem=str(err))
             return
-        module = book.module()
+        module = book.module(entry.model_name for entry in group)
         self._warn(*module.warnings)
         claims = book.claims(places)
         for entry in group:

@@ -7,6 +7,7 @@
 # With a registry, plain `docker build -t grader-harness:latest .` builds on python:3.11-slim.
 #   --fresh  first remove the image, the base image, the root filesystem and the wheels, and
 #            build without Docker's layer cache: the whole path from nothing, as on a new machine.
+#   --rubric FILE  also install the rubric's `packages:` (repeat for several rubrics).
 # IMAGE, BASE_IMAGE, ROOTFS and WHEELS say where each goes.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -18,13 +19,22 @@ WHEELS=${WHEELS:-$PWD/build/wheels}
 # The wheel server's port: a fixed one keeps the build's cache key (the URL is a build argument).
 WHEELS_PORT=${WHEELS_PORT:-47813}
 fresh=0
-case "${1:-}" in
-    "") ;;
-    --fresh) fresh=1 ;;
-    *) echo "usage: bash scripts/build_image.sh [--fresh]" >&2; exit 2 ;;
-esac
+rubrics=()
+while [ $# -gt 0 ]; do
+    case "$1" in
+        --fresh) fresh=1 ;;
+        --rubric) rubrics+=("${2:?--rubric needs a rubric file}"); shift ;;
+        *) echo "usage: bash scripts/build_image.sh [--fresh] [--rubric FILE]..." >&2; exit 2 ;;
+    esac
+    shift
+done
 PYTHON=python3
 [ -x .venv/bin/python ] && PYTHON=.venv/bin/python
+# The rubrics' extra packages (their `packages:`), as pip requirements.
+extra=()
+if [ ${#rubrics[@]} -gt 0 ]; then
+    mapfile -t extra < <("$PYTHON" -m grader.packages "${rubrics[@]}")
+fi
 
 step() { echo "build_image: $(date +%T) $*"; }
 
@@ -49,7 +59,7 @@ fi
 
 step "pip download: image/requirements-harness.txt at the versions of requirements.lock into $WHEELS"
 "$PYTHON" -m pip download -q --disable-pip-version-check --only-binary=:all: -d "$WHEELS" \
-    -c requirements.lock -r image/requirements-harness.txt
+    -c requirements.lock -r image/requirements-harness.txt "${extra[@]}"
 
 # Serves $WHEELS on the loopback for as long as the build runs; prints the port it listens on.
 port_file=$(mktemp)
@@ -73,5 +83,5 @@ step "docker build: $IMAGE on $BASE_IMAGE"
 cache=()
 [ $fresh = 1 ] && cache=(--no-cache)
 DOCKER_BUILDKIT=0 docker build "${cache[@]}" --network host --build-arg BASE="$BASE_IMAGE" \
-    --build-arg WHEELS_URL="http://127.0.0.1:$port/" -t "$IMAGE" .
+    --build-arg WHEELS_URL="http://127.0.0.1:$port/" --build-arg EXTRA_PACKAGES="${extra[*]}" -t "$IMAGE" .
 step "built $IMAGE"

@@ -9,19 +9,24 @@
 #   --fresh   with --docker: first remove what an earlier image build left (the images, the
 #             Debian root filesystem, the downloaded wheels), so the image is built from
 #             nothing, as on a new machine (.ci/run does this on every run).
+#   --rubric FILE  also install the rubric's `packages:` for student models, into .venv (the
+#             bubblewrap sandbox runs it) and, with --docker, into the image.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 with_docker=0
 build_args=()
-for arg in "$@"; do
-    case "$arg" in
+rubrics=()
+while [ $# -gt 0 ]; do
+    case "$1" in
         --docker) with_docker=1 ;;
         --fresh) build_args+=(--fresh) ;;
-        *) echo "usage: bash scripts/setup.sh [--docker [--fresh]]" >&2; exit 2 ;;
+        --rubric) rubrics+=("${2:?--rubric needs a rubric file}"); build_args+=(--rubric "$2"); shift ;;
+        *) echo "usage: bash scripts/setup.sh [--docker [--fresh]] [--rubric FILE]..." >&2; exit 2 ;;
     esac
+    shift
 done
-if [ ${#build_args[@]} -gt 0 ] && [ $with_docker = 0 ]; then
+if [[ " ${build_args[*]-} " == *" --fresh "* ]] && [ $with_docker = 0 ]; then
     echo "--fresh rebuilds the Docker image: give --docker too" >&2
     exit 2
 fi
@@ -48,6 +53,13 @@ step "pip install -r requirements.lock into .venv"
 # grader itself, editable, adding nothing.
 .venv/bin/pip install -q --disable-pip-version-check -r requirements.lock
 .venv/bin/pip install -q --disable-pip-version-check --no-deps -e .
+if [ ${#rubrics[@]} -gt 0 ]; then
+    mapfile -t extra < <(.venv/bin/python -m grader.packages "${rubrics[@]}")
+    if [ ${#extra[@]} -gt 0 ]; then
+        step "pip install the rubrics' packages: ${extra[*]}"
+        .venv/bin/pip install -q --disable-pip-version-check -c requirements.lock "${extra[@]}"
+    fi
+fi
 
 # Jenkins xUnit's JUnit schema, the one pytest checks its own junit.xml against: taken from
 # pytest's source release on PyPI (the wheel leaves it out).

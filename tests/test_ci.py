@@ -389,7 +389,7 @@ def test_action_fetches_a_rubric_url_with_the_token(workspace: Path, rubric_url:
     )
     ((_, done),) = run_action(workspace, env, inputs)
     # The rubric was fetched and parsed: grading stops only at the missing data (exit 4).
-    assert done.returncode == 4 and "no-data does not exist" in done.stderr
+    assert done.returncode == 4 and "no-data (from --data-dir) does not exist" in done.stderr
     assert _RubricServer.seen == ["Bearer s3cret"]
     assert (tmp_path / "rubric.yaml").read_bytes() == _RubricServer.body
 
@@ -513,8 +513,8 @@ def test_run_ci_hands_the_repositorys_student_id_to_the_grading(
 ) -> None:
     seen = []
 
-    def grade(*args: Any) -> None:
-        seen.append(args[-1])
+    def grade(*args: Any, checkout: Checkout) -> None:
+        seen.append(checkout)
         raise UsageError("stop here")
 
     monkeypatch.setattr(grader.ci, "grade", grade)

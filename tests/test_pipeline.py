@@ -7,6 +7,7 @@ normally. The worked example of docs/rubrics.md grades a small real submission a
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -15,7 +16,7 @@ from grader.config import Settings
 from grader.pipeline import Graded, grade
 from grader.rubric import TaskSpec, load_rubric
 from grader.scoring import interpolate
-from tests.conftest import FILES, TEST_PER_CLASS
+from tests.conftest import FILES, TEST_PER_CLASS, load_module
 
 COURSE_EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "rubric-course.yaml"
 
@@ -183,3 +184,56 @@ def test_a_task_no_one_names_fails_at_the_manifest_stage(student: Path, settings
     builds = next(item for item in result.items if item.id == "builds")
     assert (builds.status, builds.score) == ("error", 0)
     assert builds.message == "no evidence: task cnn stopped at stage manifest"
+
+
+# --- a job that runs out of time says where and how fast ------------------------------------
+
+SLOW_EVAL = """
+import time
+
+from nets import TinyCNN
+
+
+class Slow(TinyCNN):
+    def forward(self, x):
+        if x.shape[0] > 1:  # the test pass: one second a batch; building and counting are quick
+            time.sleep(1.0)
+        return super().forward(x)
+"""
+
+
+def test_a_slow_test_pass_is_told_its_speed_and_the_fix(small_cifar: Path, tmp_path: Path) -> None:
+    import torch
+
+    root = tmp_path / "B000000009"
+    root.mkdir()
+    (root / "nets.py").write_text((FILES / "zoo" / "nets.py").read_text())
+    (root / "slow.py").write_text(SLOW_EVAL)
+    torch.save(load_module(FILES / "zoo" / "nets.py").TinyCNN().state_dict(), root / "weights.pt")
+    (root / "submission.yaml").write_text(
+        "student_id: B000000009\ntasks:\n  slow: {model: slow.py:Slow, weights: weights.pt}\n"
+    )
+    rubric = tmp_path / "slow.yaml"
+    rubric.write_text(
+        "id: slow\ntitle: slow\npreprocess: {mean: [0.5, 0.5, 0.5], std: [0.25, 0.25, 0.25]}\n"
+        "tasks: {slow: {title: slow}}\n"
+        "items: [{id: valid, task: slow, title: builds, type: model_valid, points: 1}]\n"
+    )
+    settings = Settings(
+        data_dir=small_cifar,
+        task_timeout_s=12,
+        eval_batch_size=10,
+        cache_dir=tmp_path / "cache",
+        sandbox="bwrap",
+    )
+    slow = grade(root, load_rubric(rubric), settings).result.tasks["slow"]
+    assert slow.error_stage == "timeout"
+    pattern = (
+        r"stopped during the test pass after 1\d s at (\d+) images/s: "
+        r"(\d+) images need about (\d+) s; raise --timeout"
+    )
+    found = re.fullmatch(pattern, slow.error or "")
+    assert found, slow.error
+    rate, images, need = int(found[1]), int(found[2]), int(found[3])
+    assert 5 <= rate <= 11  # ten images a second, less the time between batches
+    assert images >= 10 * TEST_PER_CLASS and abs(need - images / rate) <= 0.1 * images / rate + 1

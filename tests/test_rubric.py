@@ -8,6 +8,8 @@ from __future__ import annotations
 import copy
 import dataclasses
 import re
+import subprocess
+import sys
 import typing
 from collections.abc import Callable
 from pathlib import Path
@@ -309,3 +311,14 @@ def test_the_course_example_loads_as_the_docs_describe_it() -> None:
     # The points the walkthrough works out: 65% earns 22.5 of 40, 75% earns 35.
     assert [accuracy.points * accuracy_fraction(accuracy, a) for a in (65, 75)] == [22.5, 35.0]
     assert accuracy_fraction(accuracy, 65) == 0.5625 and accuracy_fraction(accuracy, 85) == 1.0
+
+
+def test_packages_are_plain_pip_requirements_printed_for_the_setup(tmp_path: Path) -> None:
+    wanted = ["timm==1.0.9", "einops", "opencv-python-headless"]
+    path = write_rubric(tmp_path, lambda d: d.update(packages=wanted))
+    printed = subprocess.run(
+        [sys.executable, "-m", "grader.packages", str(path)], capture_output=True, text=True, check=True
+    ).stdout
+    assert printed.splitlines() == wanted
+    for bad in ("--index-url=http://example.com", "git+https://example.com/x.git", "timm>=1", "x; rm -rf /"):
+        rubric_error(write_rubric(tmp_path, lambda d, bad=bad: d.update(packages=[bad])), "packages.0")

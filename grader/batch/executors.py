@@ -37,6 +37,7 @@ class ExecutorChoice(StrEnum):
 
 
 _LOG_TAIL = 2_000
+STAGE_SUFFIX = ".stage"  # beside a submission's staging folder: what its grading does now
 
 
 @dataclass
@@ -70,15 +71,16 @@ def grade_supervised(
 ) -> Row:
     """Grade one submission into ``target`` in a worker process under the watchdog."""
     spec, row_file = target.with_suffix(".job.json"), target.with_suffix(".row.json")
-    job = WorkerJob(source, rubric_file, settings, target, overrides, row_file, os.getpid())
+    stage_file = target.with_suffix(STAGE_SUFFIX)
+    job = WorkerJob(source, rubric_file, settings, target, overrides, row_file, os.getpid(), stage_file)
     write_atomic(spec, encode(job))
     try:
         ended = supervise(worker_argv(spec), log, limit)
         if ended.stopped is None and ended.returncode == 0 and row_file.is_file():
             return decode(Row, row_file.read_bytes())
     finally:
-        spec.unlink(missing_ok=True)
-        row_file.unlink(missing_ok=True)
+        for leftover in (spec, row_file, stage_file):
+            leftover.unlink(missing_ok=True)
     reason = (
         ended.stopped or f"the grading process ended with exit code {ended.returncode}: {_last_line(log)}"
     )

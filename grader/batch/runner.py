@@ -7,9 +7,11 @@ arrives. It alone writes OUT, under a lock, so two runs cannot interleave there.
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import json
 import shutil
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -19,7 +21,14 @@ from typing import Protocol
 
 from grader import data as datasets
 from grader.batch import records, watchdog
-from grader.batch.executors import BatchJob, Executor, ExecutorChoice, LocalExecutor, RayExecutor
+from grader.batch.executors import (
+    STAGE_SUFFIX,
+    BatchJob,
+    Executor,
+    ExecutorChoice,
+    LocalExecutor,
+    RayExecutor,
+)
 from grader.batch.outputs import SUMMARY, write_class_outputs
 from grader.batch.records import Row
 from grader.config import Settings
@@ -38,6 +47,9 @@ class Reporter(Protocol):
     def planned(self, to_grade: int, skipped: int) -> None: ...
 
     def finished(self, row: Row) -> None: ...
+
+    def running(self, stages: dict[str, str]) -> None:
+        """What each grading under way does now, by student id (local workers only)."""
 
 
 @dataclass
@@ -82,7 +94,8 @@ def run_all(options: BatchOptions, reporter: Reporter) -> BatchResult:
             graded.append(_land(job, row, out))
             reporter.finished(graded[-1])
 
-        _executor(options, watchdog.bounds(rubric, options.settings)).run(jobs, done)
+        with _watching_stages(out, reporter):
+            _executor(options, watchdog.bounds(rubric, options.settings)).run(jobs, done)
         result = BatchResult(rows + graded, round(time.monotonic() - started, 2))
         write_atomic(out / SUMMARY, (json.dumps(_summary(result), indent=2) + "\n").encode())
         test = datasets.load_split(source, "test", options.settings.cache_dir)
@@ -169,6 +182,28 @@ def _executor(options: BatchOptions, limit: watchdog.Bounds) -> Executor:
 
 def _summary(result: BatchResult) -> dict[str, object]:
     return {"seconds": result.seconds, "rows": [asdict(r) for r in result.rows]}
+
+
+@contextmanager
+def _watching_stages(out: Path, reporter: Reporter, every_s: float = 1.0) -> Iterator[None]:
+    """Tell the reporter every second what each local worker's grading does now."""
+    stop = threading.Event()
+
+    def watch() -> None:
+        while not stop.wait(every_s):
+            stages = {}
+            for path in (out / records.STAGING).glob(f"*{STAGE_SUFFIX}"):
+                with contextlib.suppress(OSError):
+                    stages[path.name.removesuffix(STAGE_SUFFIX)] = path.read_text(errors="replace")[:200]
+            reporter.running(stages)
+
+    thread = threading.Thread(target=watch, name="stages", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()
 
 
 @contextmanager

@@ -7,6 +7,7 @@ raises for a submission's problems: the row says what went wrong.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import logging
 import os
@@ -23,7 +24,7 @@ from grader.config import Settings
 from grader.errors import GraderError
 from grader.files import write_atomic
 from grader.overrides import Override, apply_overrides
-from grader.protocol import decode, encode
+from grader.protocol import Progress, decode, encode
 from grader.results import GradeResult
 from grader.sandbox.leftovers import stop_on_sigterm
 
@@ -32,17 +33,24 @@ _PR_SET_PDEATHSIG = 1
 
 
 def grade_into(
-    source: Path, rubric_file: Path, settings: Settings, target: Path, overrides: list[Override]
+    source: Path,
+    rubric_file: Path,
+    settings: Settings,
+    target: Path,
+    overrides: list[Override],
+    stage_file: Path | None = None,
 ) -> Row:
-    """Grade ``source`` and write results.json and report.pdf into ``target``."""
+    """Grade ``source`` and write results.json and report.pdf into ``target``; with
+    ``stage_file``, keep a line there saying what the grading does now (run-all shows it)."""
     from grader.pipeline import grade
     from grader.report import write_report, write_results_json
     from grader.rubric import load_rubric
 
     started = time.monotonic()
     row = Row(student_id=source.name, source=str(source), status="failed")
+    shown = _StageFile(stage_file)
     try:
-        graded = grade(source, load_rubric(rubric_file), settings)
+        graded = grade(source, load_rubric(rubric_file), settings, shown.stage, shown.advance)
         apply_overrides(graded.result, overrides)
         write_results_json(graded.result, target / "results.json")
         write_report(graded.result, target, graded.test_images, graded.submission)
@@ -89,6 +97,30 @@ class WorkerJob:
     overrides: list[Override]
     row_file: Path  # where the worker writes its Row
     parent_pid: int
+    stage_file: Path | None = None  # where the worker says what it does now
+
+
+class _StageFile:
+    """A one-line file saying what a grading does now, rewritten at most every second."""
+
+    def __init__(self, path: Path | None) -> None:
+        self.path, self.text, self._written = path, "", 0.0
+
+    def stage(self, text: str) -> None:
+        self.text = text
+        self._write(text, force=True)
+
+    def advance(self, now: Progress) -> None:
+        percent = 100 * now.done // max(1, now.total)
+        self._write(f"{self.text} ({now.stage} {percent}%)")
+
+    def _write(self, line: str, force: bool = False) -> None:
+        clock = time.monotonic()
+        if self.path is None or (not force and clock - self._written < 1.0):
+            return
+        self._written = clock
+        with contextlib.suppress(OSError):
+            write_atomic(self.path, line[:200].encode(), sync=False)
 
 
 def main(argv: list[str]) -> int:
@@ -97,7 +129,7 @@ def main(argv: list[str]) -> int:
     _die_with_parent(job.parent_pid)
     stop_on_sigterm()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    row = grade_into(job.source, job.rubric_file, job.settings, job.target, job.overrides)
+    row = grade_into(job.source, job.rubric_file, job.settings, job.target, job.overrides, job.stage_file)
     row.peak_memory_bytes = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # KiB on Linux
     write_atomic(job.row_file, encode(row))
     return 0

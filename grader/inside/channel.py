@@ -15,7 +15,10 @@ from pathlib import Path
 from typing import Any
 
 from grader.files import write_atomic
-from grader.protocol import MAX_MESSAGE, HarnessReport, encode
+from grader.protocol import MAX_MESSAGE, PROGRESS_MARK, HarnessReport, Progress, encode
+
+_write = os.write  # taken before student code runs, which may replace os.write or sys.stdout
+_PROGRESS_EVERY_S = 0.5
 
 REPORT = "report.json"
 LOGITS = "logits.npy"
@@ -43,6 +46,7 @@ class Channel:
         self.report = HarnessReport(started_at=time.time())
         self._started = time.monotonic()
         self._logits: bytes | None = None
+        self._last_progress = 0.0
 
     def done(self, stage: str, **fields: Any) -> None:
         """Record ``stage`` as finished, with what it measured and its time since the start."""
@@ -54,6 +58,15 @@ class Channel:
     def failed(self, stage: str, message: str) -> None:
         self.report.error_stage, self.report.error = stage, bounded(message)
         self.flush()
+
+    def progress(self, now: Progress) -> None:
+        """Say how far a long stage has got, on stdout, at most every half second (and at its end)."""
+        clock = time.monotonic()
+        if now.done < now.total and clock - self._last_progress < _PROGRESS_EVERY_S:
+            return
+        self._last_progress = clock
+        with contextlib.suppress(OSError):  # a job whose code closed stdout goes on without
+            _write(1, PROGRESS_MARK.encode() + encode(now) + b"\n")
 
     def save_logits(self, data: bytes) -> None:
         """Write the logits file; its bytes are kept to be written again by ``seal``."""

@@ -3,8 +3,10 @@ device and memory layout; inference.py: the validation pass).
 
 The airbench way: the images are put on the device once, as one uint8 tensor, and every batch
 is gathered, converted, normalized and augmented there with a few whole-batch tensor ops (no
-DataLoader, no PIL, no worker processes). On CUDA the model runs channels_last under bf16
-autocast; on the CPU in float32. The recipe is ``grader.protocol.Recipe``.
+DataLoader, no PIL, no worker processes). The model runs channels_last where it allows it, under
+bf16 autocast on GPUs and on CPUs with AVX512-BF16 or AMX (fp16 on GPUs without bf16; float32
+elsewhere). The recipe is ``grader.protocol.Recipe``. Validation accuracy comes from the one
+inference function, so it is float32's whatever the precision of the steps.
 
 Schedules are one ``LambdaLR`` stepped after every optimizer step, so the lr is a pure function
 of the step (``lr_factor``): linear warmup over ``warmup_epochs``, then cosine or one-cycle over
@@ -37,7 +39,7 @@ from torch import nn
 from grader.files import write_atomic
 from grader.inside import inference
 from grader.inside.augment import Normalizer, augment, to_device
-from grader.inside.layout import Layout, autocast, deterministic, memory_format, probe_layout
+from grader.inside.layout import Layout, autocast, deterministic, fast_dtype, memory_format, probe_layout
 from grader.protocol import EpochRecord, Recipe, TrainingReport
 
 # channels_last on the CPU too: on a quiet 2-core EPYC it trained the seed-000 CNN (NCHW again before
@@ -92,7 +94,7 @@ def _evaluate(run: _Run) -> tuple[float | None, float | None]:
     if len(run.val_y) == 0:
         return None, None
     run.model.eval()
-    logits = inference.logits(run.model, run.val_x, run.norm, run.layout.channels_last, batch_size=1000)
+    logits = inference.exact_logits(run.model, run.val_x, run.norm, 1000, layout=run.layout)
     run.model.train()
     labels = run.val_y.cpu()
     loss = F.cross_entropy(logits, labels).item()
@@ -117,10 +119,16 @@ class _Run:
     history: list[EpochRecord] = field(default_factory=list)
     train_seconds: float = 0.0
     images_seen: int = 0
+    on_step: Callable[[int, int], None] | None = None  # (epoch, steps done in it), for progress
+
+    @property
+    def dtype(self) -> torch.dtype | None:
+        """The reduced precision the steps run in (autocast), None for float32."""
+        return fast_dtype(self.device)
 
     @property
     def steps_per_epoch(self) -> int:
-        return _steps_per_epoch(len(self.train_x), self.recipe)
+        return steps_per_epoch(len(self.train_x), self.recipe)
 
 
 def _epoch_generator(seed: int, epoch: int, device: torch.device) -> torch.Generator:
@@ -130,9 +138,11 @@ def _epoch_generator(seed: int, epoch: int, device: torch.device) -> torch.Gener
     return gen
 
 
-def _train_epoch(run: _Run, epoch: int) -> tuple[float, float, float]:
-    """One pass over the shuffled training set; returns (loss, accuracy %, last lr)."""
+def _train_epoch(run: _Run, epoch: int, steps: int | None = None) -> tuple[float, float, float]:
+    """One pass over the shuffled training set (or its first ``steps`` batches); returns
+    (loss, accuracy %, last lr)."""
     r, model = run.recipe, run.model
+    steps = run.steps_per_epoch if steps is None else min(steps, run.steps_per_epoch)
     gen = _epoch_generator(r.seed, epoch, run.device)
     order = torch.randperm(len(run.train_x), generator=gen, device=run.device)
     fmt, size = memory_format(run.layout.channels_last), min(r.batch_size, len(run.train_x))
@@ -140,11 +150,11 @@ def _train_epoch(run: _Run, epoch: int) -> tuple[float, float, float]:
     correct = torch.zeros((), dtype=torch.int64, device=run.device)
     lr = 0.0
     model.train()
-    for step in range(run.steps_per_epoch):
+    for step in range(steps):
         idx = order[step * size : (step + 1) * size]
         x = augment(run.train_x[idx], r, run.norm, gen).contiguous(memory_format=fmt)  # (B, C, H, W)
         y = run.train_y[idx]
-        with autocast(run.device):
+        with autocast(run.device, run.dtype):
             logits = model(x)
         loss = F.cross_entropy(logits.float(), y, label_smoothing=r.label_smoothing)
         run.optimizer.zero_grad(set_to_none=True)
@@ -154,7 +164,9 @@ def _train_epoch(run: _Run, epoch: int) -> tuple[float, float, float]:
         run.scheduler.step()
         loss_sum += loss.detach() * len(y)
         correct += (logits.argmax(1) == y).sum()
-    seen = run.steps_per_epoch * size
+        if run.on_step is not None:
+            run.on_step(epoch, step + 1)
+    seen = steps * size
     run.images_seen += seen
     return loss_sum.item() / seen, correct.item() / seen * 100, lr
 
@@ -186,7 +198,14 @@ def _load_checkpoint(directory: Path | None, device: torch.device) -> dict[str, 
     paths = sorted(directory.glob(_CHECKPOINT_GLOB)) if directory is not None else []
     if not paths:
         return None
-    return torch.load(paths[-1], map_location=device, weights_only=True)
+    try:
+        state: dict[str, Any] = torch.load(paths[-1], map_location=device, weights_only=True)
+    except Exception as exc:
+        raise ValueError(
+            f"checkpoint {paths[-1].name} cannot be read ({type(exc).__name__}), so this run cannot "
+            "resume from it: code other than the trainer wrote to the checkpoint folder"
+        ) from exc
+    return state
 
 
 def _resume(run: _Run, state: dict[str, Any], data_key: int) -> None:
@@ -244,17 +263,18 @@ def _prepare(
         layout = Layout(*resumed["layout"])  # the layout picks the kernels, hence the numbers
         layout.apply(model)
     elif want:
-        layout = probe_layout(model.train(), norm(data[0][:2]), device)
+        layout = probe_layout(model.train(), norm(data[0][:2]), device, fast_dtype(device))
     else:
         layout = Layout(channels_last=False)
     torch.manual_seed(recipe.seed)
     optimizer = _optimizer(model, recipe)
-    steps = _steps_per_epoch(len(data[0]), recipe)
+    steps = steps_per_epoch(len(data[0]), recipe)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_factor(step, recipe, steps))
     return _Run(model, recipe, device, *data, norm, layout, optimizer, scheduler)
 
 
-def _steps_per_epoch(n: int, recipe: Recipe) -> int:
+def steps_per_epoch(n: int, recipe: Recipe) -> int:
+    """Optimizer steps of one epoch over ``n`` training images (the last partial batch is dropped)."""
     return max(1, n // recipe.batch_size)
 
 
@@ -269,11 +289,13 @@ def train(
     checkpoint_dir: Path | None,
     log: Callable[[str], Any] = print,
     channels_last: bool | None = None,
+    on_step: Callable[[int, int], None] | None = None,
 ) -> TrainingReport:
     """Train ``model`` in place, resuming from the latest checkpoint in ``checkpoint_dir``.
 
     ``channels_last``: None tries it on CUDA (and on the CPU if ``CPU_CHANNELS_LAST``), True
     tries it anywhere, False never (see ``probe_layout``). The model is handed back NCHW.
+    ``on_step(epoch, step)`` is called after every optimizer step.
     """
     data = (
         to_device(train_x, device),
@@ -285,6 +307,7 @@ def train(
     with deterministic(device):
         state = _load_checkpoint(checkpoint_dir, device)
         run = _prepare(model, data, recipe, device, channels_last, state)
+        run.on_step = on_step
         try:
             if state is not None:
                 _resume(run, state, data_key)
@@ -299,6 +322,39 @@ def train(
         channels_last=run.layout.channels_last,
         nchw_after=run.layout.nchw_after,
         resumed_from_epoch=None if state is None else int(state["epoch"]),
+    )
+
+
+def steps_per_second(
+    model: nn.Module,
+    train_x: np.ndarray | torch.Tensor,
+    train_y: np.ndarray | torch.Tensor,
+    recipe: Recipe,
+    device: torch.device,
+    steps: int = 4,
+) -> TrainingReport:
+    """How fast this model trains under ``recipe`` here: ``steps`` timed steps after one to warm
+    up, as a report with no history whose ``images_per_second`` says it (for the host's estimate
+    of how long a retraining would take). The model's weights change."""
+    empty = torch.empty(0, dtype=torch.uint8, device=device)
+    data = (
+        to_device(train_x, device),
+        torch.as_tensor(train_y, dtype=torch.int64).to(device),
+        empty.view(0, 3, 32, 32),
+        torch.empty(0, dtype=torch.int64, device=device),
+    )
+    with deterministic(device):
+        run = _prepare(model, data, recipe, device, None, None)
+        try:
+            _train_epoch(run, 1, steps=1)
+            run.images_seen = 0
+            started = time.perf_counter()
+            _train_epoch(run, 2, steps=steps)
+            seconds = time.perf_counter() - started
+        finally:
+            run.layout.undo(model)
+    return TrainingReport(
+        [], None, run.images_seen / seconds, run.layout.channels_last, run.layout.nchw_after, None
     )
 
 

@@ -34,11 +34,11 @@ def main(argv: list[str]) -> int:
         if job.training is not None:
             from grader.inside.training import retrain
 
-            retrain(job, job.training, channel)
+            retrain(job, job.training, student_code, channel)
         else:
             from grader.inside.stages import evaluate
 
-            evaluate(job, channel)
+            evaluate(job, student_code, channel)
     except StageFailure as failure:
         channel.failed(failure.stage, failure.message)
     except BaseException as exc:  # student code may raise anything, even SystemExit
@@ -47,6 +47,9 @@ def main(argv: list[str]) -> int:
         stage = _running(channel, stages) if student_code.raised(exc) else "internal"
         channel.failed(stage, f"{type(exc).__name__}: {exc}")
     reaper.end_descendants()
+    channel.report.notes = student_code.notes[:16]
+    channel.report.missing_packages = sorted(student_code.missing)[:64]
+    channel.report.absent_packages = [p for p in job.packages if not loading.installed(p)]
     channel.seal()
     return 0
 

@@ -1,11 +1,22 @@
 """Logits for uint8 images: the one inference function of the grader.
 
 Submitted weights, retrained models and reference baselines are all evaluated here, and the
-training engine's validation pass runs the same chunk loop, so every accuracy the grader
-reports comes from the same code on the same device.
+training engine's validation pass runs it too, so every accuracy the grader reports comes from
+the same code on the same device.
+
+Fast and exact at once. Where the device computes in reduced precision (bf16 on CPUs with
+AVX512-BF16 or AMX and on most GPUs, fp16 on GPUs without bf16), every image first goes
+through the model in that precision, channels_last where the model allows it. A prediction can
+only differ from float32's where two logits are closer than the reduced precision's error, so
+that error is measured on a calibration batch run both ways, and every image whose top-1/top-2
+or top-3/top-4 margin is within four times it is computed again in float32 (plain NCHW, as a
+student's own evaluation loop runs). The top-1 and top-3 predictions, hence every accuracy,
+are those of float32.
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 import numpy as np
 import torch
@@ -13,7 +24,12 @@ from torch import nn
 
 from grader.inside.augment import Normalizer, to_device
 from grader.inside.channel import StageFailure
-from grader.inside.layout import Layout, autocast, memory_format, probe_layout
+from grader.inside.layout import Layout, autocast, fast_dtype, memory_format, probe_layout
+
+Progress = Callable[[int, int], None]  # (images done, images in all)
+CALIBRATION = 256  # images computed both ways to measure the fast pass's error
+SAFETY = 4.0  # margins within this many times the measured error are computed again in float32
+_BOUNDARIES = ((0, 1), (2, 3))  # top-1 vs top-2 decides top-1; top-3 vs top-4 decides top-3
 
 
 def infer(
@@ -23,40 +39,94 @@ def infer(
     device: torch.device,
     batch_size: int = 1000,
     num_classes: int | None = None,
-    channels_last: bool = False,
+    progress: Progress | None = None,
 ) -> torch.Tensor:
     """Logits (N, classes), float32 on the CPU, in eval mode; the model's mode is restored after.
 
-    ``images`` are uint8, (N, H, W, 3) or (N, 3, H, W). ``channels_last`` runs the model in the
-    layout ``probe_layout`` picks and hands it back NCHW. With ``num_classes``, an output of any
-    other shape stops the stage "inference" naming the batch.
+    ``images`` are uint8, (N, H, W, 3) or (N, 3, H, W). With ``num_classes``, an output of any
+    other shape stops the stage "inference" naming the batch. The model is handed back NCHW.
     """
     data = to_device(images, device)  # (N, C, H, W) uint8
     was_training = model.training
     model.eval()
-    layout = probe_layout(model, norm(data[:2]), device) if channels_last else Layout()
     try:
-        return logits(model, data, norm, layout.channels_last, batch_size, num_classes)
+        return exact_logits(model, data, norm, batch_size, num_classes, progress)
     finally:
-        if channels_last:
-            layout.undo(model)
         model.train(was_training)
+
+
+def exact_logits(
+    model: nn.Module,
+    data: torch.Tensor,
+    norm: Normalizer,
+    batch_size: int,
+    num_classes: int | None = None,
+    progress: Progress | None = None,
+    layout: Layout | None = None,
+) -> torch.Tensor:
+    """The model in eval mode on ``data`` (uint8 on its device): float32's predictions, computed
+    in reduced precision wherever that cannot change them (see the module's docstring).
+
+    ``layout``: the memory format the model is in already (the training engine's); without it,
+    the fast pass runs in the layout ``probe_layout`` picks and the model is handed back NCHW.
+    """
+    dtype = fast_dtype(data.device)
+    calibrate = min(CALIBRATION, len(data))
+    if dtype is None or calibrate == len(data):
+        return logits(model, data, norm, layout or Layout(), batch_size, num_classes, None, progress)
+    fast_layout = layout or probe_layout(model, norm(data[:2]), data.device, dtype)
+    try:  # the long pass first, so that its progress tells the speed of the whole stage
+        fast = logits(model, data, norm, fast_layout, batch_size, num_classes, dtype, progress)
+    finally:
+        if layout is None:
+            fast_layout.undo(model)
+    exact = logits(model, data[:calibrate], norm, Layout(), batch_size, num_classes)
+    error = _max_error(fast[:calibrate], exact)
+    redo = _uncertain(fast, SAFETY * error)
+    redo[:calibrate] = False
+    fast[:calibrate] = exact
+    if redo.any():
+        rows = torch.nonzero(redo).flatten()
+        fast[rows] = logits(model, data[rows.to(data.device)], norm, Layout(), batch_size, num_classes)
+    return fast
+
+
+def _max_error(fast: torch.Tensor, exact: torch.Tensor) -> float:
+    finite = torch.isfinite(fast).all(1) & torch.isfinite(exact).all(1)
+    if not finite.any():
+        return float("inf")
+    return float((fast[finite] - exact[finite]).abs().max())
+
+
+def _uncertain(out: torch.Tensor, bound: float) -> torch.Tensor:
+    """Rows a float32 pass could rank differently: not finite, or a deciding margin within ``bound``."""
+    redo = ~torch.isfinite(out).all(1)
+    ranked = out.topk(min(4, out.shape[1]), dim=1).values  # (N, k), descending
+    for upper, lower in _BOUNDARIES:
+        if lower < ranked.shape[1]:
+            redo |= ranked[:, upper] - ranked[:, lower] <= bound
+    return redo
 
 
 def logits(
     model: nn.Module,
     data: torch.Tensor,
     norm: Normalizer,
-    channels_last: bool,
+    layout: Layout,
     batch_size: int,
     num_classes: int | None = None,
+    dtype: torch.dtype | None = None,
+    progress: Progress | None = None,
 ) -> torch.Tensor:
-    """The model as it is, in large chunks, without autograd's bookkeeping."""
-    fmt, chunks = memory_format(channels_last), []
-    with torch.inference_mode(), autocast(data.device):
+    """The model as it is, in large chunks, without autograd's bookkeeping, in ``dtype``
+    (autocast; None: float32) and the memory format of ``layout``."""
+    fmt, chunks = memory_format(layout.channels_last), []
+    with torch.inference_mode(), autocast(data.device, dtype):
         for start in range(0, len(data), batch_size):
             x = norm(data[start : start + batch_size]).contiguous(memory_format=fmt)  # (B, C, H, W)
             chunks.append(_forward(model, x, start, num_classes).float().cpu())
+            if progress is not None:
+                progress(start + len(x), len(data))
     return torch.cat(chunks)
 
 

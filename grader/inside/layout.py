@@ -28,10 +28,28 @@ def pick_device(requested: str) -> torch.device:
     return torch.device(requested)
 
 
-def autocast(device: torch.device) -> contextlib.AbstractContextManager[Any]:
+def fast_dtype(device: torch.device) -> torch.dtype | None:
+    """The reduced precision this device computes fast in: bf16 on a GPU that has it and on a
+    CPU with AVX512-BF16 or AMX (oneDNN's bf16 kernels), fp16 on an older GPU; None elsewhere."""
     if device.type == "cuda":
-        return torch.autocast("cuda", dtype=torch.bfloat16)
-    return contextlib.nullcontext()
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    if device.type == "cpu" and torch.backends.mkldnn.is_available() and _cpu_has_bf16():
+        return torch.bfloat16
+    return None
+
+
+def _cpu_has_bf16() -> bool:
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported()) and torch.cpu._is_avx512_bf16_supported()
+    except (AttributeError, RuntimeError):
+        return False
+
+
+def autocast(device: torch.device, dtype: torch.dtype | None) -> contextlib.AbstractContextManager[Any]:
+    """Autocast to ``dtype`` on ``device``; None: plain float32."""
+    if dtype is None:
+        return contextlib.nullcontext()
+    return torch.autocast(device.type, dtype=dtype)
 
 
 @contextlib.contextmanager
@@ -83,7 +101,9 @@ def _to_nchw(module: nn.Module, inputs: Any, output: Any) -> Any:
     return output.contiguous() if isinstance(output, torch.Tensor) else output
 
 
-def probe_layout(model: nn.Module, sample: torch.Tensor, device: torch.device) -> Layout:
+def probe_layout(
+    model: nn.Module, sample: torch.Tensor, device: torch.device, dtype: torch.dtype | None = None
+) -> Layout:
     """channels_last if a forward in the model's current mode allows it, else NCHW; left applied.
 
     Students' ``x.view(x.size(0), -1)`` raises on channels_last activations: the probe then makes
@@ -92,29 +112,31 @@ def probe_layout(model: nn.Module, sample: torch.Tensor, device: torch.device) -
     """
     saved = {name: b.clone() for name, b in model.named_buffers()}
     try:
-        return _probe(model, sample.contiguous(memory_format=torch.channels_last), device)
+        return _probe(model, sample.contiguous(memory_format=torch.channels_last), device, dtype)
     finally:
         with torch.no_grad():
             for name, b in model.named_buffers():
                 b.copy_(saved[name])
 
 
-def _probe(model: nn.Module, x: torch.Tensor, device: torch.device) -> Layout:
+def _probe(model: nn.Module, x: torch.Tensor, device: torch.device, dtype: torch.dtype | None) -> Layout:
     Layout(channels_last=True).apply(model)
-    ok, last = _forward(model, x, device)
+    ok, last = _forward(model, x, device, dtype)
     if ok:
         return Layout(channels_last=True)
     if last is not None:
         hooked = Layout(channels_last=True, nchw_after=last)
         hooked.apply(model)
-        if _forward(model, x, device)[0]:
+        if _forward(model, x, device, dtype)[0]:
             return hooked
         hooked.undo(model)
     model.to(memory_format=torch.contiguous_format)
     return Layout(channels_last=False)
 
 
-def _forward(model: nn.Module, x: torch.Tensor, device: torch.device) -> tuple[bool, str | None]:
+def _forward(
+    model: nn.Module, x: torch.Tensor, device: torch.device, dtype: torch.dtype | None
+) -> tuple[bool, str | None]:
     """Whether a forward succeeds, and the last module before the end or the error with a 4-D output."""
     names = {module: name for name, module in model.named_modules() if name}
     last: list[str] = []
@@ -125,7 +147,7 @@ def _forward(model: nn.Module, x: torch.Tensor, device: torch.device) -> tuple[b
 
     handles = [module.register_forward_hook(note) for module in names]
     try:
-        with torch.no_grad(), autocast(device):
+        with torch.no_grad(), autocast(device, dtype):
             model(x)
         return True, None
     except RuntimeError:

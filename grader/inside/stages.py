@@ -15,17 +15,17 @@ from grader.inside.augment import Normalizer
 from grader.inside.channel import Channel, StageFailure
 from grader.inside.inference import infer
 from grader.inside.layout import pick_device
-from grader.inside.loading import build, import_factory
+from grader.inside.loading import StudentCode, build, import_factory
 from grader.inside.weights import load_state_dict
-from grader.protocol import HarnessJob
+from grader.protocol import HarnessJob, Progress
 
 
-def evaluate(job: HarnessJob, channel: Channel) -> None:
+def evaluate(job: HarnessJob, code: StudentCode, channel: Channel) -> None:
     device = pick_device(job.device)
     channel.done("start", device=str(device), torch_version=torch.__version__)
-    factory = import_factory(Path(job.submission), job.model, job.notebook)
+    factory = import_factory(job, code)
     channel.done("import")
-    model = build_counted(factory, job, channel)
+    model = build_counted(factory, job, code, channel)
     analyze(model, job, channel)
     load_state_dict(model, Path(job.weights_path or Path(job.submission) / job.weights), job.weights)
     channel.done("weights", weights_loaded=True, weights_fingerprint=counting.weights_sketch(model))
@@ -33,7 +33,11 @@ def evaluate(job: HarnessJob, channel: Channel) -> None:
         raise StageFailure("internal", "the job names no images to evaluate")
     images = np.load(job.images, allow_pickle=False)  # (N, H, W, C) uint8
     norm = Normalizer.from_stats(job.mean, job.std, device)
-    logits = infer(model.to(device), images, norm, device, job.batch_size, job.num_classes)
+
+    def tested(done: int, total: int) -> None:
+        channel.progress(Progress("inference", done, total))
+
+    logits = infer(model.to(device), images, norm, device, job.batch_size, job.num_classes, tested)
     channel.save_logits(npy_bytes(logits.numpy()))
     channel.done("inference", logits_shape=list(logits.shape))
 
@@ -44,15 +48,15 @@ def npy_bytes(array: np.ndarray) -> bytes:
     return buffer.getvalue()
 
 
-def build_counted(factory: Any, job: HarnessJob, channel: Channel) -> nn.Module:
+def build_counted(factory: Any, job: HarnessJob, code: StudentCode, channel: Channel) -> nn.Module:
     """Count on the meta device first, so a model too large for memory is never allocated."""
-    meta = build(factory, job.model, meta=True)
+    meta = build(factory, job.model, code, meta=True)
     if meta is not None:
         total, trainable = counting.count_params(meta)
         if total * 4 > job.max_model_bytes:
             _report_oversized(meta, total, trainable, job, channel)
     torch.manual_seed(0)
-    model = build(factory, job.model)
+    model = build(factory, job.model, code)
     assert model is not None
     model.eval()
     total, trainable = counting.count_params(model)

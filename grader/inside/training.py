@@ -19,22 +19,32 @@ from grader.inside import engine
 from grader.inside.augment import split_train_val
 from grader.inside.channel import Channel, StageFailure
 from grader.inside.layout import pick_device
-from grader.inside.loading import build_fresh, import_factory
-from grader.protocol import FINAL_WEIGHTS, HarnessJob, TrainingJob
+from grader.inside.loading import StudentCode, build_fresh, import_factory
+from grader.protocol import FINAL_WEIGHTS, HarnessJob, Progress, Recipe, TrainingJob
 
 
-def retrain(job: HarnessJob, training: TrainingJob, channel: Channel) -> None:
+def retrain(job: HarnessJob, training: TrainingJob, code: StudentCode, channel: Channel) -> None:
     device = pick_device(job.device)
     channel.done("start", device=str(device), torch_version=torch.__version__)
     recipe = training.recipe
-    factory = import_factory(Path(job.submission), job.model, job.notebook)
+    factory = import_factory(job, code)
     channel.done("import")
     torch.manual_seed(recipe.seed)  # the same initial weights on every run of this recipe
-    model = build_fresh(factory, job.model).to(device)
+    model = build_fresh(factory, job.model, code).to(device)
     channel.done("build")
     images = np.load(training.train_images, allow_pickle=False)  # (N, 32, 32, 3) uint8
     labels = np.load(training.train_labels, allow_pickle=False)
     picked, held_out = split_train_val(labels, recipe)
+    if training.time_steps:
+        _time(model, images[picked], labels[picked], recipe, device, training.time_steps, channel)
+        return
+    steps = engine.steps_per_epoch(len(picked), recipe)
+
+    def stepped(epoch: int, step: int) -> None:
+        channel.progress(
+            Progress("training", (epoch - 1) * steps + step, recipe.epochs * steps, epoch, recipe.epochs)
+        )
+
     try:
         result = engine.train(
             model,
@@ -46,6 +56,7 @@ def retrain(job: HarnessJob, training: TrainingJob, channel: Channel) -> None:
             device,
             Path(training.checkpoints),
             log=print,
+            on_step=stepped,
         )
     except StageFailure:
         raise
@@ -53,4 +64,22 @@ def retrain(job: HarnessJob, training: TrainingJob, channel: Channel) -> None:
         raise StageFailure("training", f"training raised {type(exc).__name__}: {exc}") from exc
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
     write_atomic(Path(training.checkpoints) / FINAL_WEIGHTS, lambda handle: torch.save(state, handle))
+    channel.done("training", training=result)
+
+
+def _time(
+    model: torch.nn.Module,
+    images: np.ndarray,
+    labels: np.ndarray,
+    recipe: Recipe,
+    device: torch.device,
+    steps: int,
+    channel: Channel,
+) -> None:
+    """Only how fast the model trains here, for the host's estimate of a retraining's length."""
+    channel.progress(Progress("timing", 0, steps))
+    try:
+        result = engine.steps_per_second(model, images, labels, recipe, device, steps)
+    except Exception as exc:  # the student's forward may raise anything while training
+        raise StageFailure("training", f"training raised {type(exc).__name__}: {exc}") from exc
     channel.done("training", training=result)

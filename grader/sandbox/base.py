@@ -6,6 +6,7 @@ them is ``process.py``.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
@@ -32,6 +33,9 @@ class Job:
     log_dir: Path  # host directory for stdout.log / stderr.log, never mounted
     env: dict[str, str] = field(default_factory=dict)
     gpu: bool = False
+    # Called with each line of the job's stdout that starts with PROGRESS_MARK (the rest of
+    # it), while the job runs.
+    progress: Callable[[bytes], None] | None = field(default=None, compare=False)
 
 
 @dataclass

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from grader.errors import SandboxError
+from grader.protocol import PROGRESS_MARK
 from grader.sandbox import leftovers, outdir
 from grader.sandbox.base import Job, Mount, Outcome
 from grader.sandbox.logs import CappedBuffer
@@ -96,7 +97,7 @@ class DockerBackend:
     def _run(self, job: Job) -> Outcome:
         _grant_writes(job)
         started = time.monotonic()
-        out = CappedBuffer(job.limits.log_bytes // 2)
+        out = CappedBuffer(job.limits.log_bytes // 2, job.progress, PROGRESS_MARK.encode())
         err = CappedBuffer(job.limits.log_bytes - job.limits.log_bytes // 2)
         try:
             container = self.client.containers.create(**self.create_args(job))

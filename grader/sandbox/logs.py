@@ -12,16 +12,25 @@ from __future__ import annotations
 import os
 import threading
 from collections import deque
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import IO
 
 _CHUNK = 65_536
 
 
-class CappedBuffer:
-    """Keeps the first and last ``keep // 2`` bytes of what it is given; counts the rest."""
+Lines = Callable[[bytes], None]
+_LINE_CAP = 4096  # of a line handed to ``lines``: progress lines are a hundred bytes
 
-    def __init__(self, keep: int) -> None:
+
+class CappedBuffer:
+    """Keeps the first and last ``keep // 2`` bytes of what it is given; counts the rest.
+
+    With ``lines``, every complete line starting with ``mark`` is also handed to it (without the
+    mark), as it arrives: the job's progress, read while it runs.
+    """
+
+    def __init__(self, keep: int, lines: Lines | None = None, mark: bytes = b"") -> None:
+        self._lines, self._mark, self._partial = lines, mark, b""
         self.head = bytearray()
         self.tail: deque[bytes] = deque()
         self.total = 0
@@ -31,6 +40,8 @@ class CappedBuffer:
         self._lock = threading.Lock()  # a reader thread may still add while finish() reads
 
     def take(self, chunk: bytes) -> None:
+        if self._lines is not None:
+            self._scan(chunk)
         with self._lock:
             self.total += len(chunk)
             room = self._head_cap - len(self.head)
@@ -43,6 +54,14 @@ class CappedBuffer:
             # Whole chunks leave the tail once the rest still fills it: no copying per read.
             while self.tail and self._tail_size - len(self.tail[0]) >= self._tail_cap:
                 self._tail_size -= len(self.tail.popleft())
+
+    def _scan(self, chunk: bytes) -> None:
+        assert self._lines is not None
+        *complete, rest = (self._partial + chunk).split(b"\n")
+        self._partial = rest[-_LINE_CAP:]
+        for line in complete:
+            if line.startswith(self._mark):
+                self._lines(line[len(self._mark) : len(self._mark) + _LINE_CAP])
 
     def kept(self) -> bytes:
         """What was kept, with a marker where bytes were dropped."""
@@ -66,8 +85,8 @@ def pipe_chunks(pipe: IO[bytes]) -> Iterator[bytes]:
 class CappedStream(CappedBuffer):
     """Reads ``pipe`` to its end in a thread, keeping at most ``keep`` bytes."""
 
-    def __init__(self, pipe: IO[bytes], keep: int) -> None:
-        super().__init__(keep)
+    def __init__(self, pipe: IO[bytes], keep: int, lines: Lines | None = None, mark: bytes = b"") -> None:
+        super().__init__(keep, lines, mark)
         self._thread = threading.Thread(target=self._drain, args=(pipe_chunks(pipe),), daemon=True)
         self._thread.start()
 

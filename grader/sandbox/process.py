@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from grader.protocol import Limits
+from grader.protocol import PROGRESS_MARK, Limits
 from grader.sandbox import cgroups
 from grader.sandbox.base import Job, Outcome
 from grader.sandbox.logs import CappedStream
@@ -58,7 +58,7 @@ def _run(
         env=env,
     )
     assert proc.stdout is not None and proc.stderr is not None
-    out = CappedStream(proc.stdout, job.limits.log_bytes // 2)
+    out = CappedStream(proc.stdout, job.limits.log_bytes // 2, job.progress, PROGRESS_MARK.encode())
     err = CappedStream(proc.stderr, job.limits.log_bytes - job.limits.log_bytes // 2)
     timed_out = False
     try:

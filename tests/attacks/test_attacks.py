@@ -73,32 +73,35 @@ FAILS = {
         "manifest",
         "tasks.manifest_traversal.model '../../../escape.py' leaves the submission folder",
     ),
-    "net_connect": ("import", "failed to import: ConnectionRefusedError: [Errno 111] Connection refused"),
-    "net_dns": ("import", "failed to import: gaierror: [Errno -3] Temporary failure in name resolution"),
-    "net_http": ("import", "failed to import: URLError: <urlopen error [Errno 101] Network is unreachable>"),
-    "read_labels": ("import", NOT_FOUND),
-    "read_canary": ("import", NOT_FOUND),
-    "read_other_submission": ("import", NOT_FOUND),
-    "read_grader_output": ("import", NOT_FOUND),
-    "symlink_dir": ("import", NOT_FOUND),
-    "proc_environ": ("import", "failed to import: RuntimeError: environment seen: "),
-    "proc_sys_write": ("import", "failed to import: OSError: [Errno 30] Read-only file system"),
     "fake_logits_pickle": ("sandbox", "the logits file was not a plain .npy array"),
-    "fork_bomb": ("import", "failed to import: BlockingIOError: [Errno 11] Resource temporarily unavailable"),
     "address_space_bomb": ("build", "Net() raised RuntimeError: "),
-    "disk_fill_tmp": ("import", "failed to import: OSError: [Errno 28] No space left on device"),
     "endless_init": ("timeout", f"stopped after {TIMEOUT_S:.0f} s while building the model"),
     "endless_forward": ("timeout", f"stopped after {TIMEOUT_S:.0f} s in the first forward pass"),
     "sys_exit_zero": ("import", "model.py called sys.exit(0) while being imported"),
     "os_exit_zero": ("sandbox", "ended after stage 'start' without finishing (exit code 0)"),
     "wrong_shape": ("forward", "returned shape [1, 7], expected [1, 10] (one logit per class)"),
-    "missing_package": ("import", "ModuleNotFoundError: No module named 'tensorflow_addons'"),
     "too_large": ("build", "6,166,000,010 parameters (23.0 GiB in float32)"),
     "huge_exception": ("import", "huge_exception/model.py failed to import: RuntimeError: xxxxxxxx"),
     "terminal_escapes": (
         "import",
         "RuntimeError: \x1b]52;c;cHduZWQ=\x07\x1b]0;owned\x07[green]all checks pass[/]",
     ),
+}
+# Module-level code the sandbox stopped (task -> words of the failure): the task is graded
+# from the file's definitions only, as the honest network, and the note says what failed.
+BLOCKED_AT_IMPORT = {
+    "net_connect": "failed to import: ConnectionRefusedError: [Errno 111] Connection refused",
+    "net_dns": "failed to import: gaierror: [Errno -3] Temporary failure in name resolution",
+    "net_http": "failed to import: URLError: <urlopen error [Errno 101] Network is unreachable>",
+    "read_canary": NOT_FOUND,
+    "read_other_submission": NOT_FOUND,
+    "read_grader_output": NOT_FOUND,
+    "symlink_dir": NOT_FOUND,
+    "proc_environ": "failed to import: RuntimeError: environment seen: ",
+    "proc_sys_write": "failed to import: OSError: [Errno 30] Read-only file system",
+    "fork_bomb": "failed to import: BlockingIOError: [Errno 11] Resource temporarily unavailable",
+    "endless_import": f"was still running its module-level code after {TIMEOUT_S / 4:.0f} s",
+    "disk_fill_tmp": "failed to import: OSError: [Errno 28] No space left on device",
 }
 # Attacks meant to fake or disturb a result, or to outlive the job: graded as the honest network.
 HONEST_RESULT = [
@@ -156,6 +159,28 @@ def test_faking_or_disturbing_gets_exactly_the_honest_result(corpus: Corpus, tas
     assert task.evaluation.confusion == honest.evaluation.confusion
 
 
+@pytest.mark.parametrize(("task_id", "words"), BLOCKED_AT_IMPORT.items())
+def test_module_level_code_is_stopped_and_the_definitions_graded(
+    corpus: Corpus, task_id: str, words: str
+) -> None:
+    honest, task = corpus.task("honest"), corpus.task(task_id)
+    assert task.status == "ok", task.error
+    assert task.evaluation.top1 == honest.evaluation.top1 and task.params == honest.params
+    assert any(words in note and "definitions only" in note for note in task.notes), task.notes
+
+
+def test_labels_read_at_import_are_not_there(corpus: Corpus) -> None:
+    task = corpus.task("read_labels")
+    assert task.error_stage == "forward" and "NameError: name 'LABELS' is not defined" in task.error
+    assert any(NOT_FOUND in note for note in task.notes), task.notes
+
+
+def test_an_unused_missing_package_is_named_and_graded_without(corpus: Corpus) -> None:
+    task = corpus.task("missing_package")
+    assert task.status == "ok" and task.missing_packages == ["tensorflow_addons"]
+    assert any("tensorflow_addons" in w for w in corpus.attacker.result.warnings)
+
+
 def test_forged_reports_do_not_raise_a_score(corpus: Corpus) -> None:
     items = {item.id: item for item in corpus.attacker.result.items}
     assert items["forged-params"].status == "fail" and items["late-params"].status == "fail"
@@ -194,7 +219,8 @@ def test_network_reaches_nothing(corpus: Corpus) -> None:
 
 
 def test_environment_of_the_grader_is_not_visible(corpus: Corpus) -> None:
-    seen = corpus.task("proc_environ").error.split("environment seen: ", 1)[1]
+    (note,) = corpus.task("proc_environ").notes
+    seen = note.split("environment seen: ", 1)[1]
     assert CANARY_ENV[0] not in seen and "PYTHONPATH" in seen
 
 

@@ -1,31 +1,116 @@
-"""grader/inside/inference.py: logits as the model gives them, in either layout, on the CPU."""
+"""grader/inside/inference.py: float32's predictions at reduced precision's speed, in either layout.
+
+The fast pass runs in bf16 where this CPU has it (AVX512-BF16 or AMX), and the images whose
+deciding margins are within its error are computed again in float32. Every test compares with a
+plain float32 pass of the same model: the top-1 prediction and the top-3 set must be equal.
+"""
 
 from __future__ import annotations
 
-import torch
+from pathlib import Path
 
-from grader.inside.augment import Normalizer
-from grader.inside.inference import infer
+import numpy as np
+import pytest
+import torch
+import yaml
+from torch import nn
+
+from grader.data import load_split
+from grader.inside import inference
+from grader.inside.augment import Normalizer, to_device
+from grader.inside.inference import infer, logits
+from grader.inside.layout import Layout, fast_dtype
 from grader.protocol import Recipe
+from tests.conftest import load_module
 from tests.inside.conftest import CPU, Data, ViewNet, fit, synthetic, tiny_net
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def float32(model: nn.Module, images: np.ndarray | torch.Tensor, norm: Normalizer) -> torch.Tensor:
+    """A student's own evaluation loop: float32, NCHW, in batches."""
+    return logits(model.eval(), to_device(images, CPU), norm, Layout(), 500)
+
+
+def same_predictions(a: torch.Tensor, b: torch.Tensor) -> tuple[int, int]:
+    """How many images differ in their top-1 prediction, and in their top-3 set."""
+    top3 = [torch.sort(x.topk(3, 1).indices, 1).values for x in (a, b)]
+    return int((a.argmax(1) != b.argmax(1)).sum()), int((top3[0] != top3[1]).any(1).sum())
 
 
 def test_infer_returns_cpu_float_logits_and_restores_the_mode() -> None:
     torch.manual_seed(0)
-    model, x, r = tiny_net().train(), synthetic(10), Recipe()
-    logits = infer(model, x.permute(0, 2, 3, 1).numpy().copy(), Normalizer.of(r, CPU), CPU, batch_size=4)
-    assert logits.shape == (10, 10) and logits.dtype == torch.float32 and model.training
-    with torch.no_grad():
-        expected = model.eval()(Normalizer.of(r, CPU)(x))
-    torch.testing.assert_close(logits, expected)
+    model, x, r = tiny_net().train(), synthetic(300), Recipe()
+    norm = Normalizer.of(r, CPU)
+    out = infer(model, x.permute(0, 2, 3, 1).numpy().copy(), norm, CPU, batch_size=64)
+    assert out.shape == (300, 10) and out.dtype == torch.float32 and out.device == CPU and model.training
+    assert same_predictions(out, float32(model, x, norm)) == (0, 0)
+    model.eval()
 
 
-def test_infer_runs_a_trained_model_in_the_layout_it_trained_in(cifar: Data) -> None:
+def test_this_machine_runs_the_fast_pass_in_bf16() -> None:
+    """The project's machines have AVX512-BF16; elsewhere the float32 pass alone is exact."""
+    assert fast_dtype(CPU) == torch.bfloat16
+
+
+class NearTies(nn.Module):
+    """Logits whose top two differ by less than bf16 can tell apart, for half of the images."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.scale = nn.Parameter(torch.tensor(1e-3))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        base = x.mean((2, 3))  # (B, C)
+        logits = torch.cat([base, base[:, :1] + self.scale * x[:, :1, 0, 0], base.flip(1)], 1)
+        return torch.cat([logits, logits[:, :3] * 0.5], 1)  # (B, 9) plus one: 10 classes
+
+
+def test_images_the_fast_pass_could_rank_differently_are_computed_again_in_float32() -> None:
+    torch.manual_seed(0)
+    model, x = NearTies(), synthetic(1000, seed=3)
+    norm = Normalizer.from_stats((0.5, 0.5, 0.5), (0.25, 0.25, 0.25), CPU)
+    exact, out = float32(model, x, norm), infer(model, x, norm, CPU, 256)
+    assert same_predictions(out, exact) == (0, 0)
+    redone = torch.isclose(out, exact, rtol=0, atol=0).all(1)
+    assert redone.float().mean() > 0.3  # many images were near ties: those are float32's own
+
+
+def test_without_a_fast_precision_the_float32_pass_is_all(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(inference, "fast_dtype", lambda device: None)
+    torch.manual_seed(0)
+    model, x = tiny_net(), synthetic(300)
+    norm = Normalizer.of(Recipe(), CPU)
+    torch.testing.assert_close(infer(model, x, norm, CPU, 64), float32(model, x, norm), rtol=0, atol=0)
+
+
+def test_a_model_that_views_its_features_runs_channels_last_and_is_handed_back(cifar: Data) -> None:
     model, result = fit(cifar, ViewNet, channels_last=True, epochs=1)
     assert result.nchw_after == "features"
-    images = cifar[0][:64]
-    norm = Normalizer.of(Recipe(), CPU)
-    fast = infer(model, images, norm, CPU, channels_last=result.channels_last)
-    torch.testing.assert_close(fast, infer(model, images, norm, CPU), rtol=1e-4, atol=1e-4)
+    images, norm = cifar[0], Normalizer.of(Recipe(), CPU)
+    assert same_predictions(infer(model, images, norm, CPU), float32(model, images, norm)) == (0, 0)
     assert not any(m._forward_hooks for m in model.modules())
     assert all(p.is_contiguous() for p in model.parameters())
+
+
+def _sample(student: str, task: str) -> tuple[nn.Module, Normalizer]:
+    """A sample submission's model with the weights it hands in, and its normalization."""
+    root = REPO / "submissions" / student
+    entry = yaml.safe_load((root / "submission.yaml").read_text())["tasks"][task]
+    stats = entry.get("preprocess") or {"mean": [0.0] * 3, "std": [1.0] * 3}
+    file, name = entry.get("model", "model.py:Net").split(":")  # the cifar10-cnn rubric's default
+    model = getattr(load_module(root / file), name)()
+    state = torch.load(root / entry.get("weights", "weights/model.pt"), weights_only=True)
+    model.load_state_dict({k.removeprefix("module."): v for k, v in state.items()})
+    return model.eval(), Normalizer.from_stats(tuple(stats["mean"]), tuple(stats["std"]), CPU)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("student", "task"), [("B093040051", "task1"), ("B093040054", "cnn")])
+def test_predictions_equal_float32_on_the_whole_test_set(
+    cifar_tarball: Path, tmp_path_factory: pytest.TempPathFactory, student: str, task: str
+) -> None:
+    """The samples' trained weights on all 10,000 test images: not one prediction differs."""
+    images = load_split(cifar_tarball, "test", tmp_path_factory.getbasetemp() / "test-split").images()
+    model, norm = _sample(student, task)
+    assert same_predictions(infer(model, images, norm, CPU, 500), float32(model, images, norm)) == (0, 0)
