@@ -9,8 +9,9 @@ once more, then marked so that the report asks for a regrade and ``run-all`` gra
 
 from __future__ import annotations
 
+import platform
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from importlib.metadata import version
 from pathlib import Path
@@ -55,6 +56,7 @@ class _Grading:
     owner: str  # who the retraining checkpoints belong to: the student and the submission
     progress: Stage
     advance: Advance | None = None
+    versions: dict[str, str] = field(default_factory=dict)  # what the sandbox reported
 
 
 def grade(
@@ -94,6 +96,7 @@ def grade(
         rubric_title=rubric.title,
         submission_sha256=sub.sha256,
         grader_version=version("grader"),
+        versions=_versions(run),
         graded_at=datetime.now(UTC).isoformat(timespec="seconds"),
         device=_devices(tasks, settings),
         sandbox={"backend": backend.name, "limits": enforced},
@@ -112,6 +115,18 @@ def grade(
     skipped = settings.skip_training_reason if settings.skip_training else not_started
     result.items = score_all(rubric, tasks, baselines, skipped)
     return Graded(result, split.images(), sub.root)
+
+
+def _versions(run: _Grading) -> dict[str, str]:
+    """What graded this submission: the grader, the host's Python, the sandbox's Python and
+    packages (as its jobs reported them) and the sandbox image."""
+    image = run.backend.image_id or f"none: the {run.backend.name} sandbox runs the host's environment"
+    return {
+        "grader": version("grader"),
+        "host python": platform.python_version(),
+        **dict(sorted(run.versions.items())),
+        "sandbox image": image,
+    }
 
 
 def _shortcut_warnings(rubric: Rubric, settings: Settings, test: TestSet) -> list[str]:
@@ -258,6 +273,7 @@ def _grade_task(entry: TaskEntry, run: _Grading) -> tuple[TaskResult, dict[str, 
     task.sandbox_seconds = round(measured.run.outcome.seconds, 2)
     if measured.run.report is not None:
         _copy_measurements(task, measured.run.report)
+        run.versions.update(measured.run.report.versions)
     task.evaluation = measured.evaluation
     if measured.failure is not None:
         task.fail(measured.failure.stage, measured.failure.message)

@@ -312,7 +312,8 @@ class HarnessReport:
     error: Message | None = None
     error_stage: Name | None = None
     device: Name | None = None
-    torch_version: Name | None = None
+    # What the sandbox graded with: Python and the packages that make the figures, by name.
+    versions: Annotated[dict[Name, Name], MaxLen(16)] = field(default_factory=dict)
     params: int | None = None
     trainable_params: int | None = None
     output_shape: Shape | None = None

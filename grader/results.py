@@ -195,6 +195,8 @@ class GradeResult:
     alerts: list[str] = field(default_factory=list)
     class_names: list[str] = field(default_factory=list)
     baselines: dict[str, TrainingRun] = field(default_factory=dict)  # task id -> reference model run
+    # What graded it: the grader, Python and the packages that make the figures, the sandbox image.
+    versions: dict[str, str] = field(default_factory=dict)
 
     @property
     def total(self) -> float:

@@ -81,6 +81,20 @@ def test_run_writes_results_and_a_pdf_with_the_score_table(
     assert "Layer(type)" in squashed and "5,370" in squashed
 
 
+@pytest.mark.slow
+def test_run_needs_no_flags_once_the_data_is_configured(
+    student: Path, small_cifar: Path, tmp_path: Path
+) -> None:
+    env = {"GRADER_CONFIG": str(tmp_path / "config.toml")}
+    assert run_grader("config", "data_dir", str(small_cifar), env=env).returncode == 0
+    done = subprocess.run(
+        [GRADER, "run", str(student)], capture_output=True, text=True, cwd=tmp_path, timeout=600,
+        env={**{k: v for k, v in os.environ.items() if k != "GRADER_DATA_DIR"}, **env},
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert (tmp_path / "reports" / "B000000001" / "report.pdf").stat().st_size > 10_000
+
+
 def test_no_data_is_one_line_naming_the_options(
     cli: Callable[..., Ran], student: Path, tmp_path: Path
 ) -> None:

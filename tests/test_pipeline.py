@@ -7,7 +7,9 @@ normally. The worked example of docs/rubrics.md grades a small real submission a
 
 from __future__ import annotations
 
+import platform
 import re
+from importlib import metadata
 from pathlib import Path
 
 import pytest
@@ -136,6 +138,16 @@ def test_result_records_the_sandbox_and_its_limits(graded: Graded) -> None:
     assert sandbox["limits"]["network"].startswith("none")
     assert graded.result.class_names[0] == "airplane"
     assert graded.test_images.shape == (10 * TEST_PER_CLASS, 32, 32, 3)
+
+
+def test_result_records_the_versions_that_graded_it(graded: Graded) -> None:
+    """bubblewrap runs the host's environment, so the sandbox's versions are the host's own."""
+    versions = graded.result.versions
+    for name in ("torch", "torchvision", "numpy", "ultralytics-thop", "ptflops"):
+        assert versions[name] == metadata.version(name), name
+    assert versions["python"] == versions["host python"] == platform.python_version()
+    assert versions["grader"] == metadata.version("grader")
+    assert versions["sandbox image"] == "none: the bwrap sandbox runs the host's environment"
 
 
 # --- the worked example of docs/rubrics.md -----------------------------------------------------

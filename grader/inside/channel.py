@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import contextlib
 import os
+import platform
 import shutil
 import time
+from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +33,19 @@ class StageFailure(Exception):
         super().__init__(message)
         self.stage = stage
         self.message = bounded(message)
+
+
+# The distributions whose versions a grade depends on, as results.json records them.
+GRADED_WITH = ("torch", "torchvision", "numpy", "ultralytics-thop", "ptflops")
+
+
+def versions() -> dict[str, str]:
+    """Python's version and those of GRADED_WITH installed here (read from their metadata)."""
+    found = {"python": platform.python_version()}
+    for name in GRADED_WITH:
+        with contextlib.suppress(metadata.PackageNotFoundError):
+            found[name] = metadata.version(name)
+    return found
 
 
 def bounded(message: str, limit: int = MAX_MESSAGE) -> str:
@@ -54,6 +69,10 @@ class Channel:
         self.report.stages_done.append(stage)
         self.report.stage_seconds[stage] = round(time.monotonic() - self._started, 3)
         self.flush()
+
+    def started(self, device: str) -> None:
+        """The first stage: where the model runs, and the versions that make the figures."""
+        self.done("start", device=device, versions=versions())
 
     def failed(self, stage: str, message: str) -> None:
         self.report.error_stage, self.report.error = stage, bounded(message)

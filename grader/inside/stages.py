@@ -22,7 +22,7 @@ from grader.protocol import HarnessJob, Progress
 
 def evaluate(job: HarnessJob, code: StudentCode, channel: Channel) -> None:
     device = pick_device(job.device)
-    channel.done("start", device=str(device), torch_version=torch.__version__)
+    channel.started(str(device))
     factory = import_factory(job, code)
     channel.done("import")
     model = build_counted(factory, job, code, channel)

@@ -25,7 +25,7 @@ from grader.protocol import FINAL_WEIGHTS, HarnessJob, Progress, Recipe, Trainin
 
 def retrain(job: HarnessJob, training: TrainingJob, code: StudentCode, channel: Channel) -> None:
     device = pick_device(job.device)
-    channel.done("start", device=str(device), torch_version=torch.__version__)
+    channel.started(str(device))
     recipe = training.recipe
     factory = import_factory(job, code)
     channel.done("import")

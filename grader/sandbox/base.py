@@ -74,6 +74,8 @@ class Outcome:
 
 class Backend(Protocol):
     name: str
+    # The image jobs run from (Docker's image id), or None where jobs run the host's Python.
+    image_id: str | None
 
     def run(self, job: Job) -> Outcome: ...
 

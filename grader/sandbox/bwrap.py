@@ -35,6 +35,7 @@ _UNDECIDED = "set when the job runs"
 
 class BwrapBackend:
     name = "bwrap"
+    image_id: str | None = None
 
     def __init__(self) -> None:
         self._last: tuple[Job, dict[str, str]] | None = None

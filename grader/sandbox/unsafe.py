@@ -20,6 +20,7 @@ WARNING = (
 
 class UnsandboxedBackend:
     name = "none"
+    image_id: str | None = None
     maps_paths = False  # the job sees host paths as they are
 
     def run(self, job: Job) -> Outcome:

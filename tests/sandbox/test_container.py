@@ -147,6 +147,11 @@ def test_grading_in_docker_matches_bubblewrap(
         )
         results[name] = grade(root, rubric, settings).result
     assert results["docker"].sandbox["backend"] == "docker"
+    image = docker_client().images.get(HARNESS_IMAGE)
+    assert results["docker"].versions["sandbox image"] == image.id
+    # The image holds the lock's versions, as the host does (tests/sandbox/test_image.py).
+    for name in ("torch", "torchvision", "ultralytics-thop", "ptflops"):
+        assert results["docker"].versions[name] == results["bwrap"].versions[name], name
     assert results["docker"].tasks["cnn"].status == "ok", results["docker"].tasks["cnn"].error
     # The same numbers but the probe's, which every grading draws anew in secret.
     docker, bwrap = (replace(results[b].tasks["cnn"].evaluation, probe=None) for b in ("docker", "bwrap"))
