@@ -35,7 +35,10 @@ log = logging.getLogger("grader")
 
 # Options shared by several commands, declared once.
 DataDir = Annotated[
-    Path | None, typer.Option(metavar="PATH", help="CIFAR-10 source; default $GRADER_DATA_DIR, else `grader config data_dir`.")
+    Path | None,
+    typer.Option(
+        metavar="PATH", help="CIFAR-10 source; default $GRADER_DATA_DIR, else `grader config data_dir`."
+    ),
 ]
 DeviceOption = Annotated[Device, typer.Option(help="Where models run: auto is CUDA when there is a GPU.")]
 SandboxOption = Annotated[

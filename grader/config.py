@@ -15,6 +15,7 @@ from typing import Any
 
 from grader.errors import UsageError
 from grader.files import write_atomic
+from grader.gpus import Gpu
 from grader.protocol import Limits
 
 PACKAGE_DIR = Path(__file__).resolve().parent
@@ -97,6 +98,9 @@ class Settings:
     out_dir: Path = Path("reports")
     # A Device: "auto" picks CUDA when torch sees a GPU, else the CPU.
     device: str = Device.AUTO
+    # The GPU this grading's jobs get, when they run on CUDA: a batch hands each grading its
+    # own (grader/gpus.py); None is the first GPU the driver lists.
+    gpu: Gpu | None = None
     # Decoded datasets are cached here as .npy files, keyed by the source file.
     cache_dir: Path = field(default_factory=_default_cache_dir)
     # Sandbox backend: "auto" is Docker when a daemon answers and has the image, else

@@ -22,8 +22,10 @@ from pathlib import Path
 import numpy as np
 from pydantic import ValidationError
 
+from grader import gpus
 from grader.config import PACKAGE_DIR, Settings
 from grader.files import UntrustedFileError, read_untrusted, write_atomic
+from grader.gpus import Gpu
 from grader.notebook import NotebookModule
 from grader.protocol import (
     HarnessJob,
@@ -165,8 +167,9 @@ def run_task(
             "PYTHONPATH": CODE_ROOT if isolated else str(PACKAGE_DIR.parent),
             # torch's thread pool sized to the job's CPU share, not to the whole machine.
             "OMP_NUM_THREADS": str(max(1, int(settings.cpus))),
+            **({"CUDA_VISIBLE_DEVICES": gpu.uuid} if (gpu := job_gpu(settings)) else {}),
         },
-        gpu=_wants_gpu(settings.device),
+        gpu=gpu,
         progress=(watched := Watched(on_progress)).line,
     )
     outcome = backend.run(job)
@@ -211,9 +214,13 @@ def harness_job(
     )
 
 
-def _wants_gpu(device: str) -> bool:
-    """Hand the GPU to the job for --device cuda, or for auto on a machine that has one."""
-    return device == "cuda" or (device == "auto" and Path("/dev/nvidiactl").exists())
+def job_gpu(settings: Settings) -> Gpu | None:
+    """The GPU a job gets: for --device cuda, or auto on a machine that has one, this grading's
+    own (``settings.gpu``), else the first the driver lists."""
+    wanted = settings.device == "cuda" or (settings.device == "auto" and Path("/dev/nvidiactl").exists())
+    if not wanted:
+        return None
+    return settings.gpu or next(iter(gpus.visible()), None)
 
 
 def _stage(module: NotebookModule, folder: Path) -> Path:

@@ -22,6 +22,7 @@ from grader import data as datasets
 from grader import retraining
 from grader.config import Settings
 from grader.evaluate import outputs_note
+from grader.jobs import job_gpu
 from grader.measure import TestSet, measure, prepare
 from grader.protocol import HarnessReport, Progress
 from grader.results import GradeResult, TaskResult, TrainingRun
@@ -97,6 +98,7 @@ def grade(
         submission_sha256=sub.sha256,
         grader_version=version("grader"),
         versions=_versions(run),
+        gpu=gpu.describe() if (gpu := job_gpu(settings)) else None,
         graded_at=datetime.now(UTC).isoformat(timespec="seconds"),
         device=_devices(tasks, settings),
         sandbox={"backend": backend.name, "limits": enforced},

@@ -197,6 +197,7 @@ class GradeResult:
     baselines: dict[str, TrainingRun] = field(default_factory=dict)  # task id -> reference model run
     # What graded it: the grader, Python and the packages that make the figures, the sandbox image.
     versions: dict[str, str] = field(default_factory=dict)
+    gpu: str | None = None  # the one GPU its jobs were handed (grader/gpus.py), on CUDA
 
     @property
     def total(self) -> float:

@@ -13,17 +13,20 @@ import os
 import tarfile
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor, as_completed
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from enum import StrEnum
 from io import BytesIO
 from pathlib import Path
 from typing import Any, Protocol
 
+from grader import gpus
 from grader.batch.records import Row
 from grader.batch.watchdog import Bounds, supervise, worker_argv
 from grader.batch.worker import WorkerJob
 from grader.config import Settings
 from grader.files import write_atomic
+from grader.gpus import Gpu, GpuPool
+from grader.jobs import job_gpu
 from grader.overrides import Override
 from grader.protocol import decode, encode, from_plain, to_plain
 from grader.sandbox.leftovers import work_dir
@@ -92,8 +95,17 @@ class LocalExecutor:
 
     name = "local"
 
-    def __init__(self, rubric_file: Path, settings: Settings, workers: int, limit: Bounds) -> None:
+    def __init__(
+        self,
+        rubric_file: Path,
+        settings: Settings,
+        workers: int,
+        limit: Bounds,
+        devices: list[Gpu] | None = None,
+    ) -> None:
         self.rubric_file, self.settings, self.workers, self.limit = rubric_file, settings, workers, limit
+        # On CUDA each grading gets a GPU of its own, the least busy one (the driver's list).
+        self.gpus = GpuPool(gpus.visible() if devices is None else devices)
 
     def run(self, jobs: list[BatchJob], done: Done) -> None:
         with ThreadPoolExecutor(self.workers) as pool:
@@ -106,10 +118,14 @@ class LocalExecutor:
                 raise
 
     def _one(self, job: BatchJob) -> Row:
-        return grade_supervised(
-            job.source, job.student_id, self.rubric_file, self.settings, job.staging, job.overrides, job.log,
-            self.limit,
-        )  # fmt: skip
+        gpu = self.gpus.take() if job_gpu(self.settings) is not None else None
+        try:
+            return grade_supervised(
+                job.source, job.student_id, self.rubric_file, replace(self.settings, gpu=gpu), job.staging,
+                job.overrides, job.log, self.limit,
+            )  # fmt: skip
+        finally:
+            self.gpus.give_back(gpu)
 
 
 class RayExecutor:
@@ -203,13 +219,23 @@ def _ray_grade(
         rubric_file.write_text(rubric[1], encoding="utf-8")
         target, log = root / "out", root / "worker.log"
         target.mkdir()
+        chosen = replace(from_plain(Settings, settings), gpu=_ray_gpu())
         row = grade_supervised(
-            root / "in" / name, name, rubric_file, from_plain(Settings, settings), target,
-            from_plain(list[Override], overrides), log, from_plain(Bounds, limit),
+            root / "in" / name, name, rubric_file, chosen, target, from_plain(list[Override], overrides), log,
+            from_plain(Bounds, limit),
         )  # fmt: skip
         row.source = name
         files = {p.relative_to(target).as_posix(): p.read_bytes() for p in target.rglob("*") if p.is_file()}
         return to_plain(row), files, log.read_bytes() if log.is_file() else b""
+
+
+def _ray_gpu() -> Gpu | None:
+    """The GPU Ray assigned this task (Ray counts GPUs as the driver lists them), if any."""
+    import ray
+
+    assigned, listed = ray.get_gpu_ids(), gpus.visible()
+    index = int(assigned[0]) if assigned else -1
+    return listed[index] if 0 <= index < len(listed) else None
 
 
 def _last_line(log: Path) -> str:

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
+from grader.gpus import Gpu
 from grader.protocol import Limits
 
 __all__ = ["Backend", "Job", "Limits", "Mount", "Outcome"]
@@ -32,7 +33,7 @@ class Job:
     limits: Limits
     log_dir: Path  # host directory for stdout.log / stderr.log, never mounted
     env: dict[str, str] = field(default_factory=dict)
-    gpu: bool = False
+    gpu: Gpu | None = None  # the one GPU the job gets (grader/gpus.py), or none
     # Called with each line of the job's stdout that starts with PROGRESS_MARK (the rest of
     # it), while the job runs.
     progress: Callable[[bytes], None] | None = field(default=None, compare=False)

@@ -11,10 +11,10 @@ PATH, because the job can read the environment of its PID 1, which is bwrap.
 
 from __future__ import annotations
 
-import glob
 import sys
 from pathlib import Path
 
+from grader.gpus import CONTROL_DEVICES
 from grader.sandbox import outdir
 from grader.sandbox.base import Job, Mount, Outcome
 from grader.sandbox.process import run_process
@@ -66,9 +66,9 @@ class BwrapBackend:
         argv += _system_binds()
         for mount in job.mounts if mounts is None else mounts:
             argv += ["--bind" if mount.writable else "--ro-bind", str(mount.host), mount.inside]
-        if job.gpu:
-            for device in sorted(glob.glob("/dev/nvidia*")):
-                argv += ["--dev-bind", device, device]
+        if job.gpu is not None:  # its own device node only, and the driver's control nodes
+            for device in (job.gpu.device, *CONTROL_DEVICES, "/dev/nvidia-caps"):
+                argv += ["--dev-bind-try", device, device]
         argv += _environment(job)
         # Last: once every mount point exists, / and /dev become read-only.
         argv += ["--remount-ro", "/dev", "--remount-ro", "/"]

@@ -177,8 +177,8 @@ class DockerBackend:
             "log_config": {"type": "none", "config": {}},
             "detach": True,
         }
-        if job.gpu:
-            args["device_requests"] = [DeviceRequest(count=-1, capabilities=[["gpu"]])]
+        if job.gpu is not None:
+            args["device_requests"] = [DeviceRequest(device_ids=[job.gpu.uuid], capabilities=[["gpu"]])]
         if self.runtime:
             args["runtime"] = self.runtime
         return args

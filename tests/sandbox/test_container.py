@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from grader.config import Settings
+from grader.gpus import Gpu
 from grader.pipeline import grade
 from grader.rubric import find_rubric, load_rubric
 from grader.sandbox import DockerBackend, Job, Mount
@@ -122,8 +123,10 @@ def test_limits_reach_the_container_spec(backend: DockerBackend, tmp_path: Path)
     assert args["pids_limit"] == 64 and args["nano_cpus"] == 10**9 and args["init"] is True
     assert "device_requests" not in args
     assert not any("docker.sock" in str(m) for m in args["mounts"])
-    gpu_job = Job(**{**job.__dict__, "gpu": True})
-    assert backend.create_args(gpu_job)["device_requests"][0]["Capabilities"] == [["gpu"]]
+    gpu_job = Job(**{**job.__dict__, "gpu": Gpu(2, "GPU-2222", minor=2)})
+    (request,) = backend.create_args(gpu_job)["device_requests"]
+    assert request["Capabilities"] == [["gpu"]] and request["DeviceIDs"] == ["GPU-2222"]
+    assert request["Count"] == 0  # that GPU alone, not "all"
 
 
 def test_grading_in_docker_matches_bubblewrap(
