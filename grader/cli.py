@@ -8,7 +8,7 @@ import sys
 import time
 import unicodedata
 from pathlib import Path
-from typing import Annotated, Any, ClassVar
+from typing import TYPE_CHECKING, Annotated, Any, ClassVar
 
 import typer
 from rich.console import Console
@@ -21,6 +21,9 @@ from grader.ci import FailOn, Profile
 from grader.config import Device, Settings
 from grader.errors import GraderError, UsageError
 from grader.sandbox import SandboxChoice
+
+if TYPE_CHECKING:
+    from rich.progress import Progress
 
 app = typer.Typer(
     add_completion=False,
@@ -386,27 +389,28 @@ def _test_images(data_dir: Path | None) -> Any:
         return None
 
 
+def _bar(spinner: bool, transient: bool) -> Progress:
+    """A progress bar with done/total, the time so far and the ETA, on the console."""
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        ProgressColumn,
+        SpinnerColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
+    spin: list[str | ProgressColumn] = [SpinnerColumn()] if spinner else []
+    columns = [*spin, "{task.description}", BarColumn(), MofNCompleteColumn(), TimeElapsedColumn()]
+    return Progress(*columns, "ETA", TimeRemainingColumn(), console=console, transient=transient)
+
+
 class _BatchProgress:
     """A progress bar with ETA for run-all; failures are printed as they happen."""
 
     def __init__(self) -> None:
-        from rich.progress import (
-            BarColumn,
-            MofNCompleteColumn,
-            Progress,
-            TimeElapsedColumn,
-            TimeRemainingColumn,
-        )
-
-        self.bar = Progress(
-            "{task.description}",
-            BarColumn(),
-            MofNCompleteColumn(),
-            TimeElapsedColumn(),
-            "ETA",
-            TimeRemainingColumn(),
-            console=console,
-        )
+        self.bar = _bar(spinner=False, transient=False)
         self.task = self.bar.add_task("grading", total=None)
 
     def __enter__(self) -> _BatchProgress:
@@ -469,26 +473,7 @@ class _Progress:
     }
 
     def __init__(self) -> None:
-        from rich.progress import (
-            BarColumn,
-            MofNCompleteColumn,
-            Progress,
-            SpinnerColumn,
-            TimeElapsedColumn,
-            TimeRemainingColumn,
-        )
-
-        self.bar = Progress(
-            SpinnerColumn(),
-            "{task.description}",
-            BarColumn(),
-            MofNCompleteColumn(),
-            TimeElapsedColumn(),
-            "ETA",
-            TimeRemainingColumn(),
-            console=console,
-            transient=True,
-        )
+        self.bar = _bar(spinner=True, transient=True)
         self.task = self.bar.add_task("starting", total=None)
 
     def __enter__(self) -> _Progress:
