@@ -7,8 +7,10 @@ import numpy as np
 from grader.results import Evaluation, OutputKind
 
 # How far a row may be from a probability distribution (sum 1) or from log-probabilities
-# (log-sum-exp 0) and still count as one; float32 softmax is off by about 1e-7.
-TOLERANCE = 1e-3
+# (log-sum-exp 0) and still count as one: float32 softmax is off by about 1e-7, but the test
+# pass computes in bfloat16 where the hardware has it (8-bit mantissa), which leaves a softmax
+# row's sum up to about 1e-2 from 1. Real logits are nowhere near this on every row.
+TOLERANCE = 3e-2
 
 
 def evaluate(logits: np.ndarray, labels: np.ndarray, classes: tuple[str, ...], shown: int) -> Evaluation:

@@ -389,7 +389,7 @@ def test_action_fetches_a_rubric_url_with_the_token(workspace: Path, rubric_url:
     )
     ((_, done),) = run_action(workspace, env, inputs)
     # The rubric was fetched and parsed: grading stops only at the missing data (exit 4).
-    assert done.returncode == 4 and "no-data (from --data-dir) does not exist" in done.stderr
+    assert done.returncode == 4 and "no-data (--data-dir) does not exist" in done.stderr
     assert _RubricServer.seen == ["Bearer s3cret"]
     assert (tmp_path / "rubric.yaml").read_bytes() == _RubricServer.body
 

@@ -198,3 +198,17 @@ def test_probabilities_pick_the_same_confident_mistakes_as_their_logits() -> Non
     logits, labels = random_case(400, 13)
     picked = evaluate(logits, labels, CIFAR10_CLASSES, 16).misclassified
     assert evaluate(softmax(logits), labels, CIFAR10_CLASSES, 16).misclassified == picked
+
+
+def test_probabilities_computed_in_bfloat16_are_still_told() -> None:
+    """The test pass runs in bfloat16 where the hardware has it: a softmax there is off by far
+    more than float32's 1e-7, and is still a softmax."""
+    import torch
+
+    logits, labels = random_case(300, 14)
+    low = torch.from_numpy(logits).bfloat16()
+    probabilities = torch.softmax(low, dim=1).float().numpy()
+    log_probabilities = torch.log_softmax(low, dim=1).float().numpy()
+    assert np.abs(probabilities.sum(axis=1) - 1).max() > 1e-4  # bfloat16's error, well above float32's
+    kinds = [evaluate(x, labels, CIFAR10_CLASSES, 16).outputs for x in (probabilities, log_probabilities)]
+    assert kinds == ["probabilities", "log-probabilities"]

@@ -31,13 +31,15 @@ NET = (FILES / "submissions" / "B000000001" / "model.py").read_text()
 HONEST_PY = [f"B1{n:08d}" for n in range(18)]
 HONEST_NB = [f"B2{n:08d}" for n in range(5)]
 BROKEN = {"B300000000": "syntax", "B300000001": "no_weights", "B300000002": "wrong_shape"}
-# From the attack corpus: (stage, words of the message), or None where the attack only tries to
-# fake a result, so the task is graded normally.
+# From the attack corpus: (stage, words of the message); ("definitions", words of the note)
+# where the sandbox stopped the module-level code and the model was built from the file's
+# definitions; or None where the attack only tries to fake a result. The last two are graded
+# normally.
 CORPUS = {
     "B400000000": ("endless_forward", ("timeout", "time limit")),
     "B400000001": ("os_exit_zero", ("sandbox", "exit code 0")),
-    "B400000002": ("fork_bomb", ("import", "BlockingIOError")),
-    "B400000003": ("net_dns", ("import", "name resolution")),
+    "B400000002": ("fork_bomb", ("definitions", "BlockingIOError")),
+    "B400000003": ("net_dns", ("definitions", "name resolution")),
     "B400000004": ("stdout_flood", None),
     "B400000005": ("patch_argmax", None),
 }
@@ -218,7 +220,11 @@ def test_broken_and_hostile_students_fail_their_task_with_the_reason(local_run: 
         "B300000001": ("weights", "weights/model.pt"),
         "B300000002": ("forward", "[1, 7]"),
         PICKLED: ("weights", "pickled"),
-        **{sid: outcome for sid, (_attack, outcome) in CORPUS.items() if outcome},
+        **{
+            sid: outcome
+            for sid, (_attack, outcome) in CORPUS.items()
+            if outcome and outcome[0] != "definitions"
+        },
     }
     for sid, (stage, words) in expected.items():
         task = json.loads((out / sid / "results.json").read_text())["tasks"]["cnn"]
@@ -228,9 +234,11 @@ def test_broken_and_hostile_students_fail_their_task_with_the_reason(local_run: 
             task["error"],
         )
         assert words in task["error"], (sid, task["error"])
-    for sid in (sid for sid, (_attack, outcome) in CORPUS.items() if outcome is None):
-        task = json.loads((out / sid / "results.json").read_text())["tasks"]["cnn"]
-        assert task["status"] == "ok" and task["params"] == TINY_PARAMS, (sid, task["error"])
+    for sid, (_attack, outcome) in CORPUS.items():
+        if outcome is None or outcome[0] == "definitions":
+            task = json.loads((out / sid / "results.json").read_text())["tasks"]["cnn"]
+            assert task["status"] == "ok" and task["params"] == TINY_PARAMS, (sid, task["error"])
+            assert outcome is None or any(outcome[1] in note for note in task["notes"]), task["notes"]
 
 
 def test_the_rerun_left_finished_students_alone(local_run: dict) -> None:
