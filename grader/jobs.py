@@ -152,9 +152,8 @@ def run_task(
     isolated = getattr(backend, "maps_paths", True)
     where = {key: m.inside if isolated else str(m.host) for key, m in mounts.items()}
     timeout_s = training.timeout_s if training else settings.task_timeout_s
-    spec = replace(
-        harness_job(entry, rubric, settings, where, training), deadline_s=timeout_s + JOB_SIDE_GRACE_S
-    )
+    spec = harness_job(entry, rubric, settings, where, training, time_steps)
+    spec = replace(spec, deadline_s=timeout_s + JOB_SIDE_GRACE_S)
     write_atomic(job_file, encode(spec))
     job = Job(
         argv=[sys.executable, "-m", "grader.inside", where["job"]],

@@ -249,7 +249,15 @@ def _speed(entry: TaskEntry, root: Path, recipe: Recipe, ctx: Context) -> float 
         timeout = ctx.settings.task_timeout_s
         inputs = TrainingInputs(recipe, ctx.train.images_path, ctx.train.labels_path, checkpoints, timeout)
         run, _ = run_task(
-            ctx.backend, entry, root, ctx.rubric, ctx.settings, work, training=inputs, time_steps=TIMED_STEPS
+            ctx.backend,
+            entry,
+            root,
+            ctx.rubric,
+            ctx.settings,
+            work,
+            training=inputs,
+            on_progress=ctx.advance,
+            time_steps=TIMED_STEPS,
         )
     report = run.report.training if run.report is not None else None
     if failure(run) is not None or report is None or report.images_per_second <= 0:

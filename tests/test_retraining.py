@@ -21,8 +21,10 @@ import pytest
 
 from grader.config import REPO_ROOT, Settings
 from grader.pipeline import Graded, grade
+from grader.protocol import Progress
 from grader.report import write_report
 from grader.results import NOT_THE_STUDENTS, GradeResult
+from grader.retraining import TIMED_STEPS
 from grader.rubric import find_rubric, load_rubric
 from tests.conftest import FILES, load_module, pdf_text
 
@@ -101,6 +103,30 @@ def test_report_draws_curves_beside_the_baseline(graded: Graded, tmp_path: Path)
     squashed = "".join(text.split())
     assert "Retrainingbythegrader" in squashed
     assert "experiment:no-augmentation" in squashed and "90.67%" in squashed  # reported beside measured
+
+
+def test_a_retraining_past_the_budget_is_timed_in_a_few_steps_and_not_started(
+    lab_submission: Path, train_cifar: Path, tmp_path: Path
+) -> None:
+    """The rubric's whole recipes (tens of epochs per run) against a one-minute budget: each
+    model is timed for a few steps only, the sum is over, and its items are left not checked."""
+    heard: list[Progress] = []
+    settings = Settings(
+        data_dir=train_cifar,
+        cache_dir=tmp_path / "cache",
+        sandbox="bwrap",
+        recipe_overrides={"val_size": 50},
+        train_budget_s=60.0,
+    )
+    rubric = load_rubric(find_rubric("eai-lab2"))
+    result = grade(lab_submission, rubric, settings, advance=heard.append).result
+    (message,) = [w for w in result.warnings if w.startswith("retraining would take about")]
+    assert "images/s (task1)" in message and "images/s (task2)" in message
+    assert "baseline of task1" in message and "baseline of task2" in message
+    trained = [p for p in heard if p.stage != "inference"]
+    assert trained and all(p.stage == "timing" and p.total == TIMED_STEPS for p in trained)
+    assert all(not task.training for task in result.tasks.values()) and not result.baselines
+    assert result.not_checked > 0
 
 
 def test_killed_retraining_resumes_to_the_same_numbers(train_cifar: Path, tmp_path: Path) -> None:
