@@ -245,10 +245,10 @@ def _retrain(
     run.progress("timing a few training steps of each model, to estimate the retraining")
     cost = retraining.estimate(trained, entries, run.root, ctx)
     too_long = cost.over(settings.train_budget_s) if cost is not None else None
-    if too_long is not None:
+    if cost is not None and too_long is not None:
         run.progress(too_long)
         warnings.append(too_long)
-        return {}, too_long
+        return {}, cost.brief(settings.train_budget_s)
     for task_id, recipes in plans.items():
         if recipes:
             run.progress(f"{task_id}: retraining ({len(recipes)} run(s)) in the {run.backend.name} sandbox")

@@ -196,6 +196,13 @@ class Estimate:
     speeds: dict[str, float]  # task id (or "baseline of <task>") -> training images per second
     device: str
 
+    def brief(self, budget_s: float) -> str:
+        """The reason a retraining item gives, beside the whole estimate in the warnings."""
+        return (
+            f"retraining would take about {_duration(self.seconds)} on this {self.device}, past "
+            f"--train-budget ({_duration(budget_s)}); the warnings give the estimate"
+        )
+
     def over(self, budget_s: float) -> str | None:
         """Why the retrainings are not started, when they would take more than ``budget_s``."""
         if self.seconds <= budget_s:

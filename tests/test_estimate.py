@@ -52,6 +52,13 @@ class _Recorder:
         return {}
 
 
+def test_an_item_left_unchecked_says_why_in_one_sentence() -> None:
+    assert _estimate(31 * 3600.0).brief(1800.0) == (
+        "retraining would take about 31 h on this machine, past --train-budget (30 min); "
+        "the warnings give the estimate"
+    )
+
+
 def test_a_timing_job_tells_the_harness_how_many_steps_to_time(tmp_path: Path) -> None:
     backend, rubric = _Recorder(), load_rubric(find_rubric("cifar10-cnn"))
     entry = TaskEntry("cnn", "model.py:Net", "weights/model.pt", rubric.preprocess)
