@@ -6,6 +6,7 @@ student would see on the page, not about the HTML we hoped to produce.
 
 from __future__ import annotations
 
+import html
 import json
 import os
 import re
@@ -26,7 +27,7 @@ from grader.report.figures import (
     grid_title,
     model_diagram,
 )
-from grader.report.render import log_tail, percent, score, shape, thousands, torchsummary
+from grader.report.render import log_tail, percent, render_html, score, shape, thousands, torchsummary
 from grader.results import (
     DiagramNode,
     Evaluation,
@@ -188,6 +189,13 @@ def cifar_like_images() -> np.ndarray:
     return np.random.default_rng(0).integers(0, 256, size=(40, 32, 32, 3), dtype=np.uint8)
 
 
+def html_text(result: GradeResult, figures: dict[str, dict[str, str]] | None = None) -> str:
+    """The words of the report's HTML (figures named, not drawn; no PDF), for checks of what it
+    says; the module's ``rendered`` PDF shows that the PDF says what the HTML does."""
+    words = re.sub(r"<[^>]+>", " ", render_html(result, figures or {}))
+    return " ".join(html.unescape(words).split())
+
+
 @pytest.fixture(scope="module")
 def rendered(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
     """Render once for the module; returns the output folder and the PDF's text."""
@@ -301,11 +309,11 @@ def test_evaluation_numbers(rendered: tuple[Path, str]) -> None:
     assert "3 test images produced non-finite logits" in text
 
 
-def test_probabilities_instead_of_logits_are_noted_on_the_task_page(tmp_path: Path) -> None:
+def test_probabilities_instead_of_logits_are_noted_on_the_task_page() -> None:
     result = make_result()
     assert result.tasks["task1"].evaluation is not None
     result.tasks["task1"].evaluation.outputs = "probabilities"
-    flat = " ".join(pdf_text(write_report(result, tmp_path), None).split())
+    flat = html_text(result)
     assert "Model outputs probabilities" in flat
     assert "The model returns probabilities (it ends in softmax), not logits; accuracy is unaffected" in flat
 
@@ -411,13 +419,12 @@ def test_diagram_draws_a_skip_arc_beside_each_residual_block(tmp_path: Path) -> 
     assert skip_pixels(plain, 0, len(nodes) * step, 0) == 0
 
 
-def test_a_residual_block_is_explained_under_the_diagram(tmp_path: Path) -> None:
+def test_a_residual_block_is_explained_under_the_diagram() -> None:
     result = make_result()
     result.tasks["task1"].diagram[4].residual_adds = 1
-    flat = " ".join(pdf_text(write_report(result, tmp_path), None).split())
-    assert "An arc beside a block marks its residual (skip) connections" in flat
-    plain = " ".join(pdf_text(write_report(make_result(), tmp_path)).split())
-    assert "residual (skip) connections" not in plain
+    drawn = {"task1": {"diagram": "figures/task1_diagram.png"}}
+    assert "An arc beside a block marks its residual (skip) connections" in html_text(result, drawn)
+    assert "residual (skip) connections" not in html_text(make_result(), drawn)
 
 
 def test_report_without_test_images_or_evaluation(tmp_path: Path) -> None:
