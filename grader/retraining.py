@@ -30,7 +30,7 @@ from typing import Any
 from grader import data as datasets
 from grader.config import REFERENCE_DIR, Settings
 from grader.files import UntrustedFileError, open_untrusted, sha256, write_atomic
-from grader.jobs import Failure, TrainingInputs, failure, run_task
+from grader.jobs import Failure, TaskRun, TrainingInputs, failure, run_task
 from grader.measure import TestSet, measure
 from grader.protocol import FINAL_WEIGHTS, Progress, Recipe, encode, from_plain, to_plain
 from grader.results import NOT_THE_STUDENTS, TaskResult, TrainingRun
@@ -146,16 +146,7 @@ def _train(
     for _ in range(ATTEMPTS):
         folder.keep_recorded()
         with work_dir("train") as work:
-            run, _ = run_task(
-                ctx.backend,
-                entry,
-                root,
-                ctx.rubric,
-                ctx.settings,
-                work,
-                training=inputs,
-                on_progress=folder.recording(ctx.advance),
-            )
+            run = _training_job(ctx, entry, root, work, inputs, folder.recording(ctx.advance))
         folder.record()
         stopped = failure(run)
         if stopped is None or stopped.stage not in NOT_THE_STUDENTS:
@@ -255,21 +246,35 @@ def _speed(entry: TaskEntry, root: Path, recipe: Recipe, ctx: Context) -> float 
         checkpoints.mkdir()
         timeout = ctx.settings.task_timeout_s
         inputs = TrainingInputs(recipe, ctx.train.images_path, ctx.train.labels_path, checkpoints, timeout)
-        run, _ = run_task(
-            ctx.backend,
-            entry,
-            root,
-            ctx.rubric,
-            ctx.settings,
-            work,
-            training=inputs,
-            on_progress=ctx.advance,
-            time_steps=TIMED_STEPS,
-        )
+        run = _training_job(ctx, entry, root, work, inputs, ctx.advance, TIMED_STEPS)
     report = run.report.training if run.report is not None else None
     if failure(run) is not None or report is None or report.images_per_second <= 0:
         return None
     return report.images_per_second
+
+
+def _training_job(
+    ctx: Context,
+    entry: TaskEntry,
+    root: Path,
+    work: Path,
+    inputs: TrainingInputs,
+    on_progress: Callable[[Progress], None] | None,
+    time_steps: int = 0,
+) -> TaskRun:
+    """One training job in the sandbox: a retraining, or with ``time_steps`` only their timing."""
+    run, _ = run_task(
+        ctx.backend,
+        entry,
+        root,
+        ctx.rubric,
+        ctx.settings,
+        work,
+        training=inputs,
+        on_progress=on_progress,
+        time_steps=time_steps,
+    )
+    return run
 
 
 def _images_per_epoch(recipe: Recipe, train: datasets.CachedSplit) -> int:
