@@ -9,6 +9,8 @@ host's next job, an ordinary evaluation, reads them.
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -45,7 +47,7 @@ def retrain(job: HarnessJob, training: TrainingJob, code: StudentCode, channel: 
             Progress("training", (epoch - 1) * steps + step, recipe.epochs * steps, epoch, recipe.epochs)
         )
 
-    try:
+    with _students_training():
         result = engine.train(
             model,
             images[picked],
@@ -58,13 +60,20 @@ def retrain(job: HarnessJob, training: TrainingJob, code: StudentCode, channel: 
             log=print,
             on_step=stepped,
         )
-    except StageFailure:
-        raise
-    except Exception as exc:  # the student's forward may raise anything while training
-        raise StageFailure("training", f"training raised {type(exc).__name__}: {exc}") from exc
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
     write_atomic(Path(training.checkpoints) / FINAL_WEIGHTS, lambda handle: torch.save(state, handle))
     channel.done("training", training=result)
+
+
+@contextlib.contextmanager
+def _students_training() -> Iterator[None]:
+    """The student's forward may raise anything while training: it stops the stage "training"."""
+    try:
+        yield
+    except StageFailure:
+        raise
+    except Exception as exc:
+        raise StageFailure("training", f"training raised {type(exc).__name__}: {exc}") from exc
 
 
 def _time(
@@ -78,8 +87,6 @@ def _time(
 ) -> None:
     """Only how fast the model trains here, for the host's estimate of a retraining's length."""
     channel.progress(Progress("timing", 0, steps))
-    try:
+    with _students_training():
         result = engine.steps_per_second(model, images, labels, recipe, device, steps)
-    except Exception as exc:  # the student's forward may raise anything while training
-        raise StageFailure("training", f"training raised {type(exc).__name__}: {exc}") from exc
     channel.done("training", training=result)
