@@ -190,22 +190,17 @@ def test_a_model_that_needs_arguments_names_the_builders_that_do_not(tmp_path: P
     assert "missing 2 required positional arguments: 'block' and 'num_blocks'" in failure.message
 
 
+PACKAGE = {"models/__init__.py": "", "models/blocks.py": NET}  # models/resnet.py imports from it
+
+
 def test_a_file_in_a_package_gets_its_relative_imports(tmp_path: Path) -> None:
-    files = {
-        "models/__init__.py": "",
-        "models/blocks.py": NET,
-        "models/resnet.py": "from .blocks import Net\n",
-    }
+    files = {**PACKAGE, "models/resnet.py": "from .blocks import Net\n"}
     model, _ = _load(tmp_path, files, model="models/resnet.py:Net")
     assert isinstance(model, nn.Module)
 
 
 def test_a_file_in_a_package_falls_back_to_its_definitions_with_relative_imports(tmp_path: Path) -> None:
-    files = {
-        "models/__init__.py": "",
-        "models/blocks.py": NET,
-        "models/resnet.py": "from .blocks import Net\nopen('/nonexistent/log.txt', 'w')\n",
-    }
+    files = {**PACKAGE, "models/resnet.py": "from .blocks import Net\nopen('/nonexistent/log.txt', 'w')\n"}
     model, code = _load(tmp_path, files, model="models/resnet.py:Net")
     assert isinstance(model, nn.Module)
     assert "FileNotFoundError" in code.notes[0] and "definitions only" in code.notes[0]
