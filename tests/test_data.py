@@ -14,6 +14,7 @@ import http.server
 import io
 import os
 import pickle
+import re
 import tarfile
 import threading
 from dataclasses import dataclass
@@ -27,8 +28,9 @@ from grader import data as datasets
 from grader.config import write_user_config
 from grader.data import CIFAR10_CLASSES, load_split, resolve_source
 from grader.errors import DataError
+from tests.conftest import CIFAR_TARBALL
 
-CIFAR_JPEG = Path("/work/shared/data/cifar10-jpeg.tar.gz")
+CIFAR_JPEG = CIFAR_TARBALL
 PER_CLASS = 5
 SPLITS = ("train", "test")
 
@@ -39,25 +41,30 @@ Sample = dict[str, dict[str, list[tuple[str, bytes]]]]  # split -> class -> [(fi
 def sample() -> Sample:
     if not CIFAR_JPEG.is_file():
         pytest.skip(f"{CIFAR_JPEG} is not available")
-    raw = gzip.decompress(CIFAR_JPEG.read_bytes())  # the .tar, about 90 MB
     return {
-        split: {cls: first_files(raw, f"{split}/{cls}/", PER_CLASS) for cls in CIFAR10_CLASSES}
-        for split in SPLITS
+        split: {cls: first_files(f"{split}/{cls}/", PER_CLASS) for cls in CIFAR10_CLASSES} for split in SPLITS
     }
 
 
-def first_files(raw: bytes, prefix: str, count: int) -> list[tuple[str, bytes]]:
-    """The first ``count`` files under ``prefix``, read with tarfile from that folder's first header.
+@functools.cache
+def cifar_tar() -> tuple[bytes, dict[str, int]]:
+    """The tarball's .tar (about 90 MB, decompressed once per session) and where each class
+    folder's first header starts, found in one pass (headers start on block boundaries)."""
+    raw = gzip.decompress(CIFAR_JPEG.read_bytes())
+    starts: dict[str, int] = {}
+    for match in re.finditer(rb"(?:train|test)/[a-z]+/", raw):
+        if match.start() % tarfile.BLOCKSIZE == 0:
+            starts.setdefault(match.group().decode(), match.start())
+    return raw, starts
 
-    Seeking to the folder avoids parsing all 60,000 headers; each class folder is contiguous.
-    """
-    key = prefix.encode()
-    pos = raw.find(key)
-    while pos >= 0 and pos % tarfile.BLOCKSIZE:  # a header starts on a block boundary
-        pos = raw.find(key, pos + 1)
-    assert pos >= 0, f"{prefix} not in {CIFAR_JPEG}"
+
+def first_files(prefix: str, count: int) -> list[tuple[str, bytes]]:
+    """The first ``count`` files under ``prefix``, read with tarfile from that folder's first
+    header: each class folder is contiguous, so seeking there skips the other 60,000 headers."""
+    raw, folders = cifar_tar()
+    assert prefix in folders, f"{prefix} not in {CIFAR_JPEG}"
     archive = io.BytesIO(raw)
-    archive.seek(pos)
+    archive.seek(folders[prefix])
     files = []
     with tarfile.open(fileobj=archive, mode="r:") as tar:
         for member in tar:

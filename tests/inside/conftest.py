@@ -3,7 +3,6 @@ and ``fit``, a short training run of the engine."""
 
 from __future__ import annotations
 
-import gzip
 from collections.abc import Callable
 from pathlib import Path
 
@@ -33,10 +32,9 @@ def cifar() -> Data:
     """PER_CLASS real training images per class: (300, 32, 32, 3) uint8 and int64 labels."""
     if not CIFAR_JPEG.is_file():
         pytest.skip(f"{CIFAR_JPEG} is not available")
-    raw = gzip.decompress(CIFAR_JPEG.read_bytes())
     images, labels = [], []
     for label, cls in enumerate(CIFAR10_CLASSES):
-        images += [decode(payload) for _, payload in first_files(raw, f"train/{cls}/", PER_CLASS)]
+        images += [decode(payload) for _, payload in first_files(f"train/{cls}/", PER_CLASS)]
         labels += [label] * PER_CLASS
     return np.stack(images), np.asarray(labels, dtype=np.int64)
 
