@@ -196,11 +196,20 @@ def html_text(result: GradeResult, figures: dict[str, dict[str, str]] | None = N
     return " ".join(html.unescape(words).split())
 
 
+CLAIM_ALERT = (
+    "task1: the claimed test accuracy 92.00% is 27.00 points above the 65.00% measured on 10,000 test "
+    "images, more than 5 points apart: check that the submitted weights are the ones the claim was "
+    "measured with"
+)
+
+
 @pytest.fixture(scope="module")
 def rendered(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
     """Render once for the module; returns the output folder and the PDF's text."""
     out_dir = tmp_path_factory.mktemp("report")
-    pdf = write_report(make_result(), out_dir, cifar_like_images())
+    result = make_result()
+    result.alerts = [CLAIM_ALERT]
+    pdf = write_report(result, out_dir, cifar_like_images())
     assert pdf == out_dir.resolve() / "report.pdf"
     text = pdf_text(pdf)
     return out_dir, text
@@ -223,21 +232,12 @@ def test_cover_shows_student_total_and_pending(rendered: tuple[Path, str]) -> No
     assert "9f2c" * 16 in text.replace("\n", "").replace(" ", "")
 
 
-CLAIM_ALERT = (
-    "task1: the claimed test accuracy 92.00% is 27.00 points above the 65.00% measured on 10,000 test "
-    "images, more than 5 points apart: check that the submitted weights are the ones the claim was "
-    "measured with"
-)
-
-
-def test_an_alert_stands_out_on_page_one(tmp_path: Path) -> None:
-    result = make_result()
-    result.alerts = [CLAIM_ALERT]
-    pdf = write_report(result, tmp_path)
-    page_one = " ".join(pdf_text(pdf, None, page=1).split())
+def test_an_alert_stands_out_on_page_one(rendered: tuple[Path, str]) -> None:
+    out_dir, _ = rendered
+    page_one = " ".join(pdf_text(out_dir / "report.pdf", None, page=1).split())
     assert f"Look at this first • {CLAIM_ALERT}" in page_one
     assert page_one.index("Look at this first") < page_one.index("Warnings")
-    html = (tmp_path / "report.html").read_text()
+    html = (out_dir / "report.html").read_text()
     assert '<div class="box alert-box">' in html
 
 
