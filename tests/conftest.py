@@ -63,9 +63,10 @@ def golden(request: pytest.FixtureRequest) -> Callable[[str, str], None]:
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Tests that need Docker or run install steps are slow ones too: `-m "not slow"` leaves them out."""
+    """Tests that need Docker or a browser, or run install steps, are slow ones too: `-m "not slow"`
+    leaves them out."""
     for item in items:
-        if item.get_closest_marker("docker") or item.get_closest_marker("install"):
+        if any(item.get_closest_marker(name) for name in ("docker", "browser", "install")):
             item.add_marker(pytest.mark.slow)
 
 

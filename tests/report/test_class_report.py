@@ -187,6 +187,7 @@ def chromium_dom(page: Path, profile: Path) -> str:
     return subprocess.run(command, capture_output=True, text=True, check=True, timeout=120).stdout
 
 
+@pytest.mark.browser
 def test_index_in_a_real_browser(
     tmp_path: Path, results: list[GradeResult], failures: list[Failure], rubric: Rubric
 ) -> None:
