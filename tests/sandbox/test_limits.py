@@ -132,11 +132,12 @@ def test_a_file_larger_than_the_file_limit_is_cut(run_script) -> None:
 
 FLOOD = """
 import sys
-for block in range(256):  # 2**20 lines of 64 bytes: 64 MiB in all, written 4096 lines at a time
+for block in range(64):  # 2**18 lines of 64 bytes: 16 MiB in all, written 4096 lines at a time
     lines = range(block * 4096, (block + 1) * 4096)
     sys.stdout.write("".join(f"line {i:07d} " + "x" * 50 + "\\n" for i in lines))
 print("traceback at the end", file=sys.stderr)
 """
+FLOOD_BYTES = 16 * MiB  # sixteen times the log's cap
 
 
 def test_a_log_flood_keeps_head_and_tail_and_the_job_finishes(run_script) -> None:
@@ -145,11 +146,11 @@ def test_a_log_flood_keeps_head_and_tail_and_the_job_finishes(run_script) -> Non
     assert outcome.returncode == 0  # never stopped for printing
     stdout = (ran.logs / "stdout.log").read_text()
     kept = MiB // 2
-    assert outcome.log_bytes_dropped == 64 * MiB - kept
+    assert outcome.log_bytes_dropped == FLOOD_BYTES - kept
     assert stdout.startswith("line 0000000 ")
-    assert f"[... {64 * MiB - kept:,} bytes of output not kept ...]" in stdout
-    assert stdout.endswith(f"line {2**20 - 1:07d} " + "x" * 50 + "\n")
-    assert len(stdout) == kept + len(f"\n[... {64 * MiB - kept:,} bytes of output not kept ...]\n")
+    assert f"[... {FLOOD_BYTES - kept:,} bytes of output not kept ...]" in stdout
+    assert stdout.endswith(f"line {2**18 - 1:07d} " + "x" * 50 + "\n")
+    assert len(stdout) == kept + len(f"\n[... {FLOOD_BYTES - kept:,} bytes of output not kept ...]\n")
     assert outcome.stderr_tail == "traceback at the end\n"
 
 
@@ -170,13 +171,15 @@ print("leaving")
 """
 
 
-@pytest.mark.parametrize("timeout_s", [60.0, 2.0], ids=["job-exits", "job-times-out"])
+@pytest.mark.parametrize("timeout_s", [60.0, 1.0], ids=["job-exits", "job-times-out"])
 def test_no_process_of_the_job_outlives_it(run_script, timeout_s: float) -> None:
     marker = f"outlive-7a0e-{int(timeout_s)}"
-    script = OUTLIVE if timeout_s > 2 else OUTLIVE.replace('print("leaving")', "time.sleep(600)")
+    stays = 'print("leaving", flush=True)\ntime.sleep(600)'  # killed once all its processes started
+    script = OUTLIVE if timeout_s > 1 else OUTLIVE.replace('print("leaving")', stays)
     ran = run_script(script.replace("sys.argv[1]", repr(marker)), timeout_s=timeout_s)
-    if timeout_s == 2.0:
+    if timeout_s == 1.0:
         assert ran.outcome.timed_out and ran.outcome.returncode is None
+        assert ran.outcome.stdout_tail == "leaving\n"
     else:
         assert ran.outcome.returncode == 0 and ran.outcome.stdout_tail == "leaving\n"
     assert processes_with(marker) == []
