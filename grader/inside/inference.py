@@ -8,7 +8,7 @@ Fast and exact at once. Where the device computes in reduced precision (bf16 on 
 AVX512-BF16 or AMX and on most GPUs, fp16 on GPUs without bf16), every image first goes
 through the model in that precision, channels_last where the model allows it. A prediction can
 only differ from float32's where two logits are closer than the reduced precision's error, so
-that error is measured on a calibration batch run both ways, and every image whose top-1/top-2
+that error is measured on a calibration sample run both ways, and every image whose top-1/top-2
 or top-3/top-4 margin is within four times it is computed again in float32 (plain NCHW, as a
 student's own evaluation loop runs). The top-1 and top-3 predictions, hence every accuracy,
 are those of float32.
@@ -33,7 +33,7 @@ from grader.inside.channel import StageFailure
 from grader.inside.layout import Layout, autocast, fast_dtype, memory_format, probe_layout
 
 Progress = Callable[[int, int], None]  # (images done, images in all)
-CALIBRATION = 256  # images computed both ways to measure the fast pass's error
+CALIBRATION = 256  # images computed both ways to measure the fast pass's error, evenly spaced
 CPU_CHUNK = 32  # images per forward on the CPU (see the module's docstring)
 SAFETY = 4.0  # margins within this many times the measured error are computed again in float32
 _BOUNDARIES = ((0, 1), (2, 3))  # top-1 vs top-2 decides top-1; top-3 vs top-4 decides top-3
@@ -87,11 +87,13 @@ def exact_logits(
     finally:
         if layout is None:
             fast_layout.undo(model)
-    exact = logits(model, data[:calibrate], norm, Layout(), batch_size, num_classes)
-    error = _max_error(fast[:calibrate], exact)
+    # Spread over the data: a test split decoded from class folders comes sorted by class.
+    sample = torch.arange(calibrate) * len(data) // calibrate  # (calibrate,) distinct rows
+    exact = logits(model, data[sample.to(data.device)], norm, Layout(), batch_size, num_classes)
+    error = _max_error(fast[sample], exact)
     redo = _uncertain(fast, SAFETY * error)
-    redo[:calibrate] = False
-    fast[:calibrate] = exact
+    redo[sample] = False
+    fast[sample] = exact
     if redo.any():
         rows = torch.nonzero(redo).flatten()
         fast[rows] = logits(model, data[rows.to(data.device)], norm, Layout(), batch_size, num_classes)

@@ -76,6 +76,36 @@ def test_images_the_fast_pass_could_rank_differently_are_computed_again_in_float
     assert redone.float().mean() > 0.3  # many images were near ties: those are float32's own
 
 
+class Brightness(nn.Module):
+    """Two leading logits that bf16 ranks the wrong way round, by a margin that grows with the
+    image's brightness: a black image gives all-zero logits, which bf16 computes exactly."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.head = nn.Linear(3, 10, bias=False)
+        weight = torch.zeros(10, 3)
+        weight[0, 0] = 1.0
+        weight[1, 0], weight[1, 1] = 1.0035, -0.002  # bf16 rounds 1.0035 to 1.0: class 0 wins
+        weight[2:, 0] = 0.5 - 0.01 * torch.arange(8)
+        self.head.weight.data = weight
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(x.mean((2, 3)))
+
+
+def test_the_error_is_measured_across_the_images_not_on_the_first_ones() -> None:
+    """Sorted data (a test split decoded from class folders is sorted by class): the first half
+    black, where bf16 is exact, the second half where it ranks the leading logits the other way."""
+    x = synthetic(1000, seed=3)
+    x[:, 1:] = x[:, :1]
+    x[:500] = 0
+    model, norm = Brightness(), Normalizer.from_stats((0.0, 0.0, 0.0), (1.0, 1.0, 1.0), CPU)
+    exact = float32(model, x, norm)
+    with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16):
+        assert same_predictions(model(norm(x)).float(), exact)[0] == 500  # bf16 alone: all differ
+    assert same_predictions(infer(model, x, norm, CPU, 256), exact) == (0, 0)
+
+
 def test_without_a_fast_precision_the_float32_pass_is_all(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(inference, "fast_dtype", lambda device: None)
     torch.manual_seed(0)
