@@ -28,10 +28,10 @@ import torch
 from grader.config import REFERENCE_DIR, Settings
 from grader.data import load_split, resolve_source
 from grader.errors import GraderError
-from grader.inside.augment import Normalizer
+from grader.inside.augment import Normalizer, split_train_val
 from grader.inside.engine import train
-from grader.inside.inference import infer, logits
-from grader.inside.layout import Layout, fast_dtype
+from grader.inside.inference import infer
+from grader.inside.layout import fast_dtype
 from grader.rubric import find_rubric, load_rubric
 
 
@@ -71,7 +71,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data-dir", type=Path, default=None)
     parser.add_argument("--device", default="cuda", help="cuda (default), or cpu to try the script out")
-    parser.add_argument("--limit", type=int, default=None, help="use only this many train and test images")
+    parser.add_argument(
+        "--limit", type=int, default=None, help="only this many train and test images, spread out"
+    )
     args = parser.parse_args()
     if args.device == "cuda" and not torch.cuda.is_available():
         raise SystemExit("no CUDA device is visible: run this on a GPU machine")
@@ -80,25 +82,22 @@ def main() -> None:
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU"
     print(f"device: {name}; torch {torch.__version__}; reduced precision {fast_dtype(device)}")
     train_x, train_y, test_x, test_y, source = cifar(args.data_dir)
-    if args.limit:
-        train_x, train_y, test_x, test_y = (
-            train_x[: args.limit],
-            train_y[: args.limit],
-            test_x[: args.limit],
-            test_y[: args.limit],
-        )
+    if args.limit:  # evenly spaced: the splits decoded from class folders are sorted by class
+        train_pick = np.arange(args.limit) * len(train_x) // args.limit
+        test_pick = np.arange(args.limit) * len(test_x) // args.limit
+        train_x, train_y = train_x[train_pick], train_y[train_pick]
+        test_x, test_y = test_x[test_pick], test_y[test_pick]
     print(f"data: {source}")
     recipe = load_rubric(find_rubric("eai-lab2")).training.recipe.with_changes({"epochs": 1})
     torch.manual_seed(0)
     model = resnet18()
-    kept = len(train_x) - min(
-        recipe.val_size, len(train_x) // 10
-    )  # what a retraining trains on; the rest validates
-    x, y, val_x, val_y = train_x[:kept], train_y[:kept], train_x[kept:], train_y[kept:]
+    recipe = recipe.with_changes({"val_size": min(recipe.val_size, len(train_y) // 10)})
+    fit, val = split_train_val(train_y, recipe)  # as a retraining splits: stratified, seeded
+    x, y, val_x, val_y = train_x[fit], train_y[fit], train_x[val], train_y[val]
     report = train(model, x, y, val_x, val_y, recipe, device, None, lambda line: None)
     epoch_s = report.history[-1].seconds if report.history else float("nan")
     print(
-        f"ResNet18, one epoch of the eai-lab2 recipe (batch {recipe.batch_size}, {kept:,} images): "
+        f"ResNet18, one epoch of the eai-lab2 recipe (batch {recipe.batch_size}, {len(fit):,} images): "
         f"{epoch_s:.1f} s, {report.images_per_second:,.0f} images/s, layout "
         f"{'channels_last' if report.channels_last else 'NCHW'}"
     )
@@ -110,9 +109,10 @@ def main() -> None:
     fast = infer(model, test_x, norm, device, 500)
     synchronize(device)
     t1 = time.perf_counter()
-    with torch.no_grad():
+    with torch.no_grad():  # a student's evaluation loop: float32, NCHW, batches of 500
         model.eval()
-        exact = logits(model, data, norm, Layout(), 500)
+        batches = [model(norm(data[i : i + 500]).contiguous()) for i in range(0, len(data), 500)]
+        exact = torch.cat(batches).float().cpu()
     synchronize(device)
     t2 = time.perf_counter()
     differing = int((fast.argmax(1) != exact.argmax(1)).sum())
