@@ -110,6 +110,22 @@ def test_the_error_is_measured_across_the_images_not_on_the_first_ones() -> None
     assert same_predictions(infer(model, x, norm, CPU, 256), exact) == (0, 0)
 
 
+def _batch_sizes(model: nn.Module, x: torch.Tensor, batch_size: int) -> set[int]:
+    seen: set[int] = set()
+    model.register_forward_pre_hook(lambda module, args: seen.add(len(args[0])))
+    infer(model, x, Normalizer.of(Recipe(), CPU), CPU, batch_size)
+    return seen
+
+
+def test_the_cpu_runs_small_chunks_unless_batch_norm_uses_each_batchs_statistics() -> None:
+    torch.manual_seed(0)
+    x = synthetic(400)
+    assert max(_batch_sizes(tiny_net(), x, 200)) == inference.CPU_CHUNK
+    by_batch = tiny_net()
+    by_batch[1] = nn.BatchNorm2d(8, track_running_stats=False)  # batch statistics in eval mode too
+    assert max(_batch_sizes(by_batch, x, 200)) == 200
+
+
 def test_without_a_fast_precision_the_float32_pass_is_all(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(inference, "fast_dtype", lambda device: None)
     torch.manual_seed(0)
