@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import gc
 import importlib.util
 import io
 import json
@@ -68,6 +69,12 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if any(item.get_closest_marker(name) for name in ("docker", "browser", "install")):
             item.add_marker(pytest.mark.slow)
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """Everything imported by now (torch, weasyprint, matplotlib, ...) lives for the whole run:
+    frozen, it is left out of every garbage collection the tests trigger."""
+    gc.freeze()
 
 
 @pytest.fixture(scope="session", autouse=True)
