@@ -13,6 +13,12 @@ or top-3/top-4 margin is within four times it is computed again in float32 (plai
 student's own evaluation loop runs). The top-1 and top-3 predictions, hence every accuracy,
 are those of float32.
 
+The fast pass keeps every ``nn.Linear`` in float32. Classifier heads are where the logits are
+made, and a bf16 output is rounded to 8 bits of mantissa, a large part of the measured error.
+Over the 10,000 test images, a float32 head cut the share of images computed twice from 40% to
+20% for one sample CNN, 30% to 29% for the other and 47% to 41% for the sample's ResNet18, for
+a layer that is a sliver of a CIFAR model's arithmetic.
+
 On the CPU the model sees at most ``CPU_CHUNK`` images at a time, whatever the batch size asked
 for: a small chunk's activations stay in the cache. Measured on this project's 2-core machines,
 chunks of 32 ran ResNet18 1.2× (bf16) to 1.5× (float32) faster than chunks of 500, and the
@@ -24,7 +30,10 @@ that batch's own, so such a model gets the batch size asked for.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import contextlib
+from collections.abc import Callable, Iterator
+from functools import partial
+from typing import Any
 
 import numpy as np
 import torch
@@ -134,13 +143,43 @@ def logits(
     fmt, chunks = memory_format(layout.channels_last), []
     if data.device.type == "cpu" and not _normalizes_by_batch(model):
         batch_size = min(batch_size, CPU_CHUNK)
-    with torch.inference_mode(), autocast(data.device, dtype):
+    reduced = dtype is not None
+    with torch.inference_mode(), autocast(data.device, dtype), _linear_in_float32(model, reduced):
         for start in range(0, len(data), batch_size):
             x = norm(data[start : start + batch_size]).contiguous(memory_format=fmt)  # (B, C, H, W)
             chunks.append(_forward(model, x, start, num_classes).float().cpu())
             if progress is not None:
                 progress(start + len(x), len(data))
     return torch.cat(chunks)
+
+
+@contextlib.contextmanager
+def _linear_in_float32(model: nn.Module, active: bool) -> Iterator[None]:
+    """Under autocast, every ``nn.Linear`` of the model computes in float32 (see the module's
+    docstring); each one's own ``forward`` is put back after."""
+    patched = []
+    if active:
+        for module in model.modules():
+            if isinstance(module, nn.Linear) and "forward" not in vars(module):
+                module.forward = partial(_float32_call, module.forward)  # type: ignore[method-assign]
+                patched.append(module)
+    try:
+        yield
+    finally:
+        for module in patched:
+            del module.forward
+
+
+def _float32_call(forward: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    device = next((a.device.type for a in args if isinstance(a, torch.Tensor)), "cpu")
+    with torch.autocast(device, enabled=False):
+        return forward(*(_to_float32(a) for a in args), **{k: _to_float32(v) for k, v in kwargs.items()})
+
+
+def _to_float32(value: Any) -> Any:
+    if isinstance(value, torch.Tensor) and value.is_floating_point():
+        return value.float()
+    return value
 
 
 def _normalizes_by_batch(model: nn.Module) -> bool:

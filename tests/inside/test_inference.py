@@ -18,6 +18,7 @@ from torch import nn
 from grader.data import load_split
 from grader.inside import inference
 from grader.inside.augment import Normalizer, to_device
+from grader.inside.channel import StageFailure
 from grader.inside.inference import infer, logits
 from grader.inside.layout import Layout, fast_dtype
 from grader.protocol import Recipe
@@ -108,6 +109,32 @@ def test_the_error_is_measured_across_the_images_not_on_the_first_ones() -> None
     with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16):
         assert same_predictions(model(norm(x)).float(), exact)[0] == 500  # bf16 alone: all differ
     assert same_predictions(infer(model, x, norm, CPU, 256), exact) == (0, 0)
+
+
+class OwnForward(nn.Linear):
+    """A student's Linear with a forward of its own."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return super().forward(x) * 2
+
+
+def test_the_fast_pass_keeps_linear_layers_in_float32_and_hands_them_back() -> None:
+    torch.manual_seed(0)
+    model = tiny_net()
+    model[5] = OwnForward(8 * 8 * 8, 10)
+    outputs: dict[str, torch.dtype] = {}
+    model[0].register_forward_hook(lambda m, args, out: outputs.update(conv=out.dtype))
+    model[5].register_forward_hook(lambda m, args, out: outputs.update(linear=out.dtype))
+    norm, data = Normalizer.of(Recipe(), CPU), to_device(synthetic(40), CPU)
+    fast = logits(model.eval(), data, norm, Layout(), 32, dtype=torch.bfloat16)
+    assert outputs == {"conv": torch.bfloat16, "linear": torch.float32}
+    assert fast.dtype == torch.float32 and "forward" not in vars(model[5])
+    exact = float32(model, data, norm)
+    assert (fast - exact).abs().max() < 0.1  # OwnForward's doubling kept
+    model[0] = nn.Identity()  # now the Linear gets 3 × 32 × 32 features: its forward raises
+    with pytest.raises(StageFailure):
+        logits(model, data, norm, Layout(), 32, dtype=torch.bfloat16)
+    assert "forward" not in vars(model[5])
 
 
 def _batch_sizes(model: nn.Module, x: torch.Tensor, batch_size: int) -> set[int]:
