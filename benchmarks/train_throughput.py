@@ -1,7 +1,8 @@
 """Training and evaluation throughput of grader/inside/engine.py against the loop students write
 (prints a table; not a test).
 
-    .venv/bin/python benchmarks/train_throughput.py [--data-dir PATH] [--rounds N] [--threads N] [--explore]
+    .venv/bin/python benchmarks/train_throughput.py [--data-dir PATH] [--rounds N] [--threads N]
+        [--resnet18-weights PATH] [--explore]
 
 Both sides train the same model (a fresh copy, same seed) with the same recipe: SGD with Nesterov
 momentum, the same batch size, random crop (padding 4), horizontal flip and normalization. The
@@ -12,8 +13,9 @@ not timed. The engine is ``grader.inside.engine.train`` as grading runs it (bflo
 where the CPU has AVX512-BF16 or AMX, in the layout its probe picks), and once held to float32.
 Evaluation compares the students' loop (no_grad, float32) with ``grader.inside.inference.infer``,
 the grader's one inference path (a bfloat16 pass, then float32 for a calibration set and for every
-image whose margin the measured error could flip), on a briefly trained copy of the model, and
-counts the images whose predicted class differs: it must be none. The variants alternate round
+image whose margin the measured error could flip), on a briefly trained copy of the model (or,
+with ``--resnet18-weights``, on given ResNet18 weights over the whole test split), and counts the
+images whose predicted class differs: it must be none. The variants alternate round
 by round and the best round counts, since other jobs share the machine; check ``uptime`` and run
 it when the machine is quiet.
 
@@ -36,6 +38,7 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
+from typing import Any
 from unittest import mock
 
 import numpy as np
@@ -48,11 +51,11 @@ from torchvision import transforms
 
 from grader.config import REPO_ROOT, Settings
 from grader.data import load_split
-from grader.inside import engine
+from grader.inside import engine, inference
 from grader.inside.augment import Normalizer
 from grader.inside.counting import count_macs, count_params
 from grader.inside.engine import train
-from grader.inside.inference import infer
+from grader.inside.inference import infer, logits
 from grader.inside.layout import fast_dtype
 from grader.protocol import Recipe
 
@@ -158,27 +161,40 @@ def loader_train(case: Case, images: np.ndarray, labels: np.ndarray) -> float:
 
 
 @dataclass
+class EvalSet:
+    """What one case is evaluated on: the model and the images, with their labels."""
+
+    model: nn.Module
+    images: np.ndarray
+    labels: np.ndarray
+    what: str  # for the table's heading
+
+
+@dataclass
 class Predictions:
-    """The classes each side predicted on the evaluation images (the latest round's)."""
+    """The classes each side predicted on the evaluation images (the latest round's), and how
+    many images the grader's side computed in float32: its calibration set and every image whose
+    margin the measured bfloat16 error could flip."""
 
     loop: torch.Tensor | None = None
     engine: torch.Tensor | None = None
+    again: int = 0
 
     def differing(self) -> int:
         assert self.loop is not None and self.engine is not None
         return int((self.loop != self.engine).sum())
 
 
-def loader_eval(case: Case, images: np.ndarray, labels: np.ndarray, seen: Predictions) -> float:
-    data = StudentCIFAR(images[: case.eval_images], labels, _student_transform(augment=False))
+def loader_eval(case: Case, target: EvalSet, seen: Predictions) -> float:
+    data = StudentCIFAR(target.images, target.labels, _student_transform(augment=False))
     loader = DataLoader(data, batch_size=case.eval_batch, shuffle=False, num_workers=2)
-    model = trained(case, images, labels).eval()
+    model = target.model.eval()
     started = time.perf_counter()
     with torch.no_grad():
         predicted = torch.cat([model(x).argmax(1) for x, _ in loader])
     seconds = time.perf_counter() - started
     seen.loop = predicted
-    return case.eval_images / seconds
+    return len(target.images) / seconds
 
 
 # --- the engine ---------------------------------------------------------------------------------
@@ -221,14 +237,34 @@ def trained(case: Case, images: np.ndarray, labels: np.ndarray) -> nn.Module:
     return _TRAINED[case.name]
 
 
-def engine_eval(case: Case, images: np.ndarray, labels: np.ndarray, seen: Predictions) -> float:
-    model = trained(case, images, labels)
+def engine_eval(case: Case, target: EvalSet, seen: Predictions) -> float:
     norm = Normalizer.of(RECIPE, CPU)
+    again: list[int] = []
+
+    def counted(model: nn.Module, data: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
+        if kwargs.get("dtype") is None and (len(args) < 5 or args[4] is None):
+            again.append(len(data))
+        return logits(model, data, *args, **kwargs)
+
     started = time.perf_counter()
-    logits = infer(model, images[: case.eval_images], norm, CPU, case.eval_batch)
+    with mock.patch.object(inference, "logits", counted):
+        out = infer(target.model, target.images, norm, CPU, case.eval_batch)
     seconds = time.perf_counter() - started
-    seen.engine = logits.argmax(1)
-    return case.eval_images / seconds
+    seen.engine, seen.again = out.argmax(1), sum(again)
+    return len(target.images) / seconds
+
+
+def eval_set(case: Case, images: np.ndarray, labels: np.ndarray, weights: Path | None, test: Path) -> EvalSet:
+    """The briefly trained copy on the first training images, or ``weights`` on the test split."""
+    if weights is None:
+        n = case.eval_images
+        what = f"{n:,} training images, the model after {TRAINING_STEPS} training steps"
+        return EvalSet(trained(case, images, labels), images[:n], labels[:n], what)
+    model = case.make()
+    state = torch.load(weights, map_location="cpu", weights_only=True)
+    model.load_state_dict({k.removeprefix("module."): v for k, v in state.items()})
+    split = load_split(test, "test", Settings().cache_dir)
+    return EvalSet(model, split.images(), split.labels(), f"the 10,000 test images, {weights.name}")
 
 
 def _layout_name(channels_last: bool, nchw_after: str | None) -> str:
@@ -321,14 +357,14 @@ def measure_training(
 
 
 def measure_eval(
-    case: Case, images: np.ndarray, labels: np.ndarray, rounds: int, ceiling: Ceiling
-) -> tuple[dict[str, float], int]:
+    case: Case, target: EvalSet, rounds: int, ceiling: Ceiling
+) -> tuple[dict[str, float], Predictions]:
     seen = Predictions()
     variants = {
-        "loop": partial(loader_eval, case, images, labels, seen),
-        "engine": partial(engine_eval, case, images, labels, seen),
+        "loop": partial(loader_eval, case, target, seen),
+        "engine": partial(engine_eval, case, target, seen),
     }
-    return best_of(rounds, variants, ceiling), seen.differing()
+    return best_of(rounds, variants, ceiling), seen
 
 
 def _shares(flops: float, ceiling: Ceiling) -> str:
@@ -352,17 +388,22 @@ def print_training(
 
 
 def print_eval(
-    rows: list[tuple[Case, dict[str, float], int]], macs: dict[str, int], ceiling: Ceiling
+    rows: list[tuple[Case, EvalSet, dict[str, float], Predictions]], macs: dict[str, int], ceiling: Ceiling
 ) -> None:
+    for case, target, _, _ in rows:
+        print(f"{case.name}: {target.what}")
     print(
         f"{'model':<13} {'images':>6} {'DataLoader':>10} {'infer':>9} {'infer/DL':>9} "
-        f"{'GFLOP/s':>8} {'of bf16':>8} {'of fp32':>8} {'differing':>10}"
+        f"{'GFLOP/s':>8} {'of bf16':>8} {'of fp32':>8} {'differing':>10} {'in fp32':>8} {'accuracy':>9}"
     )
-    for case, best, differing in rows:
-        loop, ours = best["loop"], best["engine"]
+    for case, target, best, seen in rows:
+        loop, ours, n = best["loop"], best["engine"], len(target.images)
+        assert seen.engine is not None
+        accuracy = float((seen.engine == torch.as_tensor(target.labels)).float().mean())
         print(
-            f"{case.name:<13} {case.eval_images:>6} {loop:>10.1f} {ours:>9.1f} {ours / loop:>8.2f}x "
-            f"{_shares(ours * 2 * macs[case.name], ceiling)} {differing:>10}"
+            f"{case.name:<13} {n:>6} {loop:>10.1f} {ours:>9.1f} {ours / loop:>8.2f}x "
+            f"{_shares(ours * 2 * macs[case.name], ceiling)} {seen.differing():>10} "
+            f"{seen.again / n:>8.1%} {accuracy:>9.2%}"
         )
 
 
@@ -399,6 +440,12 @@ def main() -> None:
         "--rounds", type=int, default=2, help="alternating rounds per comparison (best counts)"
     )
     parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's)")
+    parser.add_argument(
+        "--resnet18-weights",
+        type=Path,
+        help="evaluate these weights of this script's ResNet18 on the whole test split "
+        f"(default: a copy trained for {TRAINING_STEPS} steps, on {CASES[1].eval_images:,} training images)",
+    )
     parser.add_argument("--explore", action="store_true", help="also try other thread counts and batch sizes")
     args = parser.parse_args()
     if args.threads:
@@ -408,7 +455,11 @@ def main() -> None:
     images, labels = load_train_split(args.data_dir)
     macs = {case.name: _checked_macs(case) for case in CASES}
     trained = [(case, *measure_training(case, images, labels, args.rounds, ceiling)) for case in CASES]
-    evaluated = [(case, *measure_eval(case, images, labels, args.rounds, ceiling)) for case in CASES]
+    weights = {CASES[1].name: args.resnet18_weights}
+    evaluated = []
+    for case in CASES:
+        target = eval_set(case, images, labels, weights.get(case.name), args.data_dir)
+        evaluated.append((case, target, *measure_eval(case, target, args.rounds, ceiling)))
     explored = explore(images, labels, args.rounds, ceiling) if args.explore else []
     print(
         f"matmul 2048×2048, best over the run: {ceiling.bf16 / 1e9:.1f} GFLOP/s in bfloat16, "
