@@ -137,6 +137,24 @@ def test_the_fast_pass_keeps_linear_layers_in_float32_and_hands_them_back() -> N
     assert "forward" not in vars(model[5])
 
 
+class HalfHead(nn.Module):
+    """A student who keeps the classifier in float16 and casts to it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = nn.Linear(3 * 32 * 32, 10).half()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(x.flatten(1).half()).float()
+
+
+def test_a_linear_layer_kept_in_another_precision_runs_in_it() -> None:
+    torch.manual_seed(0)
+    model, norm, data = HalfHead().eval(), Normalizer.of(Recipe(), CPU), to_device(synthetic(40), CPU)
+    fast = logits(model, data, norm, Layout(), 32, dtype=torch.bfloat16)
+    torch.testing.assert_close(fast, float32(model, data, norm), rtol=0, atol=0)
+
+
 def _batch_sizes(model: nn.Module, x: torch.Tensor, batch_size: int) -> set[int]:
     seen: set[int] = set()
     model.register_forward_pre_hook(lambda module, args: seen.add(len(args[0])))
