@@ -140,12 +140,16 @@ def logits(
     progress: Progress | None = None,
 ) -> torch.Tensor:
     """The model as it is, in chunks (see the module's docstring), without autograd's bookkeeping,
-    in ``dtype`` (autocast; None: float32) and the memory format of ``layout``."""
+    in ``dtype`` (autocast; None: float32) and the memory format of ``layout``.
+
+    ``no_grad``, not ``inference_mode``: under inference mode autocast keeps no cache of the
+    weights it casts, so every chunk cast every weight again (28 casts per ResNet18 forward
+    instead of 6; the pass ran 1.18× faster without them on this project's CPU)."""
     fmt, chunks = memory_format(layout.channels_last), []
     if data.device.type == "cpu" and not _normalizes_by_batch(model):
         batch_size = min(batch_size, CPU_CHUNK)
     reduced = dtype is not None
-    with torch.inference_mode(), autocast(data.device, dtype), _linear_in_float32(model, reduced):
+    with torch.no_grad(), autocast(data.device, dtype), _linear_in_float32(model, reduced):
         for start in range(0, len(data), batch_size):
             x = norm(data[start : start + batch_size]).contiguous(memory_format=fmt)  # (B, C, H, W)
             chunks.append(_forward(model, x, start, num_classes).float().cpu())

@@ -155,6 +155,15 @@ def test_a_linear_layer_kept_in_another_precision_runs_in_it() -> None:
     torch.testing.assert_close(fast, float32(model, data, norm), rtol=0, atol=0)
 
 
+def test_the_fast_pass_casts_each_weight_once_not_once_per_chunk() -> None:
+    torch.manual_seed(0)
+    model, norm, data = tiny_net().eval(), Normalizer.of(Recipe(), CPU), to_device(synthetic(96), CPU)
+    with torch.profiler.profile(record_shapes=True) as profile:
+        logits(model, data, norm, Layout(), 32, dtype=torch.bfloat16)  # 3 chunks
+    casts = [e for e in profile.events() if e.name == "aten::_to_copy" and e.input_shapes[0] == [8, 3, 3, 3]]
+    assert len(casts) == 1
+
+
 def _batch_sizes(model: nn.Module, x: torch.Tensor, batch_size: int) -> set[int]:
     seen: set[int] = set()
     model.register_forward_pre_hook(lambda module, args: seen.add(len(args[0])))
