@@ -31,6 +31,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import importlib.util
+import inspect
 import os
 import platform
 import time
@@ -59,6 +60,7 @@ from grader.inside.inference import infer, logits
 from grader.inside.layout import fast_dtype
 from grader.protocol import Recipe
 
+LOGITS = inspect.signature(logits)
 DEFAULT_DATA = REPO_ROOT.parent / "shared" / "data" / "cifar10-jpeg.tar.gz"
 CPU = torch.device("cpu")
 RECIPE = Recipe(schedule="none", epochs=1, val_size=0)  # SGD, Nesterov, crop 4, flip, normalize
@@ -241,10 +243,11 @@ def engine_eval(case: Case, target: EvalSet, seen: Predictions) -> float:
     norm = Normalizer.of(RECIPE, CPU)
     again: list[int] = []
 
-    def counted(model: nn.Module, data: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
-        if kwargs.get("dtype") is None and (len(args) < 5 or args[4] is None):
-            again.append(len(data))
-        return logits(model, data, *args, **kwargs)
+    def counted(*args: Any, **kwargs: Any) -> torch.Tensor:
+        call = LOGITS.bind(*args, **kwargs).arguments
+        if call.get("dtype") is None:
+            again.append(len(call["data"]))
+        return logits(*args, **kwargs)
 
     started = time.perf_counter()
     with mock.patch.object(inference, "logits", counted):
@@ -261,10 +264,12 @@ def eval_set(case: Case, images: np.ndarray, labels: np.ndarray, weights: Path |
         what = f"{n:,} training images, the model after {TRAINING_STEPS} training steps"
         return EvalSet(trained(case, images, labels), images[:n], labels[:n], what)
     model = case.make()
-    state = torch.load(weights, map_location="cpu", weights_only=True)
-    model.load_state_dict({k.removeprefix("module."): v for k, v in state.items()})
+    model.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))
     split = load_split(test, "test", Settings().cache_dir)
-    return EvalSet(model, split.images(), split.labels(), f"the 10,000 test images, {weights.name}")
+    test_labels = split.labels()
+    return EvalSet(
+        model, split.images(), test_labels, f"the {len(test_labels):,} test images, {weights.name}"
+    )
 
 
 def _layout_name(channels_last: bool, nchw_after: str | None) -> str:

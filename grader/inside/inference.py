@@ -149,8 +149,7 @@ def logits(
     fmt, chunks = memory_format(layout.channels_last), []
     if data.device.type == "cpu" and not _normalizes_by_batch(model):
         batch_size = min(batch_size, CPU_CHUNK)
-    reduced = dtype is not None
-    with torch.no_grad(), autocast(data.device, dtype), _linear_in_float32(model, reduced):
+    with torch.no_grad(), autocast(data.device, dtype), _linear_outside_autocast(model, dtype is not None):
         for start in range(0, len(data), batch_size):
             x = norm(data[start : start + batch_size]).contiguous(memory_format=fmt)  # (B, C, H, W)
             chunks.append(_forward(model, x, start, num_classes).float().cpu())
@@ -160,7 +159,7 @@ def logits(
 
 
 @contextlib.contextmanager
-def _linear_in_float32(model: nn.Module, active: bool) -> Iterator[None]:
+def _linear_outside_autocast(model: nn.Module, active: bool) -> Iterator[None]:
     """Under autocast, every ``nn.Linear`` of the model computes in its weights' own precision,
     float32 unless the student chose another (see the module's docstring); each one's own
     ``forward`` is put back after."""
