@@ -112,7 +112,7 @@ class Case:
 # about as on a real test pass (2.6 % of 10,000 images) rather than dominating.
 CASES = (
     Case("seed-000 CNN", SeedCNN, 114_186, batch_size=256, train_steps=8, eval_images=5000, eval_batch=1000),
-    Case("ResNet18", ResNet18, 11_173_962, batch_size=64, train_steps=3, eval_images=2000, eval_batch=500),
+    Case("ResNet18", ResNet18, 11_173_962, batch_size=64, train_steps=8, eval_images=2000, eval_batch=500),
 )
 
 

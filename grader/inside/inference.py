@@ -6,12 +6,24 @@ the same code on the same device.
 
 Fast and exact at once. Where the device computes in reduced precision (bf16 on CPUs with
 AVX512-BF16 or AMX and on most GPUs, fp16 on GPUs without bf16), every image first goes
-through the model in that precision, channels_last where the model allows it. A prediction can
-only differ from float32's where two logits are closer than the reduced precision's error, so
-that error is measured on a calibration sample run both ways, and every image whose top-1/top-2
-or top-3/top-4 margin is within four times it is computed again in float32 (plain NCHW, as a
-student's own evaluation loop runs). The top-1 and top-3 predictions, hence every accuracy,
-are those of float32.
+through the model in that precision, channels_last where the model allows it. A ranking can
+only differ from float32's where two logits are closer than the reduced precision moved them
+apart: for one image, by at most the spread of its logits' errors (the largest minus the
+smallest). That spread is measured on a calibration sample run both ways, and every image whose
+top-1/top-2 or top-3/top-4 margin is within ``SAFETY`` times the largest spread seen is computed
+again in float32 (plain NCHW, as a student's own evaluation loop runs). Each image computed
+again is measured too: where one of them shows a larger spread than the calibration did, the
+bound grows and the images it now reaches are computed again, until no image left in reduced
+precision is within it. The top-1 and top-3 predictions, hence every accuracy, are those of
+float32.
+
+Why twice the largest spread seen: a sample's largest error underestimates the population's. On
+the 10,000 test images of four trained models (the sample submissions' two CNNs and ResNet18,
+a ResNet18 trained to 83%), a random draw of 256 images had a largest spread 1.4–2.0× below
+the population's (median of 1,000 draws) and up to 3.2× below it for the ResNet18 whose errors
+have the longest tail; 2,048 images, up to 2.0×. With the images computed again added to the
+sample, the final bound stood 1.7–2.0× above the population's largest spread and 2.3–4.7× above
+the largest change of any deciding margin, and not one prediction changed.
 
 The fast pass runs every ``nn.Linear`` outside autocast, in its weights' own precision (float32
 unless the student chose another). Classifier heads are where the logits are made, and a bf16
@@ -47,7 +59,7 @@ from grader.inside.layout import Layout, autocast, fast_dtype, memory_format, pr
 Progress = Callable[[int, int], None]  # (images done, images in all)
 CALIBRATION = 256  # images computed both ways to measure the fast pass's error, evenly spaced
 CPU_CHUNK = 32  # images per forward on the CPU (see the module's docstring)
-SAFETY = 4.0  # margins within this many times the measured error are computed again in float32
+SAFETY = 2.0  # margins within this many times the largest spread seen are computed again in float32
 _BOUNDARIES = ((0, 1), (2, 3))  # top-1 vs top-2 decides top-1; top-3 vs top-4 decides top-3
 
 
@@ -101,22 +113,24 @@ def exact_logits(
             fast_layout.undo(model)
     # Spread over the data: a test split decoded from class folders comes sorted by class.
     sample = torch.arange(calibrate) * len(data) // calibrate  # (calibrate,) distinct rows
-    exact = logits(model, data[sample.to(data.device)], norm, Layout(), batch_size, num_classes)
-    error = _max_error(fast[sample], exact)
-    redo = _uncertain(fast, SAFETY * error)
-    redo[sample] = False
-    fast[sample] = exact
-    if redo.any():
-        rows = torch.nonzero(redo).flatten()
-        fast[rows] = logits(model, data[rows.to(data.device)], norm, Layout(), batch_size, num_classes)
-    return fast
+    out, done, rows = fast.clone(), torch.zeros(len(data), dtype=torch.bool), sample
+    while len(rows):
+        out[rows] = logits(model, data[rows.to(data.device)], norm, Layout(), batch_size, num_classes)
+        done[rows] = True
+        bound = SAFETY * _largest_spread(fast[done], out[done])
+        rows = torch.nonzero(_uncertain(fast, bound) & ~done).flatten()
+    return out
 
 
-def _max_error(fast: torch.Tensor, exact: torch.Tensor) -> float:
+def _largest_spread(fast: torch.Tensor, exact: torch.Tensor) -> float:
+    """The largest spread of one image's logit errors (largest minus smallest), over the images
+    both passes computed finite logits for; infinite where there is none, so that every image is
+    computed again."""
     finite = torch.isfinite(fast).all(1) & torch.isfinite(exact).all(1)
     if not finite.any():
         return float("inf")
-    return float((fast[finite] - exact[finite]).abs().max())
+    error = fast[finite] - exact[finite]  # (n, classes)
+    return float((error.amax(1) - error.amin(1)).max())
 
 
 def _uncertain(out: torch.Tensor, bound: float) -> torch.Tensor:

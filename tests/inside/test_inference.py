@@ -111,6 +111,39 @@ def test_the_error_is_measured_across_the_images_not_on_the_first_ones() -> None
     assert same_predictions(infer(model, x, norm, CPU, 256), exact) == (0, 0)
 
 
+class ErrorByPixel(nn.Module):
+    """Class 0 leads class 1 by the first pixel's red value; in reduced precision (under
+    autocast) class 1 gains its green value: an error as large as a test wants, on the images a
+    test picks. The other classes trail far behind."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        margin, error = x[:, 0, 0, 0], x[:, 1, 0, 0]  # (B,), (B,)
+        second = -margin + (error if torch.is_autocast_enabled("cpu") else 0.0)
+        rest = -10.0 - 2.0 * torch.arange(8.0).expand(len(x), 8)
+        return torch.cat([torch.zeros_like(margin)[:, None], second[:, None], rest], 1)
+
+
+def test_an_error_larger_than_the_calibrations_widens_the_bound_once_it_is_seen() -> None:
+    """The calibration images show a small error. Some other images are near ties in the fast
+    pass because their large error nearly cancels their margin: computed again, they show that
+    error, and the images it reverses, whose fast margins looked safe, are computed again too."""
+    n = 1000
+    x = torch.zeros(n, 3, 32, 32, dtype=torch.uint8)
+    x[:, 0, 0, 0], x[:, 1, 0, 0] = 255, 3  # margin 1.0, error 0.012: the fast pass ranks right
+    calibrated = set((torch.arange(inference.CALIBRATION) * n // inference.CALIBRATION).tolist())
+    others = [row for row in range(n) if row not in calibrated]
+    near, reversed_ = others[:10], others[10:20]
+    x[near, 0, 0, 0], x[near, 1, 0, 0] = 128, 125  # margin 0.502, error 0.490: fast margin 0.012
+    x[reversed_, 0, 0, 0], x[reversed_, 1, 0, 0] = 77, 153  # margin 0.302, error 0.600: reversed
+    model, norm = ErrorByPixel(), Normalizer.from_stats((0.0, 0.0, 0.0), (1.0, 1.0, 1.0), CPU)
+    exact = float32(model, x, norm)
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        assert same_predictions(model(norm(x)).float(), exact)[0] == 10  # the reversed ones
+    out = infer(model, x, norm, CPU, 256)
+    assert same_predictions(out, exact) == (0, 0)
+    assert torch.equal(out[near + reversed_], exact[near + reversed_])
+
+
 class OwnForward(nn.Linear):
     """A student's Linear with a forward of its own."""
 
