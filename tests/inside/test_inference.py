@@ -144,6 +144,78 @@ def test_an_error_larger_than_the_calibrations_widens_the_bound_once_it_is_seen(
     assert torch.equal(out[near + reversed_], exact[near + reversed_])
 
 
+class ConvBN(nn.Module):
+    """Two convolution–batch-norm pairs, the first convolution's output also kept for a
+    shortcut, so that only the second pair can be folded; running statistics far from 0 and 1."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv1, self.bn1 = nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8)
+        self.conv2, self.bn2 = nn.Conv2d(8, 8, 3, padding=1), nn.BatchNorm2d(8)
+        self.head = nn.Linear(8, 10)
+        for bn in (self.bn1, self.bn2):
+            bn.running_mean.uniform_(-1.0, 1.0)
+            bn.running_var.uniform_(0.2, 4.0)
+            nn.init.uniform_(bn.weight, 0.5, 2.0)
+            nn.init.uniform_(bn.bias, -0.5, 0.5)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        a = self.conv1(x)
+        y = torch.relu(self.bn1(a))
+        y = torch.relu(self.bn2(self.conv2(y)) + a)
+        return self.head(y.mean((2, 3)))
+
+
+def test_the_fast_pass_runs_on_a_copy_with_batch_norms_folded_and_leaves_the_model_as_it_was() -> None:
+    torch.manual_seed(0)
+    model, x = ConvBN().eval(), synthetic(400, seed=5)
+    norm = Normalizer.of(Recipe(), CPU)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    copy = inference.folded(model)
+    assert copy is not None and inference.folded(tiny_net().eval()) is not None
+    assert [type(m) for m in copy.modules() if isinstance(m, nn.BatchNorm2d)] == [nn.BatchNorm2d]  # bn1 stays
+    with torch.no_grad():
+        assert torch.allclose(copy(norm(x)), model(norm(x)), atol=1e-5)
+    assert sum(isinstance(m, nn.BatchNorm2d) for m in model.modules()) == 2
+    assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())
+    assert same_predictions(infer(model, x, norm, CPU), float32(model, x, norm)) == (0, 0)
+
+
+class Branchy(ConvBN):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return super().forward(x if x.mean() > 0 else -x)  # data-dependent: does not trace
+
+
+class SharedConv(ConvBN):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = torch.relu(self.bn2(self.conv2(torch.relu(self.bn1(self.conv1(x))))))
+        return self.head((self.conv2(y) + y).mean((2, 3)))  # conv2 again, without its batch norm
+
+
+def test_no_folded_copy_where_one_could_compute_something_else() -> None:
+    torch.manual_seed(0)
+    assert inference.folded(ConvBN().train()) is None  # batch statistics, nothing to fold
+    assert inference.folded(Branchy().eval()) is None
+    assert inference.folded(SharedConv().eval()) is None
+    no_norms = nn.Sequential(nn.Conv2d(3, 4, 3), nn.Flatten(), nn.Linear(4 * 30 * 30, 10)).eval()
+    assert inference.folded(no_norms) is None
+    x, norm = synthetic(300, seed=6), Normalizer.of(Recipe(), CPU)
+    for model in (Branchy().eval(), SharedConv().eval()):
+        assert same_predictions(infer(model, x, norm, CPU), float32(model, x, norm)) == (0, 0)
+
+
+class Broken(nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        raise RuntimeError("the copy broke")
+
+
+def test_a_copy_that_fails_leaves_the_pass_to_the_model_itself(monkeypatch: pytest.MonkeyPatch) -> None:
+    torch.manual_seed(0)
+    monkeypatch.setattr(inference, "folded", lambda model: Broken())
+    model, x, norm = ConvBN().eval(), synthetic(400, seed=7), Normalizer.of(Recipe(), CPU)
+    assert same_predictions(infer(model, x, norm, CPU), float32(model, x, norm)) == (0, 0)
+
+
 class OwnForward(nn.Linear):
     """A student's Linear with a forward of its own."""
 
