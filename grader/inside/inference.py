@@ -187,9 +187,21 @@ def folded(model: nn.Module) -> nn.Module | None:
         calls = Counter(node.target for node in traced.graph.nodes if node.op == "call_module")
         if any(count > 1 for target, count in calls.items() if _foldable(traced.get_submodule(str(target)))):
             return None
-        return fuse(traced, no_trace=True)  # a deep copy: the model itself is left as it was
+        return _Traced(fuse(traced, no_trace=True))  # a deep copy: the model is left as it was
     except Exception:
         return None
+
+
+class _Traced(nn.Module):
+    """A traced module, called through its generated ``forward``: a traced module's own call
+    prints each exception's traceback to stderr, and the layout probe expects some."""
+
+    def __init__(self, traced: nn.Module) -> None:
+        super().__init__()
+        self.traced = traced
+
+    def forward(self, x: torch.Tensor) -> Any:
+        return self.traced.forward(x)
 
 
 def _foldable(module: nn.Module) -> bool:

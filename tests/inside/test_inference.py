@@ -204,6 +204,19 @@ def test_no_folded_copy_where_one_could_compute_something_else() -> None:
         assert same_predictions(infer(model, x, norm, CPU), float32(model, x, norm)) == (0, 0)
 
 
+def test_a_folded_copy_that_views_its_features_runs_channels_last_and_prints_nothing(
+    capfd: pytest.CaptureFixture[str],
+) -> None:
+    """ViewNet's ``.view`` raises on channels_last activations in the probe: a traced module's
+    own call would print that traceback to stderr, into the job's log."""
+    torch.manual_seed(0)
+    model, x, norm = ViewNet().eval(), synthetic(300, seed=8), Normalizer.of(Recipe(), CPU)
+    copy = inference.folded(model)
+    assert copy is not None and not any(isinstance(m, nn.BatchNorm2d) for m in copy.modules())
+    assert same_predictions(infer(model, x, norm, CPU), float32(model, x, norm)) == (0, 0)
+    assert capfd.readouterr().err == ""
+
+
 class Broken(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         raise RuntimeError("the copy broke")
