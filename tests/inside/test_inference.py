@@ -218,13 +218,20 @@ def test_a_folded_copy_that_views_its_features_runs_channels_last_and_prints_not
 
 
 class Broken(nn.Module):
+    def __init__(self, error: type[Exception]) -> None:
+        super().__init__()
+        self.error = error
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        raise RuntimeError("the copy broke")
+        raise self.error("the copy broke")
 
 
-def test_a_copy_that_fails_leaves_the_pass_to_the_model_itself(monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize("error", [RuntimeError, TypeError])  # the layout probe expects the first
+def test_a_copy_that_fails_leaves_the_pass_to_the_model_itself(
+    monkeypatch: pytest.MonkeyPatch, error: type[Exception]
+) -> None:
     torch.manual_seed(0)
-    monkeypatch.setattr(inference, "folded", lambda model: Broken())
+    monkeypatch.setattr(inference, "folded", lambda model: Broken(error))
     model, x, norm = ConvBN().eval(), synthetic(400, seed=7), Normalizer.of(Recipe(), CPU)
     assert same_predictions(infer(model, x, norm, CPU), float32(model, x, norm)) == (0, 0)
 
