@@ -111,6 +111,7 @@ def exact_logits(
 
     ``layout``: the memory format the model is in already (the training engine's); without it,
     the fast pass runs in the layout ``probe_layout`` picks and the model is handed back NCHW.
+    A folded copy (see ``folded``) gets a layout of its own from ``probe_layout`` either way.
     """
     dtype = fast_dtype(data.device)
     calibrate = min(CALIBRATION, len(data))
