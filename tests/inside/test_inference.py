@@ -243,23 +243,29 @@ class OwnForward(nn.Linear):
         return super().forward(x) * 2
 
 
-def test_the_fast_pass_keeps_linear_layers_in_float32_and_hands_them_back() -> None:
+def two_convs() -> nn.Sequential:
+    return nn.Sequential(
+        nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(),
+        nn.MaxPool2d(4), nn.Flatten(), OwnForward(8 * 8 * 8, 10),
+    )  # fmt: skip
+
+
+def test_the_fast_pass_keeps_the_image_reading_convolution_and_linear_layers_in_float32() -> None:
     torch.manual_seed(0)
-    model = tiny_net()
-    model[5] = OwnForward(8 * 8 * 8, 10)
+    model = two_convs()
     outputs: dict[str, torch.dtype] = {}
-    model[0].register_forward_hook(lambda m, args, out: outputs.update(conv=out.dtype))
-    model[5].register_forward_hook(lambda m, args, out: outputs.update(linear=out.dtype))
+    for name, index in (("first", 0), ("second", 2), ("linear", 7)):
+        model[index].register_forward_hook(lambda m, args, out, name=name: outputs.update({name: out.dtype}))
     norm, data = Normalizer.of(Recipe(), CPU), to_device(synthetic(40), CPU)
     fast = logits(model.eval(), data, norm, Layout(), 32, dtype=torch.bfloat16)
-    assert outputs == {"conv": torch.bfloat16, "linear": torch.float32}
-    assert fast.dtype == torch.float32 and "forward" not in vars(model[5])
+    assert outputs == {"first": torch.float32, "second": torch.bfloat16, "linear": torch.float32}
+    assert fast.dtype == torch.float32 and not any("forward" in vars(m) for m in model)
     exact = float32(model, data, norm)
     assert (fast - exact).abs().max() < 0.1  # OwnForward's doubling kept
-    model[0] = nn.Identity()  # now the Linear gets 3 × 32 × 32 features: its forward raises
+    model[2] = nn.Conv2d(8, 4, 3, padding=1)  # now the Linear gets 4 × 8 × 8 features: its forward raises
     with pytest.raises(StageFailure):
         logits(model, data, norm, Layout(), 32, dtype=torch.bfloat16)
-    assert "forward" not in vars(model[5])
+    assert not any("forward" in vars(m) for m in model)
 
 
 class HalfHead(nn.Module):
@@ -282,10 +288,10 @@ def test_a_linear_layer_kept_in_another_precision_runs_in_it() -> None:
 
 def test_the_fast_pass_casts_each_weight_once_not_once_per_chunk() -> None:
     torch.manual_seed(0)
-    model, norm, data = tiny_net().eval(), Normalizer.of(Recipe(), CPU), to_device(synthetic(96), CPU)
+    model, norm, data = two_convs().eval(), Normalizer.of(Recipe(), CPU), to_device(synthetic(96), CPU)
     with torch.profiler.profile(record_shapes=True) as profile:
         logits(model, data, norm, Layout(), 32, dtype=torch.bfloat16)  # 3 chunks
-    casts = [e for e in profile.events() if e.name == "aten::_to_copy" and e.input_shapes[0] == [8, 3, 3, 3]]
+    casts = [e for e in profile.events() if e.name == "aten::_to_copy" and e.input_shapes[0] == [8, 8, 3, 3]]
     assert len(casts) == 1
 
 
