@@ -153,8 +153,10 @@ def _fast_logits(
     student's own model raises, not the copy."""
     copy = folded(model)
     if copy is not None:
-        with contextlib.suppress(Exception):  # the copy's own failure, whatever it is
+        try:
             return _in_layout(copy, None, data, norm, batch_size, num_classes, dtype, progress)
+        except Exception as exc:  # the copy's own failure, whatever it is: a line in the job's log
+            print(f"inference: the folded copy raised {type(exc).__name__}: {exc}; running the model itself")
     return _in_layout(model, layout, data, norm, batch_size, num_classes, dtype, progress)
 
 

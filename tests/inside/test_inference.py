@@ -228,12 +228,14 @@ class Broken(nn.Module):
 
 @pytest.mark.parametrize("error", [RuntimeError, TypeError])  # the layout probe expects the first
 def test_a_copy_that_fails_leaves_the_pass_to_the_model_itself(
-    monkeypatch: pytest.MonkeyPatch, error: type[Exception]
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], error: type[Exception]
 ) -> None:
     torch.manual_seed(0)
     monkeypatch.setattr(inference, "folded", lambda model: Broken(error))
     model, x, norm = ConvBN().eval(), synthetic(400, seed=7), Normalizer.of(Recipe(), CPU)
     assert same_predictions(infer(model, x, norm, CPU), float32(model, x, norm)) == (0, 0)
+    logged = capsys.readouterr().out
+    assert "the folded copy raised" in logged and f"{error.__name__}: the copy broke" in logged
 
 
 class OwnForward(nn.Linear):
