@@ -255,12 +255,17 @@ def two_convs() -> nn.Sequential:
 def test_the_fast_pass_keeps_the_image_reading_convolution_and_linear_layers_in_float32() -> None:
     torch.manual_seed(0)
     model = two_convs()
-    outputs: dict[str, torch.dtype] = {}
+    seen: dict[str, torch.Tensor] = {}
+    model[0].register_forward_pre_hook(lambda m, args: seen.update(image=args[0]))
     for name, index in (("first", 0), ("second", 2), ("linear", 7)):
-        model[index].register_forward_hook(lambda m, args, out, name=name: outputs.update({name: out.dtype}))
+        model[index].register_forward_hook(lambda m, args, out, name=name: seen.update({name: out}))
     norm, data = Normalizer.of(Recipe(), CPU), to_device(synthetic(40), CPU)
     fast = logits(model.eval(), data, norm, Layout(), 32, dtype=torch.bfloat16)
-    assert outputs == {"first": torch.float32, "second": torch.bfloat16, "linear": torch.float32}
+    assert [seen[name].dtype for name in ("first", "second", "linear")] == [torch.bfloat16] * 2 + [
+        torch.float32
+    ]
+    with torch.no_grad():  # the first convolution computed in float32, handed on in bfloat16
+        torch.testing.assert_close(seen["first"], model[0](seen["image"]).to(torch.bfloat16), rtol=0, atol=0)
     assert fast.dtype == torch.float32 and not any("forward" in vars(m) for m in model)
     exact = float32(model, data, norm)
     assert (fast - exact).abs().max() < 0.1  # OwnForward's doubling kept
