@@ -261,9 +261,8 @@ def test_the_fast_pass_keeps_the_image_reading_convolution_and_linear_layers_in_
         model[index].register_forward_hook(lambda m, args, out, name=name: seen.update({name: out}))
     norm, data = Normalizer.of(Recipe(), CPU), to_device(synthetic(40), CPU)
     fast = logits(model.eval(), data, norm, Layout(), 32, dtype=torch.bfloat16)
-    assert [seen[name].dtype for name in ("first", "second", "linear")] == [torch.bfloat16] * 2 + [
-        torch.float32
-    ]
+    dtypes = {name: seen[name].dtype for name in ("first", "second", "linear")}
+    assert dtypes == {"first": torch.bfloat16, "second": torch.bfloat16, "linear": torch.float32}
     with torch.no_grad():  # the first convolution computed in float32, handed on in bfloat16
         torch.testing.assert_close(seen["first"], model[0](seen["image"]).to(torch.bfloat16), rtol=0, atol=0)
     assert fast.dtype == torch.float32 and not any("forward" in vars(m) for m in model)
