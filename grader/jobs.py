@@ -193,6 +193,7 @@ def harness_job(
         weights=entry.weights,
         weights_path=weights_path,
         images=where.get("images"),
+        ranks=(1, 3) if rubric.top3 else (1,),
         out=where["out"],
         device=settings.device,  # type: ignore[arg-type]  # checked by the CLI
         mean=entry.preprocess.mean,

@@ -79,13 +79,15 @@ def measure(
                 backend, entry, root, rubric, settings, work, images=test.probe.path, weights=weights,
                 on_progress=advance,
             )  # fmt: skip
-        measured = _metrics(run, enforced, settings, test)
+        measured = _metrics(run, enforced, settings, test, rubric.top3)
         if measured.failure is None or measured.failure.stage not in NOT_THE_STUDENTS:
             break
     return measured
 
 
-def _metrics(run: TaskRun, enforced: dict[str, str], settings: Settings, test: TestSet) -> Measured:
+def _metrics(
+    run: TaskRun, enforced: dict[str, str], settings: Settings, test: TestSet, top3: bool
+) -> Measured:
     stopped = failure(run)
     if stopped is not None or run.logits is None:
         return Measured(run, None, stopped, enforced)
@@ -94,7 +96,7 @@ def _metrics(run: TaskRun, enforced: dict[str, str], settings: Settings, test: T
         problem = Failure("inference", f"{len(run.logits)} rows of logits for {expected} images")
         return Measured(run, None, problem, enforced)
     logits, copies = test.probe.split(run.logits)
-    evaluation = evaluate(logits, test.labels, test.split.classes, settings.misclassified_shown)
+    evaluation = evaluate(logits, test.labels, test.split.classes, settings.misclassified_shown, top3)
     evaluation.probe = probe.check(logits, copies, test.labels, test.probe, settings.probe_gap_points)
     if test.positions is not None:  # on a subset, images are named by their index in the whole split
         evaluation.subset_per_class = test.per_class

@@ -202,6 +202,9 @@ class HarnessJob:
     batch_size: int
     max_model_bytes: int
     images: str | None = None  # (N, 32, 32, 3) uint8 images to evaluate, unlabeled
+    # The top-k predictions the host reads from those logits (its accuracies): the fast pass
+    # computes in float32 again every image whose k-th place it could have ranked differently.
+    ranks: tuple[Annotated[int, Ge(1)], ...] = (1, 3)
     weights_path: str | None = None  # where the weights are read (default: weights, in the submission)
     input_shape: tuple[int, int, int] = (3, 32, 32)
     counters: tuple[Counter, ...] = COUNTERS

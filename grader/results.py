@@ -54,7 +54,7 @@ class Evaluation:
 
     n_images: int
     top1: float  # percent
-    top3: float  # percent
+    top3: float | None  # percent; None where the rubric shows top-1 only
     per_class: dict[str, float]  # class name -> accuracy percent
     confusion: list[list[int]]  # rows: true class, columns: predicted class
     misclassified: list[tuple[int, int, int]]  # (test index, true, predicted)

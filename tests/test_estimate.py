@@ -69,3 +69,13 @@ def test_a_timing_job_tells_the_harness_how_many_steps_to_time(tmp_path: Path) -
     timed, whole = (spec["training"] for spec in backend.specs)
     assert isinstance(timed, dict) and isinstance(whole, dict)
     assert (timed["time_steps"], whole["time_steps"]) == (TIMED_STEPS, 0)
+
+
+def test_an_evaluation_job_names_the_rankings_the_rubric_reports(tmp_path: Path) -> None:
+    """eai-lab2 shows top-1 only, cifar10-cnn top-1 and top-3: the sandbox keeps those float32's."""
+    backend = _Recorder()
+    for name in ("eai-lab2", "cifar10-cnn"):
+        rubric = load_rubric(find_rubric(name))
+        entry = TaskEntry("t", "model.py:Net", "weights/model.pt", rubric.preprocess)
+        run_task(backend, entry, tmp_path, rubric, Settings(), tmp_path / name, images=tmp_path / "x.npy")
+    assert [spec["ranks"] for spec in backend.specs] == [[1], [1, 3]]

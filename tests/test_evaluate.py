@@ -212,3 +212,12 @@ def test_probabilities_computed_in_bfloat16_are_still_told() -> None:
     assert np.abs(probabilities.sum(axis=1) - 1).max() > 1e-4  # bfloat16's error, well above float32's
     kinds = [evaluate(x, labels, CIFAR10_CLASSES, 16).outputs for x in (probabilities, log_probabilities)]
     assert kinds == ["probabilities", "log-probabilities"]
+
+
+def test_without_top3_only_top1_is_read() -> None:
+    """A rubric that shows top-1 only: the sandbox kept top-3 sets as the fast pass left them."""
+    labels = np.arange(40) % K
+    logits = np.random.default_rng(0).normal(size=(40, K)).astype(np.float32)
+    both, top1_only = (evaluate(logits, labels, CIFAR10_CLASSES, 16, top3=top3) for top3 in (True, False))
+    assert top1_only.top3 is None and both.top3 is not None
+    assert (top1_only.top1, top1_only.confusion) == (both.top1, both.confusion)

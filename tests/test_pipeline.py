@@ -67,6 +67,7 @@ def test_good_task_is_counted_and_scored(graded: Graded) -> None:
     assert items["valid"].status == "pass" and items["valid"].score == 1
     assert items["params"].status == "pass"
     assert items["acc"].score == pytest.approx(2 * good.evaluation.top1 / 100, abs=0.01)
+    assert good.evaluation.top3 is not None and good.evaluation.top3 >= good.evaluation.top1
     assert items["claim"].status == "pass" and "claimed 12.50%" in items["claim"].message
     assert items["report"].status == "manual" and items["report"].score == 0
 

@@ -251,7 +251,7 @@ def doc_section(heading: str) -> str:
 
 def documented_keys(heading: str) -> set[str]:
     """The keys in the first column of the section's tables."""
-    return set(re.findall(r"^\| `([a-z_]+)` \|", doc_section(heading), re.MULTILINE))
+    return set(re.findall(r"^\| `([a-z_0-9]+)` \|", doc_section(heading), re.MULTILINE))
 
 
 ITEM_TYPES: tuple[type[BaseModel], ...] = typing.get_args(typing.get_args(rubrics.Item)[0])

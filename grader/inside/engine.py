@@ -94,7 +94,8 @@ def _evaluate(run: _Run) -> tuple[float | None, float | None]:
     if len(run.val_y) == 0:
         return None, None
     run.model.eval()
-    logits = inference.exact_logits(run.model, run.val_x, run.norm, 1000, layout=run.layout)
+    # Validation reads top-1 and the loss only: no image needs float32 for its top-3.
+    logits = inference.exact_logits(run.model, run.val_x, run.norm, 1000, layout=run.layout, ranks=(1,))
     run.model.train()
     labels = run.val_y.cpu()
     loss = F.cross_entropy(logits, labels).item()

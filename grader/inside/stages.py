@@ -37,7 +37,7 @@ def evaluate(job: HarnessJob, code: StudentCode, channel: Channel) -> None:
     def tested(done: int, total: int) -> None:
         channel.progress(Progress("inference", done, total))
 
-    logits = infer(model.to(device), images, norm, device, job.batch_size, job.num_classes, tested)
+    logits = infer(model.to(device), images, norm, device, job.batch_size, job.num_classes, tested, job.ranks)
     channel.save_logits(npy_bytes(logits.numpy()))
     channel.done("inference", logits_shape=list(logits.shape))
 

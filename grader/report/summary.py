@@ -96,19 +96,22 @@ def _limit_rows(task: TaskResult) -> list[str]:
 
 
 def _accuracy(result: GradeResult) -> str:
-    rows = ["### Accuracy", "", "| Task | Top-1 | Top-3 | Test images | Claimed |", "|---|--:|--:|---|--:|"]
+    """The accuracy table; a Top-3 column only where the rubric shows top-3."""
+    top3 = any(
+        task.evaluation is not None and task.evaluation.top3 is not None for task in result.tasks.values()
+    )
+    head = ["Task", "Top-1", *(["Top-3"] if top3 else []), "Test images", "Claimed"]
+    align = ["---", "--:", *(["--:"] if top3 else []), "---", "--:"]
+    rows = ["### Accuracy", "", f"| {' | '.join(head)} |", f"|{'|'.join(align)}|"]
     for task in result.tasks.values():
         evaluation = task.evaluation
         if evaluation is None:
-            rows.append(
-                f"| {cell(task.id)} | — | — | not evaluated | {percent(task.claimed_test_accuracy)} |"
-            )
-            continue
-        images = f"{evaluation.n_images:,}"
-        if evaluation.subset_per_class is not None:
-            images += f" (first {evaluation.subset_per_class} per class)"
-        rows.append(
-            f"| {cell(task.id)} | {percent(evaluation.top1)} | {percent(evaluation.top3)} | {images} | "
-            f"{percent(task.claimed_test_accuracy)} |"
-        )
+            accuracies, images = ["—", *(["—"] if top3 else [])], "not evaluated"
+        else:
+            accuracies = [percent(evaluation.top1), *([percent(evaluation.top3)] if top3 else [])]
+            images = f"{evaluation.n_images:,}"
+            if evaluation.subset_per_class is not None:
+                images += f" (first {evaluation.subset_per_class} per class)"
+        cells = [cell(task.id), *accuracies, images, percent(task.claimed_test_accuracy)]
+        rows.append(f"| {' | '.join(cells)} |")
     return "\n".join(rows)

@@ -309,6 +309,16 @@ def test_evaluation_numbers(rendered: tuple[Path, str]) -> None:
     assert "3 test images produced non-finite logits" in text
 
 
+def test_a_rubric_without_top3_shows_top1_only() -> None:
+    result = make_result()
+    evaluation = result.tasks["task1"].evaluation
+    assert evaluation is not None
+    assert "Top-3 accuracy 95.12%" in html_text(result)
+    evaluation.top3 = None
+    text = html_text(result)
+    assert "Top-1 accuracy 80.76%" in text and "Top-3" not in text
+
+
 def test_probabilities_instead_of_logits_are_noted_on_the_task_page() -> None:
     result = make_result()
     assert result.tasks["task1"].evaluation is not None

@@ -31,6 +31,16 @@ def test_summary_has_the_score_table_limits_and_accuracy(cnn_rubric: Rubric) -> 
     assert "- ⚠️ a \\| pipe and a &lt;b&gt;tag&lt;/b&gt;" in text
 
 
+def test_a_rubric_without_top3_gets_no_top3_column(cnn_rubric: Rubric) -> None:
+    result = ci_graded(cnn_rubric)
+    evaluation = result.tasks["cnn"].evaluation
+    assert evaluation is not None
+    evaluation.top3 = None
+    text = markdown_summary(result, "quick", [])
+    assert "| Task | Top-1 | Test images | Claimed |" in text
+    assert "| cnn | 72.50% | 1,000 (first 100 per class) | 85.00% |" in text
+
+
 def test_summary_lists_why_the_check_failed(cnn_rubric: Rubric) -> None:
     result = ci_graded(cnn_rubric, params=2_000_000)
     problems = policy_problems(result, "limits")
