@@ -47,7 +47,7 @@ def retrain(job: HarnessJob, training: TrainingJob, code: StudentCode, channel: 
             Progress("training", (epoch - 1) * steps + step, recipe.epochs * steps, epoch, recipe.epochs)
         )
 
-    with _students_training():
+    with _students_training(recipe.batch_size, device):
         result = engine.train(
             model,
             images[picked],
@@ -66,14 +66,32 @@ def retrain(job: HarnessJob, training: TrainingJob, code: StudentCode, channel: 
 
 
 @contextlib.contextmanager
-def _students_training() -> Iterator[None]:
-    """The student's forward may raise anything while training: it stops the stage "training"."""
+def _students_training(batch_size: int, device: torch.device) -> Iterator[None]:
+    """The student's forward may raise anything while training: it stops the stage "training".
+    Running out of the device's memory says how much this job held, so that a TA can tell a
+    model too large for the recipe's batch from a GPU that something else was using."""
     try:
         yield
     except StageFailure:
         raise
+    except torch.OutOfMemoryError as exc:
+        raise StageFailure("training", out_of_memory(batch_size, device)) from exc
     except Exception as exc:
         raise StageFailure("training", f"training raised {type(exc).__name__}: {exc}") from exc
+
+
+def out_of_memory(batch_size: int, device: torch.device) -> str:
+    """The one-line reason for a training that ran out of ``device``'s memory."""
+    held = ""
+    if device.type == "cuda":
+        total = torch.cuda.get_device_properties(device).total_memory
+        peak = torch.cuda.max_memory_reserved(device)
+        held = f" (this job held at most {peak / 2**30:.1f} GiB of its {total / 2**30:.1f} GiB)"
+    return (
+        f"training ran out of {device.type} memory at the recipe's batch size {batch_size}{held}: the model "
+        "and one batch's activations must fit; look for a model far larger than the task needs "
+        "or tensors kept across batches"
+    )
 
 
 def _time(
@@ -87,6 +105,6 @@ def _time(
 ) -> None:
     """Only how fast the model trains here, for the host's estimate of a retraining's length."""
     channel.progress(Progress("timing", 0, steps))
-    with _students_training():
+    with _students_training(recipe.batch_size, device):
         result = engine.steps_per_second(model, images, labels, recipe, device, steps)
     channel.done("training", training=result)

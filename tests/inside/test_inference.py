@@ -367,6 +367,39 @@ def test_a_model_that_views_its_features_runs_channels_last_and_is_handed_back(c
     assert all(p.is_contiguous() for p in model.parameters())
 
 
+class MemoryBound(nn.Module):
+    """Raises what torch raises when a GPU runs out of memory, for more than ``most`` images at once."""
+
+    def __init__(self, most: int) -> None:
+        super().__init__()
+        self.most, self.net = most, tiny_net()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if len(x) > self.most:
+            raise torch.OutOfMemoryError(f"CUDA out of memory. Tried to allocate {len(x)} images")
+        return self.net(x)
+
+
+def test_out_of_memory_at_the_graders_chunk_size_goes_on_in_smaller_chunks(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    torch.manual_seed(0)
+    model, x, norm = MemoryBound(most=16), synthetic(300), Normalizer.of(Recipe(), CPU)
+    out = infer(model, x, norm, CPU, batch_size=256)
+    assert same_predictions(out, float32(model.net, x, norm)) == (0, 0)
+    said = capsys.readouterr().out
+    assert "inference: out of cpu memory at 64 images per forward; going on with 32" in said
+    assert "at 32 images per forward; going on with 16" in said
+
+
+def test_out_of_memory_for_one_image_is_the_models_own() -> None:
+    model, x, norm = MemoryBound(most=0), synthetic(20), Normalizer.of(Recipe(), CPU)
+    with pytest.raises(StageFailure) as failure:
+        infer(model, x, norm, CPU, batch_size=256)
+    assert failure.value.stage == "inference"
+    assert failure.value.message.startswith("forward on test images 0–0 raised OutOfMemoryError: CUDA out of")
+
+
 def _sample(student: str, task: str) -> tuple[nn.Module, Normalizer]:
     """A sample submission's model with the weights it hands in, and its normalization."""
     root = REPO / "submissions" / student
