@@ -23,8 +23,6 @@ def evaluate(
     finite = np.isfinite(logits).all(axis=1)
     safe = np.where(finite[:, None], logits, -np.inf)
     pred = np.where(finite, safe.argmax(axis=1), -1)
-    best3 = np.argsort(-safe, axis=1)[:, : min(3, k)]
-    in_top3 = (best3 == labels[:, None]).any(axis=1) & finite
     confusion = np.zeros((k, k), dtype=np.int64)
     np.add.at(confusion, (labels[finite], pred[finite]), 1)
     per_class = {}
@@ -36,13 +34,19 @@ def evaluate(
     return Evaluation(
         n_images=n,
         top1=round(100.0 * float((pred == labels).mean()), 2),
-        top3=round(100.0 * float(in_top3.mean()), 2) if top3 else None,
+        top3=_top3_accuracy(safe, finite, labels) if top3 else None,
         per_class=per_class,
         confusion=confusion.tolist(),
         misclassified=[(int(i), int(labels[i]), int(pred[i])) for i in wrong],
         nonfinite_rows=int((~finite).sum()),
         outputs=outputs,
     )
+
+
+def _top3_accuracy(safe: np.ndarray, finite: np.ndarray, labels: np.ndarray) -> float:
+    """Percent of rows whose label is among their three highest logits; non-finite rows are wrong."""
+    best3 = np.argsort(-safe, axis=1)[:, :3]  # fewer columns where there are fewer classes
+    return round(100.0 * float(((best3 == labels[:, None]).any(axis=1) & finite).mean()), 2)
 
 
 def output_kind(outputs: np.ndarray, finite: np.ndarray) -> OutputKind:
