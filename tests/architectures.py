@@ -204,10 +204,11 @@ def vgg(layout: list, conv_bias: bool, head: tuple[int, ...], tail_avgpool: bool
     return x.cost
 
 
-def basic_block(x: Walk, planes: int, stride: int, shortcut: str = "conv") -> Walk:
-    """conv-BN-ReLU-conv-BN plus the shortcut, then F.relu. ``shortcut`` is how a change of
-    shape is bridged: a 1×1 conv with BN, or "pad" (subsample and zero-pad: option A)."""
-    main = x.fork().conv(planes, 3, stride, 1, bias=False).bn().relu("F.relu")
+def basic_block(x: Walk, planes: int, stride: int, shortcut: str = "conv", relu: str = "F.relu") -> Walk:
+    """conv-BN-ReLU-conv-BN plus the shortcut, then ReLU (``relu``: how it is applied).
+    ``shortcut`` is how a change of shape is bridged: a 1×1 conv with BN, or "pad"
+    (subsample and zero-pad: option A)."""
+    main = x.fork().conv(planes, 3, stride, 1, bias=False).bn().relu(relu)
     main.conv(planes, 3, 1, 1, bias=False).bn()
     skip = x.fork()
     if stride != 1 or x.c != planes:
@@ -215,16 +216,28 @@ def basic_block(x: Walk, planes: int, stride: int, shortcut: str = "conv") -> Wa
             skip.conv(planes, 1, stride, bias=False).bn()
         else:
             skip.reshape(planes, x.h // stride, x.w // stride)
-    return main.add(skip).relu("F.relu")
+    return main.add(skip).relu(relu)
 
 
-def resnet(widths: tuple[int, ...], blocks: tuple[int, ...], shortcut: str = "conv") -> Cost:
+def resnet(
+    widths: tuple[int, ...],
+    blocks: tuple[int, ...],
+    shortcut: str = "conv",
+    relu: str = "F.relu",
+    pool: str = "F",
+) -> Cost:
     """ResNet with a 3×3 stem for 32×32 inputs; the first stage keeps the resolution."""
-    x = Walk().conv(widths[0], 3, 1, 1, bias=False).bn().relu("F.relu")
+    x = Walk().conv(widths[0], 3, 1, 1, bias=False).bn().relu(relu)
     for i, (planes, n) in enumerate(zip(widths, blocks, strict=True)):
         for j in range(n):
-            x = basic_block(x, planes, 2 if i > 0 and j == 0 else 1, shortcut)
-    return x.global_avgpool("F").flatten().linear(10).cost
+            x = basic_block(x, planes, 2 if i > 0 and j == 0 else 1, shortcut, relu)
+    return x.global_avgpool(pool).flatten().linear(10).cost
+
+
+def torchvision_resnet18_cifar() -> Cost:
+    """R000000023: torchvision's resnet18(num_classes=10) with a 3×3 stem and the max-pool
+    replaced by nn.Identity (counted by neither): nn.ReLU modules, nn.AdaptiveAvgPool2d."""
+    return resnet((64, 128, 256, 512), (2, 2, 2, 2), relu="nn.ReLU", pool="nn")
 
 
 def preact_resnet18() -> Cost:

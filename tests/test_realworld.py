@@ -67,7 +67,28 @@ class Row:
     what: str
     outcome: Loads | Fails
     cost: Cost | None = None  # the independent count, for a folder that loads
-    dataparallel: bool = False  # weights saved through nn.DataParallel (keys prefixed "module.")
+    saved: Callable[[dict[str, torch.Tensor]], object] | None = None  # how the weights were saved
+
+
+def data_parallel(state: dict[str, torch.Tensor]) -> object:
+    """Saved from the model wrapped in nn.DataParallel: keys prefixed "module."."""
+    return {f"module.{key}": value for key, value in state.items()}
+
+
+def compiled_checkpoint(state: dict[str, torch.Tensor]) -> object:
+    """R000000023's train.py: the torch.compile'd model's state_dict ("_orig_mod." keys) in a
+    checkpoint dict beside the optimizer's and the scheduler's state."""
+    optimizer = {
+        "state": {0: {"momentum_buffer": torch.zeros(3)}},
+        "param_groups": [{"lr": 0.1, "params": [0]}],
+    }
+    return {
+        "epoch": 37,
+        "model_state": {f"_orig_mod.{key}": value for key, value in state.items()},
+        "optimizer_state": optimizer,
+        "scheduler_state": {"last_epoch": 7000},
+        "best_acc": 94.87,
+    }
 
 
 DEFINITIONS_ONLY = "definitions only"
@@ -113,9 +134,13 @@ ROWS = [
         Loads(warns=(DEFINITIONS_ONLY, "torchsummary")),
         arch.resnet((16, 32, 64), (3, 3, 3), shortcut="pad")),
     Row("R000000021", "training repo: main.py trains at module level, from models import *",
-        Loads(warns=(DEFINITIONS_ONLY,)), arch.simple_dla_half(), dataparallel=True),
+        Loads(warns=(DEFINITIONS_ONLY,)), arch.simple_dla_half(), saved=data_parallel),
     Row("R000000022", "Colab notebook found by convention (no model in the manifest)",
         Loads(), arch.colab_net()),
+    Row("R000000023", "torchvision resnet18 adapted to 32x32; torch.compile'd weights in a checkpoint dict",
+        Loads(clean=True), arch.torchvision_resnet18_cifar(), saved=compiled_checkpoint),
+    Row("R000000024", "ImageNet-pretrained torchvision resnet18 downloaded when the model is built",
+        Fails("build", ("no network", "weights=None"))),
 ]  # fmt: skip
 
 # The accuracy each notebook printed last, as a reader would quote it: (percent, tolerance).
@@ -282,10 +307,8 @@ def realworld(realworld_rubric: Rubric, tmp_path_factory: pytest.TempPathFactory
             model, weights = entry(folder, realworld_rubric)
             torch.manual_seed(0)
             state = build(folder, model).state_dict()
-            if row.dataparallel:
-                state = {f"module.{key}": value for key, value in state.items()}
             (folder / weights).parent.mkdir(parents=True, exist_ok=True)
-            torch.save(state, folder / weights)
+            torch.save(state if row.saved is None else row.saved(state), folder / weights)
     return root
 
 

@@ -18,6 +18,8 @@ Students hand in files that do more than define a model, so importing is forgivi
   ``models.resnet``, so its relative imports work.
 - A model that needs constructor arguments gets the names of the callables in its module that
   build one with none.
+- A model whose construction reaches for the network (torchvision or timm pretrained weights)
+  is told the sandbox has none, and how to build it without downloading.
 """
 
 from __future__ import annotations
@@ -28,9 +30,11 @@ import importlib.machinery
 import importlib.util
 import inspect
 import signal
+import socket
 import sys
 import traceback
 import types
+import urllib.error
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -310,7 +314,9 @@ def _run(load: Any, file: str, code: StudentCode, origins: Origins = ()) -> Modu
     except _TooLong:
         raise
     except BaseException as exc:
-        raise StageFailure("import", f"{file} failed to import: {code.where(exc, origins)}") from exc
+        raise StageFailure(
+            "import", f"{file} failed to import: {code.where(exc, origins)}{network_hint(exc)}"
+        ) from exc
     return module
 
 
@@ -343,7 +349,8 @@ def build(factory: Any, name: str, code: StudentCode, meta: bool = False) -> nn.
         if meta:
             return None
         raise StageFailure(
-            "build", f"{name}() raised {code.where(exc)}{_arguments_hint(exc, factory, name)}"
+            "build",
+            f"{name}() raised {code.where(exc)}{_arguments_hint(exc, factory, name)}{network_hint(exc)}",
         ) from exc
     if not isinstance(model, nn.Module):
         raise StageFailure("build", f"{name}() returned {type(model).__name__}, expected a torch.nn.Module")
@@ -355,6 +362,26 @@ def build_fresh(factory: Any, name: str, code: StudentCode) -> nn.Module:
     model = build(factory, name, code)
     assert model is not None
     return model
+
+
+_NETWORK_ERRORS = (urllib.error.URLError, socket.gaierror, socket.timeout, ConnectionError)
+
+
+def network_hint(exc: BaseException) -> str:
+    """For a failure that came from reaching the network (a download of pretrained weights,
+    by urllib, requests or a hub client): what to change so the model builds offline."""
+    seen: set[int] = set()
+    cause: BaseException | None = exc
+    while cause is not None and id(cause) not in seen:
+        if isinstance(cause, _NETWORK_ERRORS):
+            return (
+                "; the sandbox has no network, so nothing can be downloaded: build the model without "
+                "pretrained weights (torchvision: weights=None; timm: pretrained=False), as the "
+                "submitted weights are loaded into it afterwards"
+            )
+        seen.add(id(cause))
+        cause = cause.__cause__ or cause.__context__
+    return ""
 
 
 def _arguments_hint(exc: Exception, factory: Any, name: str) -> str:

@@ -1,15 +1,19 @@
 """Loading a submitted state_dict without trusting it.
 
 ``torch.load(weights_only=True)`` refuses any pickle that would run code; on top of that
-the common ways students save weights are accepted: a ``module.`` prefix left by
-DataParallel, tensors saved on a GPU, a checkpoint dict wrapping the state_dict, and
-``.safetensors`` files.
+the common ways students save weights are accepted: tensors saved on a GPU, ``.safetensors``
+files, a checkpoint dict wrapping the state_dict under any key (next to the epoch, the
+optimizer's state and the like), the ``module.`` prefix DataParallel and DDP leave, the
+``_orig_mod.`` prefix of a ``torch.compile``d model, ``AveragedModel``'s (SWA, EMA) ``module.``
+and ``n_averaged``, and one attribute name around the model (a Lightning module's ``model.``)
+or missing from it. Whatever is accepted must then match the model key for key and shape for
+shape: nothing is loaded partially.
 """
 
 from __future__ import annotations
 
 import pickle
-from collections.abc import Mapping
+from collections.abc import Iterable, KeysView, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -18,15 +22,17 @@ from torch import nn
 
 from grader.inside.channel import StageFailure
 
-_WRAPPERS = ("state_dict", "model_state_dict", "model", "net")
+_WRAPPERS = ("state_dict", "model_state_dict", "model", "net")  # tried first, in this order
+_PREFIXES = ("module.", "_orig_mod.")  # DataParallel/DDP/AveragedModel, torch.compile
+_SWA_COUNT = "n_averaged"  # torch.optim.swa_utils.AveragedModel's buffer
+_DEPTH = 3  # checkpoint levels searched for a state_dict
 _SHOWN = 8
 
 
 def load_state_dict(model: nn.Module, path: Path, shown_name: str) -> None:
-    state = _read(path, shown_name)
-    state = _unwrap(state, shown_name)
-    state = _strip_prefix(state, "module.")
-    _check_keys(model, state, shown_name)
+    expected = model.state_dict()
+    state = _pick(_tensor_maps(_read(path, shown_name), shown_name), expected.keys())
+    _check_keys(expected, state, shown_name)
     model.load_state_dict(state, strict=True)
 
 
@@ -63,34 +69,70 @@ def _first_line(exc: BaseException) -> str:
     return (str(exc).strip().splitlines() or [""])[0][:200]
 
 
-def _unwrap(state: Any, name: str) -> Mapping[str, torch.Tensor]:
+def _tensor_maps(state: Any, name: str) -> list[Mapping[str, torch.Tensor]]:
+    """Every mapping of names to tensors in what was saved: the object itself, or those a
+    checkpoint dict holds (up to _DEPTH levels down), the usual wrapper keys first."""
     if not isinstance(state, Mapping):
         raise StageFailure(
             "weights",
             f"{name} holds a {type(state).__name__}, expected a state_dict "
             "(save it with torch.save(model.state_dict(), path))",
         )
-    if not all(isinstance(v, torch.Tensor) for v in state.values()):
-        inner = [k for k in _WRAPPERS if isinstance(state.get(k), Mapping)]
-        if not inner:
-            keys = ", ".join(map(str, list(state)[:_SHOWN]))
-            raise StageFailure(
-                "weights",
-                f"{name} is a dict whose values are not all tensors (keys: {keys}); "
-                "save model.state_dict() itself",
-            )
-        return _unwrap(state[inner[0]], name)
+    found = _nested_tensor_maps(state, _DEPTH)
+    if not found:
+        keys = ", ".join(map(str, list(state)[:_SHOWN]))
+        raise StageFailure(
+            "weights",
+            f"{name} is a dict whose values are not all tensors (keys: {keys}); "
+            "save model.state_dict() itself",
+        )
+    return found
+
+
+def _nested_tensor_maps(state: Mapping[Any, Any], depth: int) -> list[Mapping[str, torch.Tensor]]:
+    if all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state.items()):
+        return [state]
+    if depth == 0:
+        return []
+    keys = sorted(state, key=lambda k: _WRAPPERS.index(k) if k in _WRAPPERS else len(_WRAPPERS))
+    inner = [state[k] for k in keys if isinstance(state[k], Mapping)]
+    return [found for value in inner for found in _nested_tensor_maps(value, depth - 1)]
+
+
+def _pick(candidates: list[Mapping[str, torch.Tensor]], expected: KeysView[str]) -> dict[str, torch.Tensor]:
+    """The candidate whose names, once the usual prefixes are handled, are the model's own;
+    else the one sharing most names with it (whose mismatch is then reported)."""
+    renamed = [_rename(dict(c), expected) for c in candidates]
+    return max(renamed, key=lambda state: (state.keys() == expected, len(state.keys() & expected)))
+
+
+def _rename(state: dict[str, torch.Tensor], expected: KeysView[str]) -> dict[str, torch.Tensor]:
+    if state.keys() == expected:
+        return state
+    if _SWA_COUNT in state and _SWA_COUNT not in expected:
+        rest = {k: v for k, v in state.items() if k != _SWA_COUNT}
+        if rest and all(k.startswith("module.") for k in rest):
+            state = rest
+    while state and (prefix := next((p for p in _PREFIXES if all(k.startswith(p) for k in state)), None)):
+        state = {k[len(prefix) :]: v for k, v in state.items()}
+    if state.keys() == expected:
+        return state
+    outer = _common_head(state.keys())  # saved from a wrapper: "model.conv1.weight"
+    if outer and {k[len(outer) :] for k in state} == expected:
+        return {k[len(outer) :]: v for k, v in state.items()}
+    inner = _common_head(expected)  # the manifest names the wrapper: "net.conv1.weight" expected
+    if inner and {inner + k for k in state} == expected:
+        return {inner + k: v for k, v in state.items()}
     return state
 
 
-def _strip_prefix(state: Mapping[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
-    if state and all(k.startswith(prefix) for k in state):
-        return {k[len(prefix) :]: v for k, v in state.items()}
-    return dict(state)
+def _common_head(keys: Iterable[str]) -> str:
+    """The first dotted component with its dot, when every key has it and goes on; else ""."""
+    heads = {k.split(".", 1)[0] + "." if "." in k else "" for k in keys}
+    return heads.pop() if len(heads) == 1 else ""
 
 
-def _check_keys(model: nn.Module, state: Mapping[str, torch.Tensor], name: str) -> None:
-    expected = model.state_dict()
+def _check_keys(expected: Mapping[str, torch.Tensor], state: Mapping[str, torch.Tensor], name: str) -> None:
     missing = [k for k in expected if k not in state]
     unexpected = [k for k in state if k not in expected]
     mismatched = [

@@ -1,0 +1,166 @@
+"""grader/inside/weights.py: the ways students save weights, read back into the model the
+manifest names, with every tensor in its place, or refused with a message naming the fix."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+from torch import nn
+from torch.optim.swa_utils import AveragedModel
+
+from grader.inside.channel import StageFailure
+from grader.inside.weights import load_state_dict
+
+
+class Net(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 8, 3)
+        self.bn = nn.BatchNorm2d(8)
+        self.fc = nn.Linear(8, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.bn(self.conv(x)).mean((2, 3)))
+
+
+class Wrapper(nn.Module):
+    """A training module around the network, as Lightning code and course scaffolds write it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.model = Net()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(x)
+
+
+def trained() -> Net:
+    """A Net whose every tensor differs from a fresh one's, BN statistics included."""
+    torch.manual_seed(1)
+    net = Net()
+    opt = torch.optim.SGD(net.parameters(), lr=0.1, momentum=0.9)
+    net(torch.randn(4, 3, 8, 8)).sum().backward()
+    opt.step()
+    return net
+
+
+def optimizer_state(net: nn.Module) -> dict[str, Any]:
+    opt = torch.optim.SGD(net.parameters(), lr=0.1, momentum=0.9)
+    net(torch.randn(2, 3, 8, 8)).sum().backward()
+    opt.step()
+    return opt.state_dict()
+
+
+def prefixed(state: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
+    return {prefix + k: v for k, v in state.items()}
+
+
+def compiled_state(net: Net) -> dict[str, torch.Tensor]:
+    return torch.compile(net).state_dict()  # compiling is lazy: no graph is built here
+
+
+def swa_state(net: Net) -> dict[str, torch.Tensor]:
+    averaged = AveragedModel(net)
+    averaged.update_parameters(net)
+    return averaged.state_dict()
+
+
+SAVED: dict[str, Callable[[Net], Any]] = {
+    "state_dict": lambda n: n.state_dict(),
+    "pytorch-cifar checkpoint": lambda n: {"net": n.state_dict(), "acc": 93.1, "epoch": 199},
+    "any key, optimizer first": lambda n: {
+        "epoch": 30,
+        "optimizer_state": optimizer_state(trained()),
+        "model_state": n.state_dict(),
+        "history": {"train_loss": [1.2, 0.9]},
+    },
+    "nested two levels": lambda n: {"checkpoint": {"weights": {"network": n.state_dict()}}},
+    "DataParallel": lambda n: prefixed(n.state_dict(), "module."),
+    "torch.compile": compiled_state,
+    "torch.compile in DataParallel": lambda n: prefixed(compiled_state(n), "module."),
+    "AveragedModel (SWA)": swa_state,
+    "Lightning-style checkpoint": lambda n: {
+        "epoch": 3,
+        "global_step": 1170,
+        "state_dict": prefixed(n.state_dict(), "model."),
+        "optimizer_states": [optimizer_state(trained())],
+    },
+    "half precision": lambda n: {
+        k: v.half() if v.is_floating_point() else v for k, v in n.state_dict().items()
+    },
+}
+
+
+@pytest.mark.parametrize("how", list(SAVED))
+def test_every_usual_way_of_saving_loads_every_tensor(tmp_path: Path, how: str) -> None:
+    source = trained()
+    torch.save(SAVED[how](source), tmp_path / "model.pt")
+    torch.manual_seed(2)
+    model = Net()
+    load_state_dict(model, tmp_path / "model.pt", "weights/model.pt")
+    half = "half" in how
+    for key, value in source.state_dict().items():
+        want = value.half().to(value.dtype) if half and value.is_floating_point() else value
+        assert torch.equal(model.state_dict()[key], want), key
+
+
+def test_the_manifest_naming_the_wrapper_takes_the_inner_network_s_weights(tmp_path: Path) -> None:
+    source = trained()
+    torch.save(source.state_dict(), tmp_path / "model.pt")
+    model = Wrapper()
+    load_state_dict(model, tmp_path / "model.pt", "weights/model.pt")
+    assert torch.equal(model.model.conv.weight, source.conv.weight)
+
+
+def test_the_wrapper_key_listed_first_wins_over_others_that_also_match(tmp_path: Path) -> None:
+    model_weights, ema_weights = trained(), Net()
+    torch.save({"ema": ema_weights.state_dict(), "model": model_weights.state_dict()}, tmp_path / "m.pt")
+    model = Net()
+    load_state_dict(model, tmp_path / "m.pt", "m.pt")
+    assert torch.equal(model.fc.weight, model_weights.fc.weight)
+
+
+class Other(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 16, 3)
+        self.head = nn.Linear(16, 10)
+
+
+@pytest.mark.parametrize(
+    ("saved", "words"),
+    [
+        (
+            lambda: Other().state_dict(),
+            ["does not match the model", "missing: bn.weight", "unexpected: head"],
+        ),
+        (
+            lambda: {
+                "epoch": 3,
+                "optimizer": optimizer_state(trained()),
+                "model_state": Other().state_dict(),
+            },
+            ["does not match the model", "conv.weight [16, 3, 3, 3] vs model [8, 3, 3, 3]"],
+        ),
+        (lambda: {"epoch": 3, "acc": 91.0}, ["values are not all tensors", "keys: epoch, acc"]),
+        (lambda: [1, 2, 3], ["holds a list", "torch.save(model.state_dict(), path)"]),
+        (lambda: prefixed(Net().state_dict(), "encoder.backbone."), ["does not match the model"]),
+    ],
+)
+def test_what_does_not_fit_the_model_is_refused_with_the_fix(
+    tmp_path: Path, saved: Callable[[], Any], words: list[str]
+) -> None:
+    torch.save(saved(), tmp_path / "model.pt")
+    model = Net()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    with pytest.raises(StageFailure) as caught:
+        load_state_dict(model, tmp_path / "model.pt", "weights/model.pt")
+    assert caught.value.stage == "weights"
+    assert "weights/model.pt" in caught.value.message and "\n" not in caught.value.message
+    for fragment in words:
+        assert fragment in caught.value.message
+    assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items()), "partly loaded"
