@@ -423,3 +423,26 @@ def colab_net() -> Cost:
         if pool:
             x.maxpool(2)
     return x.global_avgpool("nn").flatten().linear(10).cost
+
+
+def lazy_linear_net() -> Cost:
+    """R000000025: two conv-BN-ReLU-max-pool blocks, then nn.LazyLinear layers (plain
+    nn.Linear once their first forward has given them their shapes)."""
+    x = Walk().conv(32, 3, 1, 1).bn().relu("nn.ReLU").maxpool(2)
+    x.conv(64, 3, 1, 1).bn().relu("nn.ReLU").maxpool(2)
+    return x.flatten().linear(128).relu("nn.ReLU").linear(10).cost
+
+
+def functional_dropout_net() -> Cost:
+    """R000000026: 5×5 convs with F.relu and F.max_pool2d, F.dropout between the linears."""
+    x = Walk().conv(32, 5, 1, 2).relu("F.relu").maxpool(2, via="F")
+    x.conv(64, 5, 1, 2).relu("F.relu").maxpool(2, via="F")
+    return x.flatten().linear(256).relu("F.relu").linear(10).cost
+
+
+def coordconv_net() -> Cost:
+    """R000000027: a stem, two coordinate channels concatenated (made by linspace: free), two
+    strided conv-BN-ReLU layers, global average pooling."""
+    x = Walk().conv(16, 3, 1, 1, bias=False).bn().relu("nn.ReLU").reshape(18, 32, 32)
+    x.conv(32, 3, 2, 1, bias=False).bn().relu("F.relu").conv(64, 3, 2, 1, bias=False).bn().relu("F.relu")
+    return x.global_avgpool("F").flatten().linear(10).cost

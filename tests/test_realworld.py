@@ -25,6 +25,7 @@ import pytest
 import torch
 import yaml
 from torch import nn
+from torch.nn.parameter import is_lazy
 
 from grader.config import Settings
 from grader.pipeline import Graded, grade
@@ -92,6 +93,7 @@ def compiled_checkpoint(state: dict[str, torch.Tensor]) -> object:
 
 
 DEFINITIONS_ONLY = "definitions only"
+NOT_REPEATABLE = "change from one pass to the next"
 PROBABILITIES = "probabilities"
 
 ROWS = [
@@ -141,6 +143,14 @@ ROWS = [
         Loads(clean=True), arch.torchvision_resnet18_cifar(), saved=compiled_checkpoint),
     Row("R000000024", "ImageNet-pretrained torchvision resnet18 downloaded when the model is built",
         Fails("build", ("no network", "weights=None"))),
+    Row("R000000025", "classifier of nn.LazyLinear layers", Loads(clean=True), arch.lazy_linear_net()),
+    Row("R000000026", "F.dropout(x, p=0.5) in forward, active in eval mode too",
+        Loads(warns=(NOT_REPEATABLE,)), arch.functional_dropout_net()),
+    Row("R000000027", "CoordConv channels made with .cuda() in forward",
+        Loads(clean=True) if torch.cuda.is_available()
+        else Fails("forward", ("puts tensors on CUDA", "device=x.device")), arch.coordconv_net()),
+    Row("R000000028", "forward returns (logits, embedding); rubric's default model.py:Net",
+        Fails("forward", ("tuple", "return the logits alone"))),
 ]  # fmt: skip
 
 # The accuracy each notebook printed last, as a reader would quote it: (percent, tolerance).
@@ -306,7 +316,10 @@ def realworld(realworld_rubric: Rubric, tmp_path_factory: pytest.TempPathFactory
         if isinstance(row.outcome, Loads):
             model, weights = entry(folder, realworld_rubric)
             torch.manual_seed(0)
-            state = build(folder, model).state_dict()
+            built = build(folder, model)
+            if any(is_lazy(p) for p in built.parameters()):  # nn.LazyLinear: shapes from a forward
+                built.eval()(torch.zeros(1, 3, 32, 32))
+            state = built.state_dict()
             (folder / weights).parent.mkdir(parents=True, exist_ok=True)
             torch.save(state if row.saved is None else row.saved(state), folder / weights)
     return root
@@ -360,6 +373,8 @@ def test_folder_loads_and_is_evaluated(graded: Callable[[str], Graded], row: Row
         assert any(words in w for w in result.warnings), f"no warning mentions {words!r}: {result.warnings}"
     for words in expected.notes:
         assert any(words in m for m in messages), f"nothing mentions {words!r}: {messages}"
+    if NOT_REPEATABLE not in expected.warns:
+        assert not any(NOT_REPEATABLE in w for w in result.warnings), result.warnings
     if expected.clean:
         odd = [w for w in result.warnings if DEFINITIONS_ONLY in w or "not installed" in w]
         assert not odd, f"a plain file, yet: {odd}"

@@ -80,7 +80,7 @@ from torch.fx.experimental.optimization import fuse
 
 from grader.inside.augment import Normalizer, to_device
 from grader.inside.channel import StageFailure
-from grader.inside.layout import Layout, autocast, fast_dtype, memory_format, probe_layout
+from grader.inside.layout import Layout, autocast, device_hint, fast_dtype, memory_format, probe_layout
 
 Progress = Callable[[int, int], None]  # (images done, images in all)
 CALIBRATION = 256  # images computed both ways to measure the fast pass's error, evenly spaced
@@ -373,7 +373,8 @@ def _forward(model: nn.Module, x: torch.Tensor, start: int, num_classes: int | N
     except Exception as exc:
         raise StageFailure(
             "inference",
-            f"forward on test images {start}–{start + len(x) - 1} raised {type(exc).__name__}: {exc}",
+            f"forward on test images {start}–{start + len(x) - 1} raised {type(exc).__name__}: {exc}"
+            f"{device_hint(exc, x.device)}",
         ) from exc
     if not isinstance(out, torch.Tensor) or out.dim() != 2 or len(out) != len(x):
         got = list(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__

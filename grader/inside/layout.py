@@ -28,6 +28,20 @@ def pick_device(requested: str) -> torch.device:
     return torch.device(requested)
 
 
+_NO_CUDA = ("Found no NVIDIA driver", "No CUDA GPUs are available", "Torch not compiled with CUDA")
+
+
+def device_hint(exc: BaseException, device: torch.device) -> str:
+    """For a model that moved something to CUDA itself while the job runs on the CPU."""
+    if device.type != "cpu" or not any(words in str(exc) for words in _NO_CUDA):
+        return ""
+    return (
+        "; the model's code puts tensors on CUDA itself (.cuda() or device='cuda') while this grading "
+        "runs on the CPU: create them on the input's device (device=x.device) or register them as "
+        "buffers, which move with the model"
+    )
+
+
 def fast_dtype(device: torch.device) -> torch.dtype | None:
     """The reduced precision this device computes fast in: bf16 on a GPU that has it and on a
     CPU with AVX512-BF16 or AMX (oneDNN's bf16 kernels), fp16 on an older GPU; None elsewhere."""

@@ -16,6 +16,7 @@ Students hand in files that do more than define a model, so importing is forgivi
   built like a notebook's (``HarnessJob.definitions``); the report says so.
 - A file inside a package (``models/resnet.py`` beside ``models/__init__.py``) is imported as
   ``models.resnet``, so its relative imports work.
+- Lazy modules (``nn.LazyLinear``) get their shapes from one forward on an image of zeros.
 - A model that needs constructor arguments gets the names of the callables in its module that
   build one with none.
 - A model whose construction reaches for the network (torchvision or timm pretrained weights)
@@ -45,6 +46,7 @@ from typing import Any
 
 import torch
 from torch import nn
+from torch.nn.parameter import is_lazy
 
 from grader.inside import reaper
 from grader.inside.channel import StageFailure, bounded
@@ -334,9 +336,11 @@ def _defined(module: ModuleType) -> str:
 # --- building the model -----------------------------------------------------------------
 
 
-def build(factory: Any, name: str, code: StudentCode, meta: bool = False) -> nn.Module | None:
-    """``factory()``; on the meta device a failure returns None (some models only build on a
-    real device, and the real build reports the error)."""
+def build(
+    factory: Any, name: str, code: StudentCode, input_shape: tuple[int, ...], meta: bool = False
+) -> nn.Module | None:
+    """``factory()``, its lazy modules initialised; on the meta device a failure returns None
+    (some models only build on a real device, and the real build reports the error)."""
     try:
         if meta:
             with torch.device("meta"):
@@ -354,12 +358,39 @@ def build(factory: Any, name: str, code: StudentCode, meta: bool = False) -> nn.
         ) from exc
     if not isinstance(model, nn.Module):
         raise StageFailure("build", f"{name}() returned {type(model).__name__}, expected a torch.nn.Module")
+    try:
+        _materialize(model, input_shape)
+    except Exception as exc:
+        if meta:
+            return None
+        shape = ", ".join(map(str, (1, *input_shape)))
+        raise StageFailure(
+            "build",
+            f"{name}() has lazy modules (nn.LazyLinear, nn.LazyConv2d, ...), and a forward on a "
+            f"({shape}) batch to give them their shapes raised {code.where(exc)}",
+        ) from exc
     return model
 
 
-def build_fresh(factory: Any, name: str, code: StudentCode) -> nn.Module:
+def _materialize(model: nn.Module, input_shape: tuple[int, ...]) -> None:
+    """Lazy modules get their parameters from their first forward: one image of zeros, in
+    eval mode, so that no BatchNorm statistic moves before the weights are loaded."""
+    tensors = [*model.parameters(), *model.buffers()]
+    if not any(is_lazy(t) for t in tensors):
+        return
+    device = next((t.device for t in tensors if not is_lazy(t)), torch.device("cpu"))
+    training = model.training
+    try:
+        model.eval()
+        with torch.no_grad():
+            model(torch.zeros(1, *input_shape, device=device))
+    finally:
+        model.train(training)
+
+
+def build_fresh(factory: Any, name: str, code: StudentCode, input_shape: tuple[int, ...]) -> nn.Module:
     """The model with freshly initialised weights, as the student's code builds it."""
-    model = build(factory, name, code)
+    model = build(factory, name, code, input_shape)
     assert model is not None
     return model
 

@@ -14,7 +14,7 @@ from grader.inside import counting
 from grader.inside.augment import Normalizer
 from grader.inside.channel import Channel, StageFailure
 from grader.inside.inference import infer
-from grader.inside.layout import pick_device
+from grader.inside.layout import device_hint, pick_device
 from grader.inside.loading import StudentCode, build, import_factory
 from grader.inside.weights import load_state_dict
 from grader.protocol import HarnessJob, Progress
@@ -26,9 +26,12 @@ def evaluate(job: HarnessJob, code: StudentCode, channel: Channel) -> None:
     factory = import_factory(job, code)
     channel.done("import")
     model = build_counted(factory, job, code, channel)
-    analyze(model, job, channel)
+    model = model.to(device)
+    analyze(model, job, channel, device)
     load_state_dict(model, Path(job.weights_path or Path(job.submission) / job.weights), job.weights)
     channel.done("weights", weights_loaded=True, weights_fingerprint=counting.weights_sketch(model))
+    if not repeatable(model, job.input_shape, device):
+        code.notes.append(NOT_REPEATABLE)
     if job.images is None:
         raise StageFailure("internal", "the job names no images to evaluate")
     images = np.load(job.images, allow_pickle=False)  # (N, H, W, C) uint8
@@ -37,9 +40,30 @@ def evaluate(job: HarnessJob, code: StudentCode, channel: Channel) -> None:
     def tested(done: int, total: int) -> None:
         channel.progress(Progress("inference", done, total))
 
-    logits = infer(model.to(device), images, norm, device, job.batch_size, job.num_classes, tested, job.ranks)
+    logits = infer(model, images, norm, device, job.batch_size, job.num_classes, tested, job.ranks)
     channel.save_logits(npy_bytes(logits.numpy()))
     channel.done("inference", logits_shape=list(logits.shape))
+
+
+NOT_REPEATABLE = (
+    "the model's outputs change from one pass to the next over the same images in eval mode, so its "
+    "accuracy changes from run to run: randomness in forward, such as F.dropout(x, p) without "
+    "training=self.training (nn.Dropout, or that argument, turns dropout off for evaluation)"
+)
+
+
+def repeatable(model: nn.Module, input_shape: tuple[int, ...], device: torch.device) -> bool:
+    """Whether two eval-mode passes over the same few images give the same outputs (within
+    what a GPU's kernel choices can change); a student's forward may raise: that shows later."""
+    x = torch.randn(8, *input_shape, generator=torch.Generator().manual_seed(0)).to(device)
+    try:
+        with torch.no_grad():
+            first, second = model(x), model(x)
+    except Exception:
+        return True
+    if not isinstance(first, torch.Tensor) or not isinstance(second, torch.Tensor):
+        return True
+    return first.shape == second.shape and torch.allclose(first, second, rtol=1e-3, atol=1e-4, equal_nan=True)
 
 
 def npy_bytes(array: np.ndarray) -> bytes:
@@ -50,13 +74,13 @@ def npy_bytes(array: np.ndarray) -> bytes:
 
 def build_counted(factory: Any, job: HarnessJob, code: StudentCode, channel: Channel) -> nn.Module:
     """Count on the meta device first, so a model too large for memory is never allocated."""
-    meta = build(factory, job.model, code, meta=True)
+    meta = build(factory, job.model, code, job.input_shape, meta=True)
     if meta is not None:
         total, trainable = counting.count_params(meta)
         if total * 4 > job.max_model_bytes:
             _report_oversized(meta, total, trainable, job, channel)
     torch.manual_seed(0)
-    model = build(factory, job.model, code)
+    model = build(factory, job.model, code, job.input_shape)
     assert model is not None
     model.eval()
     total, trainable = counting.count_params(model)
@@ -82,19 +106,26 @@ def _report_oversized(meta: nn.Module, total: int, trainable: int, job: HarnessJ
     )
 
 
-def analyze(model: nn.Module, job: HarnessJob, channel: Channel) -> None:
+def analyze(model: nn.Module, job: HarnessJob, channel: Channel, device: torch.device) -> None:
+    """The forward on one image of zeros and the counts, on ``device``, where the model is
+    evaluated: code that puts its own tensors on the GPU runs here as it will there."""
     shape = job.input_shape
-    x = torch.zeros(1, *shape)
+    x = torch.zeros(1, *shape, device=device)
     try:
         probe = counting.ForwardProbe(model).run(x)
     except Exception as exc:
         raise StageFailure(
             "forward",
-            f"forward on a (1, {', '.join(map(str, shape))}) batch raised {type(exc).__name__}: {exc}",
+            f"forward on a (1, {', '.join(map(str, shape))}) batch raised {type(exc).__name__}: {exc}"
+            f"{device_hint(exc, device)}",
         ) from exc
     out = probe.output
     if not isinstance(out, torch.Tensor):
-        raise StageFailure("forward", f"forward returned {type(out).__name__}, expected a tensor of logits")
+        raise StageFailure(
+            "forward",
+            f"forward returned {type(out).__name__}, expected a tensor of logits: "
+            "return the logits alone (return out, not return out, features)",
+        )
     channel.done(
         "forward",
         output_shape=list(out.shape),

@@ -20,7 +20,7 @@ from grader.files import write_atomic
 from grader.inside import engine
 from grader.inside.augment import split_train_val
 from grader.inside.channel import Channel, StageFailure
-from grader.inside.layout import pick_device
+from grader.inside.layout import device_hint, pick_device
 from grader.inside.loading import StudentCode, build_fresh, import_factory
 from grader.protocol import FINAL_WEIGHTS, HarnessJob, Progress, Recipe, TrainingJob
 
@@ -32,7 +32,7 @@ def retrain(job: HarnessJob, training: TrainingJob, code: StudentCode, channel: 
     factory = import_factory(job, code)
     channel.done("import")
     torch.manual_seed(recipe.seed)  # the same initial weights on every run of this recipe
-    model = build_fresh(factory, job.model, code).to(device)
+    model = build_fresh(factory, job.model, code, job.input_shape).to(device)
     channel.done("build")
     images = np.load(training.train_images, allow_pickle=False)  # (N, 32, 32, 3) uint8
     labels = np.load(training.train_labels, allow_pickle=False)
@@ -77,7 +77,9 @@ def _students_training(batch_size: int, device: torch.device) -> Iterator[None]:
     except torch.OutOfMemoryError as exc:
         raise StageFailure("training", out_of_memory(batch_size, device)) from exc
     except Exception as exc:
-        raise StageFailure("training", f"training raised {type(exc).__name__}: {exc}") from exc
+        raise StageFailure(
+            "training", f"training raised {type(exc).__name__}: {exc}{device_hint(exc, device)}"
+        ) from exc
 
 
 def out_of_memory(batch_size: int, device: torch.device) -> str:

@@ -68,7 +68,7 @@ def _load(tmp_path: Path, files: dict[str, str], model: str = "model.py:Net", bu
     )  # fmt: skip
     code = loading.source_only(job)
     try:
-        return loading.build_fresh(loading.import_factory(job, code), model, code), code
+        return loading.build_fresh(loading.import_factory(job, code), model, code, job.input_shape), code
     except StageFailure as failure:
         return failure, code
 
