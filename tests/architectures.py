@@ -446,3 +446,12 @@ def coordconv_net() -> Cost:
     x = Walk().conv(16, 3, 1, 1, bias=False).bn().relu("nn.ReLU").reshape(18, 32, 32)
     x.conv(32, 3, 2, 1, bias=False).bn().relu("F.relu").conv(64, 3, 2, 1, bias=False).bn().relu("F.relu")
     return x.global_avgpool("F").flatten().linear(10).cost
+
+
+def all_conv_sequential() -> Cost:
+    """R000000029: a module-level nn.Sequential of conv-BN-ReLU layers (two of stride 2), a
+    1×1 conv to the 10 classes, nn.AdaptiveAvgPool2d and nn.Flatten."""
+    x = Walk()
+    for out, stride in ((32, 1), (32, 2), (64, 1), (64, 2)):
+        x.conv(out, 3, stride, 1).bn().relu("nn.ReLU")
+    return x.conv(10, 1).global_avgpool("nn").flatten().cost

@@ -25,6 +25,7 @@ Students hand in files that do more than define a model, so importing is forgivi
 
 from __future__ import annotations
 
+import copy
 import importlib
 import importlib.abc
 import importlib.machinery
@@ -340,7 +341,11 @@ def build(
     factory: Any, name: str, code: StudentCode, input_shape: tuple[int, ...], meta: bool = False
 ) -> nn.Module | None:
     """``factory()``, its lazy modules initialised; on the meta device a failure returns None
-    (some models only build on a real device, and the real build reports the error)."""
+    (some models only build on a real device, and the real build reports the error). A
+    module-level model (``model = nn.Sequential(...)``) is copied instead; it exists already, so
+    there is nothing to count on the meta device."""
+    if isinstance(factory, nn.Module):
+        return None if meta else _copied(factory, input_shape)
     try:
         if meta:
             with torch.device("meta"):
@@ -372,6 +377,15 @@ def build(
     return model
 
 
+def _copied(instance: nn.Module, input_shape: tuple[int, ...]) -> nn.Module:
+    try:
+        model = copy.deepcopy(instance)
+    except Exception:
+        model = instance  # it holds something that cannot be copied: a lock, a generator
+    _materialize(model, input_shape)
+    return model
+
+
 def _materialize(model: nn.Module, input_shape: tuple[int, ...]) -> None:
     """Lazy modules get their parameters from their first forward: one image of zeros, in
     eval mode, so that no BatchNorm statistic moves before the weights are loaded."""
@@ -389,9 +403,16 @@ def _materialize(model: nn.Module, input_shape: tuple[int, ...]) -> None:
 
 
 def build_fresh(factory: Any, name: str, code: StudentCode, input_shape: tuple[int, ...]) -> nn.Module:
-    """The model with freshly initialised weights, as the student's code builds it."""
+    """The model with freshly initialised weights, as the student's code builds it; a
+    module-level model has every layer's ``reset_parameters`` called, so that its initial
+    weights come from the caller's seed as a built one's do."""
     model = build(factory, name, code, input_shape)
     assert model is not None
+    if isinstance(factory, nn.Module):
+        for module in model.modules():
+            reset = getattr(module, "reset_parameters", None)
+            if callable(reset):
+                reset()
     return model
 
 

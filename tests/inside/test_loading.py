@@ -13,6 +13,7 @@ from pathlib import Path
 from textwrap import dedent
 
 import pytest
+import torch
 from torch import nn
 
 from grader import notebook
@@ -211,3 +212,25 @@ def test_a_requirement_is_installed_only_at_its_version() -> None:
 
     assert loading.installed("torch") and loading.installed(f"torch=={torch.__version__}")
     assert not loading.installed("torch==0.0.1") and not loading.installed("no-such-distribution")
+
+
+SEQUENTIAL = """
+from torch import nn
+
+model = nn.Sequential(nn.Conv2d(3, 8, 3), nn.BatchNorm2d(8), nn.Flatten(), nn.LazyLinear(10))
+"""
+
+
+def test_a_module_level_model_is_copied_and_freshly_initialised_from_the_seed(tmp_path: Path) -> None:
+    torch.default_generator.manual_seed(7)  # torch.manual_seed would import torch._dynamo here
+    first, _ = _load(tmp_path / "a", {"model.py": SEQUENTIAL}, model="model.py:model")
+    torch.default_generator.manual_seed(7)  # torch.manual_seed would import torch._dynamo here
+    second, code = _load(tmp_path / "b", {"model.py": SEQUENTIAL}, model="model.py:model")
+    assert isinstance(first, nn.Sequential) and isinstance(second, nn.Sequential)
+    assert first[3].weight.shape == (10, 8 * 30 * 30)  # the lazy layer got its shape
+    (module,) = [m for m in list(sys.modules.values()) if getattr(m, "__file__", None) == str(code.main)]
+    instance = module.model
+    assert instance is not second, "the student's own instance is not handed out"
+    for (name, a), b in zip(first.state_dict().items(), second.state_dict().values(), strict=True):
+        assert torch.equal(a, b), f"{name}: the same seed gives different initial weights"
+    assert not torch.equal(first[0].weight, instance[0].weight), "import-time weights kept"
