@@ -455,3 +455,12 @@ def all_conv_sequential() -> Cost:
     for out, stride in ((32, 1), (32, 2), (64, 1), (64, 2)):
         x.conv(out, 3, stride, 1).bn().relu("nn.ReLU")
     return x.conv(10, 1).global_avgpool("nn").flatten().cost
+
+
+def num_classes_cnn() -> Cost:
+    """R000000030: two pairs of 'same'-padded 3×3 convs with F.relu, each pair followed by an
+    nn.MaxPool2d; nn.Dropout (free) around a 256-wide linear layer."""
+    x = Walk()
+    for width in (32, 64):
+        x.conv(width, 3, 1, 1).relu("F.relu").conv(width, 3, 1, 1).relu("F.relu").maxpool(2)
+    return x.flatten().linear(256).relu("F.relu").linear(10).cost

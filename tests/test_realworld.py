@@ -13,6 +13,7 @@ import ast
 import contextlib
 import importlib
 import importlib.util
+import inspect
 import shutil
 import sys
 from collections.abc import Callable, Iterator
@@ -153,6 +154,8 @@ ROWS = [
         Fails("forward", ("tuple", "return the logits alone"))),
     Row("R000000029", "a module-level nn.Sequential instance named in the manifest",
         Loads(clean=True), arch.all_conv_sequential()),
+    Row("R000000030", "CNN(num_classes) with no default for the number of classes",
+        Loads(warns=("built as cnn.py:CNN(num_classes=10)",), clean=True), arch.num_classes_cnn()),
 ]  # fmt: skip
 
 # The accuracy each notebook printed last, as a reader would quote it: (percent, tolerance).
@@ -289,7 +292,12 @@ def build(folder: Path, ref: str) -> nn.Module:
         if name not in namespace:  # a module-level model: a plain file, whose code may run
             exec(compile(source, str(path), "exec"), namespace)
         made = namespace[name]
-        return made if isinstance(made, nn.Module) else made()  # type: ignore[operator]
+        if isinstance(made, nn.Module):
+            return made
+        needs_classes = inspect.signature(made).parameters.get("num_classes")  # type: ignore[arg-type]
+        if needs_classes is not None and needs_classes.default is inspect.Parameter.empty:
+            return made(num_classes=10)  # type: ignore[operator]
+        return made()  # type: ignore[operator]
 
 
 def entry(folder: Path, rubric: Rubric) -> tuple[str, str]:

@@ -17,7 +17,9 @@ Students hand in files that do more than define a model, so importing is forgivi
 - A file inside a package (``models/resnet.py`` beside ``models/__init__.py``) is imported as
   ``models.resnet``, so its relative imports work.
 - Lazy modules (``nn.LazyLinear``) get their shapes from one forward on an image of zeros.
-- A model that needs constructor arguments gets the names of the callables in its module that
+- A model whose one required argument is its number of classes (``Net(num_classes)``) is
+  built with the rubric's.
+- A model that needs other constructor arguments gets the names of the callables in its module that
   build one with none.
 - A model whose construction reaches for the network (torchvision or timm pretrained weights)
   is told the sandbox has none, and how to build it without downloading.
@@ -338,7 +340,12 @@ def _defined(module: ModuleType) -> str:
 
 
 def build(
-    factory: Any, name: str, code: StudentCode, input_shape: tuple[int, ...], meta: bool = False
+    factory: Any,
+    name: str,
+    code: StudentCode,
+    input_shape: tuple[int, ...],
+    num_classes: int,
+    meta: bool = False,
 ) -> nn.Module | None:
     """``factory()``, its lazy modules initialised; on the meta device a failure returns None
     (some models only build on a real device, and the real build reports the error). A
@@ -346,12 +353,16 @@ def build(
     there is nothing to count on the meta device."""
     if isinstance(factory, nn.Module):
         return None if meta else _copied(factory, input_shape)
+    arguments = _class_count(factory, num_classes)
+    if arguments and not meta:
+        given = ", ".join(f"{k}={v}" for k, v in arguments.items())
+        code.notes.append(f"{name} has no default for its number of classes: built as {name}({given})")
     try:
         if meta:
             with torch.device("meta"):
-                model = factory()
+                model = factory(**arguments)
         else:
-            model = factory()
+            model = factory(**arguments)
     except SystemExit as exc:
         raise StageFailure("build", f"{name}() called sys.exit({exc.code})") from exc
     except Exception as exc:
@@ -402,11 +413,13 @@ def _materialize(model: nn.Module, input_shape: tuple[int, ...]) -> None:
         model.train(training)
 
 
-def build_fresh(factory: Any, name: str, code: StudentCode, input_shape: tuple[int, ...]) -> nn.Module:
+def build_fresh(
+    factory: Any, name: str, code: StudentCode, input_shape: tuple[int, ...], num_classes: int
+) -> nn.Module:
     """The model with freshly initialised weights, as the student's code builds it; a
     module-level model has every layer's ``reset_parameters`` called, so that its initial
     weights come from the caller's seed as a built one's do."""
-    model = build(factory, name, code, input_shape)
+    model = build(factory, name, code, input_shape, num_classes)
     assert model is not None
     if isinstance(factory, nn.Module):
         for module in model.modules():
@@ -434,6 +447,23 @@ def network_hint(exc: BaseException) -> str:
         seen.add(id(cause))
         cause = cause.__cause__ or cause.__context__
     return ""
+
+
+_CLASS_COUNT_NAMES = ("num_classes", "n_classes", "nclasses", "num_class", "number_of_classes", "classes_num")
+
+
+def _class_count(factory: Any, num_classes: int) -> dict[str, int]:
+    """For ``Net(num_classes)`` whose one required parameter is the number of classes, by its
+    usual names: that argument, the rubric's count; else nothing."""
+    try:
+        signature = inspect.signature(factory)
+    except (TypeError, ValueError):
+        return {}
+    kinds = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+    required = [p for p in signature.parameters.values() if p.default is p.empty and p.kind in kinds]
+    if len(required) == 1 and required[0].name.lower() in _CLASS_COUNT_NAMES:
+        return {required[0].name: num_classes}
+    return {}
 
 
 def _arguments_hint(exc: Exception, factory: Any, name: str) -> str:

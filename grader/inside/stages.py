@@ -74,13 +74,13 @@ def npy_bytes(array: np.ndarray) -> bytes:
 
 def build_counted(factory: Any, job: HarnessJob, code: StudentCode, channel: Channel) -> nn.Module:
     """Count on the meta device first, so a model too large for memory is never allocated."""
-    meta = build(factory, job.model, code, job.input_shape, meta=True)
+    meta = build(factory, job.model, code, job.input_shape, job.num_classes, meta=True)
     if meta is not None:
         total, trainable = counting.count_params(meta)
         if total * 4 > job.max_model_bytes:
             _report_oversized(meta, total, trainable, job, channel)
     torch.manual_seed(0)
-    model = build(factory, job.model, code, job.input_shape)
+    model = build(factory, job.model, code, job.input_shape, job.num_classes)
     assert model is not None
     model.eval()
     total, trainable = counting.count_params(model)

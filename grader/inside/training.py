@@ -32,7 +32,7 @@ def retrain(job: HarnessJob, training: TrainingJob, code: StudentCode, channel: 
     factory = import_factory(job, code)
     channel.done("import")
     torch.manual_seed(recipe.seed)  # the same initial weights on every run of this recipe
-    model = build_fresh(factory, job.model, code, job.input_shape).to(device)
+    model = build_fresh(factory, job.model, code, job.input_shape, job.num_classes).to(device)
     channel.done("build")
     images = np.load(training.train_images, allow_pickle=False)  # (N, 32, 32, 3) uint8
     labels = np.load(training.train_labels, allow_pickle=False)

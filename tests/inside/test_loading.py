@@ -69,7 +69,9 @@ def _load(tmp_path: Path, files: dict[str, str], model: str = "model.py:Net", bu
     )  # fmt: skip
     code = loading.source_only(job)
     try:
-        return loading.build_fresh(loading.import_factory(job, code), model, code, job.input_shape), code
+        return loading.build_fresh(
+            loading.import_factory(job, code), model, code, job.input_shape, job.num_classes
+        ), code
     except StageFailure as failure:
         return failure, code
 
@@ -234,3 +236,39 @@ def test_a_module_level_model_is_copied_and_freshly_initialised_from_the_seed(tm
     for (name, a), b in zip(first.state_dict().items(), second.state_dict().values(), strict=True):
         assert torch.equal(a, b), f"{name}: the same seed gives different initial weights"
     assert not torch.equal(first[0].weight, instance[0].weight), "import-time weights kept"
+
+
+NEEDS = """
+from torch import nn
+
+
+class Net(nn.Module):
+    def __init__(self, {params}):
+        super().__init__()
+        self.fc = nn.Linear(3 * 32 * 32, {classes})
+
+
+def resnet18():
+    return Net(*([None] * {count}))
+"""
+
+
+@pytest.mark.parametrize("params", ["num_classes", "n_classes", "*, nclasses"])
+def test_a_model_whose_one_required_argument_is_the_class_count_gets_the_rubric_s(
+    tmp_path: Path, params: str
+) -> None:
+    name = params.split()[-1]
+    files = {"model.py": NEEDS.format(params=params, classes=name, count=0)}
+    model, code = _load(tmp_path, files)
+    assert isinstance(model, nn.Module) and model.fc.out_features == 10
+    assert code.notes == [
+        f"model.py:Net has no default for its number of classes: built as model.py:Net({name}=10)"
+    ]
+
+
+def test_other_required_arguments_are_not_guessed(tmp_path: Path) -> None:
+    files = {"model.py": NEEDS.format(params="block, num_classes", classes=10, count=2)}
+    failure, _ = _load(tmp_path, files)
+    assert isinstance(failure, StageFailure)
+    assert "missing 2 required positional arguments" in failure.message
+    assert "model.py:resnet18 builds one with no arguments" in failure.message
