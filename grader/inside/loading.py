@@ -352,7 +352,26 @@ def build(
     module-level model (``model = nn.Sequential(...)``) is copied instead; it exists already, so
     there is nothing to count on the meta device."""
     if isinstance(factory, nn.Module):
-        return None if meta else _copied(factory, input_shape)
+        model: nn.Module | None = None if meta else _copied(factory)
+    else:
+        model = _called(factory, name, code, num_classes, meta)
+    if model is None:
+        return None
+    try:
+        _materialize(model, input_shape)
+    except Exception as exc:
+        if meta:
+            return None
+        shape = ", ".join(map(str, (1, *input_shape)))
+        raise StageFailure(
+            "build",
+            f"{name} has lazy modules (nn.LazyLinear, nn.LazyConv2d, ...), and a forward on a "
+            f"({shape}) batch to give them their shapes raised {code.where(exc)}",
+        ) from exc
+    return model
+
+
+def _called(factory: Any, name: str, code: StudentCode, num_classes: int, meta: bool) -> nn.Module | None:
     arguments = _class_count(factory, num_classes)
     if arguments and not meta:
         given = ", ".join(f"{k}={v}" for k, v in arguments.items())
@@ -374,27 +393,14 @@ def build(
         ) from exc
     if not isinstance(model, nn.Module):
         raise StageFailure("build", f"{name}() returned {type(model).__name__}, expected a torch.nn.Module")
-    try:
-        _materialize(model, input_shape)
-    except Exception as exc:
-        if meta:
-            return None
-        shape = ", ".join(map(str, (1, *input_shape)))
-        raise StageFailure(
-            "build",
-            f"{name}() has lazy modules (nn.LazyLinear, nn.LazyConv2d, ...), and a forward on a "
-            f"({shape}) batch to give them their shapes raised {code.where(exc)}",
-        ) from exc
     return model
 
 
-def _copied(instance: nn.Module, input_shape: tuple[int, ...]) -> nn.Module:
+def _copied(instance: nn.Module) -> nn.Module:
     try:
-        model = copy.deepcopy(instance)
+        return copy.deepcopy(instance)
     except Exception:
-        model = instance  # it holds something that cannot be copied: a lock, a generator
-    _materialize(model, input_shape)
-    return model
+        return instance  # it holds something that cannot be copied: a lock, a generator
 
 
 def _materialize(model: nn.Module, input_shape: tuple[int, ...]) -> None:
@@ -457,7 +463,7 @@ def _class_count(factory: Any, num_classes: int) -> dict[str, int]:
     usual names: that argument, the rubric's count; else nothing."""
     try:
         signature = inspect.signature(factory)
-    except (TypeError, ValueError):
+    except Exception:  # no signature, or student code that raises when asked for one
         return {}
     kinds = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
     required = [p for p in signature.parameters.values() if p.default is p.empty and p.kind in kinds]
