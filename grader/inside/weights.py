@@ -1,6 +1,7 @@
 """Loading a submitted state_dict without trusting it.
 
-``torch.load(weights_only=True)`` refuses any pickle that would run code; on top of that
+``torch.load(weights_only=True)`` refuses any pickle that would run code (NumPy scalars and
+arrays beside the weights, such as a checkpoint's accuracy, are let through); on top of that
 the common ways students save weights are accepted: tensors saved on a GPU, ``.safetensors``
 files, a checkpoint dict wrapping the state_dict under any key (next to the epoch, the
 optimizer's state and the like), the ``module.`` prefix DataParallel and DDP leave, the
@@ -12,11 +13,13 @@ shape: nothing is loaded partially.
 
 from __future__ import annotations
 
+import importlib
 import pickle
 from collections.abc import Iterable, KeysView, Mapping
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -51,7 +54,8 @@ def _read(path: Path, name: str) -> Any:
         except Exception as exc:
             raise StageFailure("weights", f"{name} is not a readable .safetensors file ({exc})") from exc
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        with torch.serialization.safe_globals(_numpy_values()):
+            return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
         raise StageFailure(
             "weights",
@@ -63,6 +67,24 @@ def _read(path: Path, name: str) -> Any:
             "weights",
             f"{name} could not be read as PyTorch weights ({type(exc).__name__}: {_first_line(exc)})",
         ) from exc
+
+
+def _numpy_values() -> list[Any]:
+    """What NumPy scalars and arrays in a checkpoint unpickle through (``"acc": np.float64(93.1)``,
+    a loss history as an array), under NumPy 2's module names and NumPy 1's. They rebuild plain
+    values from bytes; any object inside an object array still passes the same restricted
+    unpickler."""
+    multiarray = importlib.import_module("numpy._core.multiarray")
+    numeric = {type(np.dtype(code)) for code in "?bBhHiIlLqQefdgFDG"}  # bool, integers, floats, complex
+    return [
+        np.dtype,
+        *sorted(numeric, key=lambda kind: kind.__name__),
+        np.ndarray,
+        multiarray.scalar,
+        multiarray._reconstruct,
+        (multiarray.scalar, "numpy.core.multiarray.scalar"),
+        (multiarray._reconstruct, "numpy.core.multiarray._reconstruct"),
+    ]
 
 
 def _first_line(exc: BaseException) -> str:

@@ -7,6 +7,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -77,6 +78,13 @@ SAVED: dict[str, Callable[[Net], Any]] = {
         "optimizer_state": optimizer_state(trained()),
         "model_state": n.state_dict(),
         "history": {"train_loss": [1.2, 0.9]},
+    },
+    "checkpoint with NumPy values": lambda n: {
+        "model": n.state_dict(),
+        "best_acc": np.float64(93.1),
+        "lr": np.float32(0.05),
+        "history": np.array([[1.9, 31.2], [1.4, 48.8]]),
+        "labels_seen": np.arange(10),
     },
     "nested two levels": lambda n: {"checkpoint": {"weights": {"network": n.state_dict()}}},
     "DataParallel": lambda n: prefixed(n.state_dict(), "module."),
@@ -164,3 +172,28 @@ def test_what_does_not_fit_the_model_is_refused_with_the_fix(
     for fragment in words:
         assert fragment in caught.value.message
     assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items()), "partly loaded"
+
+
+class Payload:
+    """Anything that is not a plain value: unpickling it would run its module's code."""
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (print, ("this must never run",))
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [
+        {"history": np.array([Payload()], dtype=object)},  # inside a NumPy array
+        {"note": Payload()},
+    ],
+    ids=["object array", "plain"],
+)
+def test_numpy_values_do_not_open_the_unpickler_to_other_objects(
+    tmp_path: Path, extra: dict[str, Any], capsys: pytest.CaptureFixture[str]
+) -> None:
+    torch.save({"model": trained().state_dict(), **extra}, tmp_path / "model.pt")
+    with pytest.raises(StageFailure) as caught:
+        load_state_dict(Net(), tmp_path / "model.pt", "weights/model.pt")
+    assert "holds a whole pickled model or other Python objects" in caught.value.message
+    assert "this must never run" not in capsys.readouterr().out
