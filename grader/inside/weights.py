@@ -74,7 +74,10 @@ def _numpy_values() -> list[Any]:
     a loss history as an array), under NumPy 2's module names and NumPy 1's. They rebuild plain
     values from bytes; any object inside an object array still passes the same restricted
     unpickler."""
-    multiarray = importlib.import_module("numpy._core.multiarray")
+    try:
+        multiarray = importlib.import_module("numpy._core.multiarray")
+    except ImportError:  # NumPy 1, where numpy.core is the module itself
+        multiarray = importlib.import_module("numpy.core.multiarray")
     numeric = {type(np.dtype(code)) for code in "?bBhHiIlLqQefdgFDG"}  # bool, integers, floats, complex
     return [
         np.dtype,
@@ -84,6 +87,8 @@ def _numpy_values() -> list[Any]:
         multiarray._reconstruct,
         (multiarray.scalar, "numpy.core.multiarray.scalar"),
         (multiarray._reconstruct, "numpy.core.multiarray._reconstruct"),
+        (multiarray.scalar, "numpy._core.multiarray.scalar"),
+        (multiarray._reconstruct, "numpy._core.multiarray._reconstruct"),
     ]
 
 
