@@ -28,7 +28,8 @@ def evaluate(job: HarnessJob, code: StudentCode, channel: Channel) -> None:
     model = build_counted(factory, job, code, channel)
     model = model.to(device)
     analyze(model, job, channel, device)
-    load_state_dict(model, Path(job.weights_path or Path(job.submission) / job.weights), job.weights)
+    submission = Path(job.submission)
+    load_state_dict(model, Path(job.weights_path or submission / job.weights), job.weights, submission)
     channel.done("weights", weights_loaded=True, weights_fingerprint=counting.weights_sketch(model))
     if not repeatable(model, job.input_shape, device):
         code.notes.append(NOT_REPEATABLE)

@@ -14,6 +14,7 @@ shape: nothing is loaded partially.
 from __future__ import annotations
 
 import importlib
+import os
 import pickle
 from collections.abc import Iterable, KeysView, Mapping
 from pathlib import Path
@@ -32,18 +33,28 @@ _DEPTH = 3  # checkpoint levels searched for a state_dict
 _SHOWN = 8
 
 
-def load_state_dict(model: nn.Module, path: Path, shown_name: str) -> None:
+def load_state_dict(model: nn.Module, path: Path, shown_name: str, submission: Path | None = None) -> None:
+    """``path`` read into ``model``; ``submission``, the student's folder, is searched for the
+    weight files it holds when ``path`` is missing, so the message can name them."""
     expected = model.state_dict()
-    state = _pick(_tensor_maps(_read(path, shown_name), shown_name), expected.keys())
+    state = _pick(_tensor_maps(_read(path, shown_name, submission), shown_name), expected.keys())
     _check_keys(expected, state, shown_name)
     model.load_state_dict(state, strict=True)
 
 
-def _read(path: Path, name: str) -> Any:
+def _read(path: Path, name: str, submission: Path | None) -> Any:
     if not path.is_file():
+        found = _weight_files(submission) if submission is not None else []
+        if found:
+            more = f" and {len(found) - _SHOWN} more" if len(found) > _SHOWN else ""
+            raise StageFailure(
+                "weights",
+                f"{name} not found in the submission, which holds {', '.join(found[:_SHOWN])}{more}: "
+                "name the right one as the task's weights in submission.yaml",
+            )
         raise StageFailure(
             "weights",
-            f"{name} not found in the submission; save it with "
+            f"{name} not found in the submission, nor any other weight file; save it with "
             "torch.save(model.state_dict(), path) and add it",
         )
     if path.suffix == ".safetensors":
@@ -67,6 +78,27 @@ def _read(path: Path, name: str) -> Any:
             "weights",
             f"{name} could not be read as PyTorch weights ({type(exc).__name__}: {_first_line(exc)})",
         ) from exc
+
+
+_WEIGHT_SUFFIXES = (".pt", ".pth", ".ckpt", ".safetensors", ".bin", ".tar", ".pkl")
+_LOOKED_AT = 20_000  # entries walked at most: a submission may hold a dataset
+
+
+def _weight_files(submission: Path) -> list[str]:
+    """The files under ``submission`` that look like saved weights, by their path in it, sorted;
+    symbolic links are not followed."""
+    found, seen = [], 0
+    for folder, dirs, files in os.walk(submission, followlinks=False):
+        dirs.sort()
+        seen += len(dirs) + len(files)
+        found += [
+            str((Path(folder) / f).relative_to(submission))
+            for f in files
+            if f.lower().endswith(_WEIGHT_SUFFIXES)
+        ]
+        if seen > _LOOKED_AT:
+            break
+    return sorted(found)
 
 
 def _numpy_values() -> list[Any]:

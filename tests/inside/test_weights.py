@@ -197,3 +197,27 @@ def test_numpy_values_do_not_open_the_unpickler_to_other_objects(
         load_state_dict(Net(), tmp_path / "model.pt", "weights/model.pt")
     assert "holds a whole pickled model or other Python objects" in caught.value.message
     assert "this must never run" not in capsys.readouterr().out
+
+
+def test_a_missing_file_is_reported_with_the_weight_files_the_submission_holds(tmp_path: Path) -> None:
+    submission = tmp_path / "B093040051"
+    (submission / "checkpoints").mkdir(parents=True)
+    torch.save(trained().state_dict(), submission / "checkpoints" / "best.pth")
+    (submission / "model_epoch30.PT").write_bytes(b"")
+    (submission / "train.py").write_text("print('hi')\n")
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (elsewhere / "other_student.pt").write_bytes(b"")
+    (submission / "linked").symlink_to(elsewhere)  # not followed
+    with pytest.raises(StageFailure) as caught:
+        load_state_dict(Net(), submission / "weights" / "model.pt", "weights/model.pt", submission)
+    assert caught.value.message == (
+        "weights/model.pt not found in the submission, which holds checkpoints/best.pth, "
+        "model_epoch30.PT: name the right one as the task's weights in submission.yaml"
+    )
+    (submission / "checkpoints" / "best.pth").unlink()
+    (submission / "model_epoch30.PT").unlink()
+    with pytest.raises(StageFailure) as caught:
+        load_state_dict(Net(), submission / "weights" / "model.pt", "weights/model.pt", submission)
+    assert "nor any other weight file" in caught.value.message
+    assert "torch.save(model.state_dict(), path)" in caught.value.message
