@@ -153,9 +153,15 @@ def _nested_tensor_maps(state: Mapping[Any, Any], depth: int) -> list[Mapping[st
         return [state]
     if depth == 0:
         return []
-    keys = sorted(state, key=lambda k: _WRAPPERS.index(k) if k in _WRAPPERS else len(_WRAPPERS))
+    keys = sorted(state, key=_wrapper_rank)
     inner = [state[k] for k in keys if isinstance(state[k], Mapping)]
     return [found for value in inner for found in _nested_tensor_maps(value, depth - 1)]
+
+
+def _wrapper_rank(key: Any) -> int:
+    """Where a checkpoint's key comes in the search: the usual wrapper keys first; any other
+    key (a number, or a tensor in a crafted file) after them."""
+    return _WRAPPERS.index(key) if isinstance(key, str) and key in _WRAPPERS else len(_WRAPPERS)
 
 
 def _pick(candidates: list[Mapping[str, torch.Tensor]], expected: KeysView[str]) -> dict[str, torch.Tensor]:

@@ -156,6 +156,7 @@ class Other(nn.Module):
         ),
         (lambda: {"epoch": 3, "acc": 91.0}, ["values are not all tensors", "keys: epoch, acc"]),
         (lambda: [1, 2, 3], ["holds a list", "torch.save(model.state_dict(), path)"]),
+        (lambda: {torch.arange(3): {"a": 1}, "epoch": 3}, ["values are not all tensors"]),
         (lambda: prefixed(Net().state_dict(), "encoder.backbone."), ["does not match the model"]),
     ],
 )
