@@ -464,3 +464,12 @@ def num_classes_cnn() -> Cost:
     for width in (32, 64):
         x.conv(width, 3, 1, 1).relu("F.relu").conv(width, 3, 1, 1).relu("F.relu").maxpool(2)
     return x.flatten().linear(256).relu("F.relu").linear(10).cost
+
+
+def three_block_convnet() -> Cost:
+    """R000000031: three conv-BN-nn.ReLU-nn.MaxPool2d blocks doubling the width from 32, then
+    one linear layer; its nn.CrossEntropyLoss member is never called in forward."""
+    x = Walk()
+    for width in (32, 64, 128):
+        x.conv(width, 3, pad=1).bn().relu("nn.ReLU").maxpool(2)
+    return x.flatten().linear(10).cost

@@ -69,28 +69,44 @@ class Row:
     what: str
     outcome: Loads | Fails
     cost: Cost | None = None  # the independent count, for a folder that loads
-    saved: Callable[[dict[str, torch.Tensor]], object] | None = None  # how the weights were saved
+    save: Callable[[nn.Module, Path], None] | None = None  # how, if not torch.save(model.state_dict())
 
 
-def data_parallel(state: dict[str, torch.Tensor]) -> object:
+def data_parallel(model: nn.Module, path: Path) -> None:
     """Saved from the model wrapped in nn.DataParallel: keys prefixed "module."."""
-    return {f"module.{key}": value for key, value in state.items()}
+    torch.save({f"module.{key}": value for key, value in model.state_dict().items()}, path)
 
 
-def compiled_checkpoint(state: dict[str, torch.Tensor]) -> object:
+def compiled_checkpoint(model: nn.Module, path: Path) -> None:
     """R000000023's train.py: the torch.compile'd model's state_dict ("_orig_mod." keys) in a
     checkpoint dict beside the optimizer's and the scheduler's state."""
+    state = model.state_dict()
     optimizer = {
         "state": {0: {"momentum_buffer": torch.zeros(3)}},
         "param_groups": [{"lr": 0.1, "params": [0]}],
     }
-    return {
+    checkpoint = {
         "epoch": 37,
         "model_state": {f"_orig_mod.{key}": value for key, value in state.items()},
         "optimizer_state": optimizer,
         "scheduler_state": {"last_epoch": 7000},
         "best_acc": 94.87,
     }
+    torch.save(checkpoint, path)
+
+
+def whole_model(model: nn.Module, path: Path) -> None:
+    """R000000031's ``torch.save(model, path)``: the model itself, its class pickled by name as
+    the student's run of the script defined it, ``__main__.ConvNet``."""
+    cls, main = type(model), sys.modules["__main__"]
+    home = cls.__module__
+    cls.__module__ = "__main__"
+    setattr(main, cls.__qualname__, cls)
+    try:
+        torch.save(model, path)
+    finally:
+        cls.__module__ = home
+        delattr(main, cls.__qualname__)
 
 
 DEFINITIONS_ONLY = "definitions only"
@@ -137,11 +153,11 @@ ROWS = [
         Loads(warns=(DEFINITIONS_ONLY, "torchsummary")),
         arch.resnet((16, 32, 64), (3, 3, 3), shortcut="pad")),
     Row("R000000021", "training repo: main.py trains at module level, from models import *",
-        Loads(warns=(DEFINITIONS_ONLY,)), arch.simple_dla_half(), saved=data_parallel),
+        Loads(warns=(DEFINITIONS_ONLY,)), arch.simple_dla_half(), save=data_parallel),
     Row("R000000022", "Colab notebook found by convention (no model in the manifest)",
         Loads(), arch.colab_net()),
     Row("R000000023", "torchvision resnet18 adapted to 32x32; torch.compile'd weights in a checkpoint dict",
-        Loads(clean=True), arch.torchvision_resnet18_cifar(), saved=compiled_checkpoint),
+        Loads(clean=True), arch.torchvision_resnet18_cifar(), save=compiled_checkpoint),
     Row("R000000024", "ImageNet-pretrained torchvision resnet18 downloaded when the model is built",
         Fails("build", ("no network", "weights=None"))),
     Row("R000000025", "classifier of nn.LazyLinear layers", Loads(clean=True), arch.lazy_linear_net()),
@@ -156,6 +172,9 @@ ROWS = [
         Loads(clean=True), arch.all_conv_sequential()),
     Row("R000000030", "CNN(num_classes) with no default for the number of classes",
         Loads(warns=("built as cnn.py:CNN(num_classes=10)",), clean=True), arch.num_classes_cnn()),
+    Row("R000000031", "a training script's torch.save(model, path): the whole model pickled",
+        Loads(warns=("holds a whole pickled model (ConvNet)", "model.state_dict()"), clean=True),
+        arch.three_block_convnet(), save=whole_model),
 ]  # fmt: skip
 
 # The accuracy each notebook printed last, as a reader would quote it: (percent, tolerance).
@@ -332,9 +351,11 @@ def realworld(realworld_rubric: Rubric, tmp_path_factory: pytest.TempPathFactory
             built = build(folder, model)
             if any(is_lazy(p) for p in built.parameters()):  # nn.LazyLinear: shapes from a forward
                 built.eval()(torch.zeros(1, 3, 32, 32))
-            state = built.state_dict()
             (folder / weights).parent.mkdir(parents=True, exist_ok=True)
-            torch.save(state if row.saved is None else row.saved(state), folder / weights)
+            if row.save is None:
+                torch.save(built.state_dict(), folder / weights)
+            else:
+                row.save(built, folder / weights)
     return root
 
 

@@ -29,7 +29,9 @@ def evaluate(job: HarnessJob, code: StudentCode, channel: Channel) -> None:
     model = model.to(device)
     analyze(model, job, channel, device)
     submission = Path(job.submission)
-    load_state_dict(model, Path(job.weights_path or submission / job.weights), job.weights, submission)
+    note = load_state_dict(model, Path(job.weights_path or submission / job.weights), job.weights, submission)
+    if note:
+        code.notes.append(note)
     channel.done("weights", weights_loaded=True, weights_fingerprint=counting.weights_sketch(model))
     if not repeatable(model, job.input_shape, device):
         code.notes.append(NOT_REPEATABLE)

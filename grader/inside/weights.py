@@ -7,8 +7,11 @@ files, a checkpoint dict wrapping the state_dict under any key (next to the epoc
 optimizer's state and the like), the ``module.`` prefix DataParallel and DDP leave, the
 ``_orig_mod.`` prefix of a ``torch.compile``d model, ``AveragedModel``'s (SWA, EMA) ``module.``
 and ``n_averaged``, and one attribute name around the model (a Lightning module's ``model.``)
-or missing from it. Whatever is accepted must then match the model key for key and shape for
-shape: nothing is loaded partially.
+or missing from it. A whole pickled model (``torch.save(model, path)``), or a checkpoint holding
+other Python objects (an ``argparse.Namespace``), is read a second time with every class and
+function it names replaced by an inert record: its modules' parameters and buffers are taken
+from the records, and nothing named in the file runs. Whatever is accepted must then match the
+model key for key and shape for shape: nothing is loaded partially.
 """
 
 from __future__ import annotations
@@ -33,16 +36,21 @@ _DEPTH = 3  # checkpoint levels searched for a state_dict
 _SHOWN = 8
 
 
-def load_state_dict(model: nn.Module, path: Path, shown_name: str, submission: Path | None = None) -> None:
+def load_state_dict(
+    model: nn.Module, path: Path, shown_name: str, submission: Path | None = None
+) -> str | None:
     """``path`` read into ``model``; ``submission``, the student's folder, is searched for the
-    weight files it holds when ``path`` is missing, so the message can name them."""
+    weight files it holds when ``path`` is missing, so the message can name them. Returns what
+    the report should say about how the file was read, if anything."""
     expected = model.state_dict()
-    state = _pick(_tensor_maps(_read(path, shown_name, submission), shown_name), expected.keys())
+    saved, note = _read(path, shown_name, submission)
+    state = _pick(_tensor_maps(saved, shown_name), expected.keys())
     _check_keys(expected, state, shown_name)
     model.load_state_dict(state, strict=True)
+    return note
 
 
-def _read(path: Path, name: str, submission: Path | None) -> Any:
+def _read(path: Path, name: str, submission: Path | None) -> tuple[Any, str | None]:
     if not path.is_file():
         found = _weight_files(submission) if submission is not None else []
         if found:
@@ -61,13 +69,16 @@ def _read(path: Path, name: str, submission: Path | None) -> Any:
         from safetensors.torch import load_file
 
         try:
-            return load_file(str(path), device="cpu")
+            return load_file(str(path), device="cpu"), None
         except Exception as exc:
             raise StageFailure("weights", f"{name} is not a readable .safetensors file ({exc})") from exc
     try:
         with torch.serialization.safe_globals(_numpy_values()):
-            return torch.load(path, map_location="cpu", weights_only=True)
+            return torch.load(path, map_location="cpu", weights_only=True), None
     except pickle.UnpicklingError as exc:
+        inert = _read_inert(path, name)
+        if inert is not None:
+            return inert
         raise StageFailure(
             "weights",
             f"{name} holds a whole pickled model or other Python objects; "
@@ -78,6 +89,92 @@ def _read(path: Path, name: str, submission: Path | None) -> Any:
             "weights",
             f"{name} could not be read as PyTorch weights ({type(exc).__name__}: {_first_line(exc)})",
         ) from exc
+
+
+class _Record:
+    """What a class or function named in a pickle becomes on the second reading: whatever the
+    pickle calls it with or sets on it is kept as data, and nothing runs. Each name gets its
+    own subclass, so ``named`` says what the file meant."""
+
+    named = ""
+
+    def __new__(cls, *args: Any, **kwargs: Any) -> _Record:
+        record = object.__new__(cls)
+        record.fields = {}
+        return record
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        self.fields: dict[str, Any]
+
+    def __setstate__(self, state: Any) -> None:
+        for part in state if isinstance(state, tuple) else (state,):
+            if isinstance(part, Mapping):
+                self.fields.update((k, v) for k, v in part.items() if isinstance(k, str))
+
+
+def _read_inert(path: Path, name: str) -> tuple[Any, str] | None:
+    """``path`` read again with every global the restricted unpickler refused standing in as a
+    ``_Record``; each pickled module in it becomes its state_dict. None when that reading fails
+    too (a name from a module torch blocks, such as ``os``; a file that is not a zip) or finds no
+    module and no state_dict: the file is then refused as before."""
+    try:
+        with torch.serialization.safe_globals(_numpy_values()):
+            refused = torch.serialization.get_unsafe_globals_in_checkpoint(path)
+        records = [(type("Record", (_Record,), {"named": n}), n) for n in refused]
+        with torch.serialization.safe_globals([*_numpy_values(), *records]):
+            saved = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception:
+        return None
+    modules: list[str] = []
+    saved = _as_state_dicts(saved, _DEPTH + 1, modules)
+    if not isinstance(saved, Mapping) or not _nested_tensor_maps(saved, _DEPTH):
+        return None
+    if modules:
+        return saved, (
+            f"{name} holds a whole pickled model ({modules[0]}), not its state_dict: its weights "
+            "were read without running any code from the file; save model.state_dict() instead"
+        )
+    shown = ", ".join(sorted(set(refused))[:3])
+    return saved, (
+        f"{name} holds Python objects ({shown}) beside the weights: the weights were read "
+        "without running them; save model.state_dict() alone to drop this note"
+    )
+
+
+def _as_state_dicts(saved: Any, depth: int, modules: list[str]) -> Any:
+    """``saved`` with each pickled module in it (down to ``depth`` levels of dicts) replaced by
+    its state_dict; the modules' class names are added to ``modules``."""
+    if _is_module(saved):
+        modules.append(saved.named.rsplit(".", 1)[-1])
+        state: dict[str, torch.Tensor] = {}
+        _module_state(saved, "", state, set())
+        return state
+    if depth > 0 and isinstance(saved, Mapping):
+        return {k: _as_state_dicts(v, depth - 1, modules) for k, v in saved.items()}
+    return saved
+
+
+def _is_module(value: Any) -> bool:
+    return isinstance(value, _Record) and all(
+        isinstance(value.fields.get(part), Mapping) for part in ("_parameters", "_buffers", "_modules")
+    )
+
+
+def _module_state(module: _Record, prefix: str, state: dict[str, torch.Tensor], seen: set[int]) -> None:
+    """What ``nn.Module.state_dict`` would give, from a record of one: its parameters, its
+    buffers but the non-persistent ones, then its children's, by dotted name."""
+    if id(module) in seen or len(seen) > 100_000:
+        return
+    seen.add(id(module))
+    transient = module.fields.get("_non_persistent_buffers_set")
+    skipped = transient if isinstance(transient, set) else set()
+    for part in ("_parameters", "_buffers"):
+        for key, value in module.fields[part].items():
+            if isinstance(key, str) and isinstance(value, torch.Tensor) and key not in skipped:
+                state[prefix + key] = value
+    for key, child in module.fields["_modules"].items():
+        if isinstance(key, str) and _is_module(child):
+            _module_state(child, f"{prefix}{key}.", state, seen)
 
 
 _WEIGHT_SUFFIXES = (".pt", ".pth", ".ckpt", ".safetensors", ".bin", ".tar", ".pkl")

@@ -3,6 +3,8 @@ manifest names, with every tensor in its place, or refused with a message naming
 
 from __future__ import annotations
 
+import argparse
+import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -182,21 +184,97 @@ class Payload:
         return (print, ("this must never run",))
 
 
+class SystemPayload:
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (os.system, ("echo this must never run",))
+
+
+class Tripwire(Net):
+    """A network whose unpickling would run its own code: a plain pickle.load calls
+    ``__setstate__``."""
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        print("this must never run")
+        super().__setstate__(state)
+
+
+def same_tensors(model: nn.Module, source: nn.Module) -> bool:
+    want = source.state_dict()
+    return model.state_dict().keys() == want.keys() and all(
+        torch.equal(v, want[k]) for k, v in model.state_dict().items()
+    )
+
+
+def whole(net: Net) -> Tripwire:
+    model = Tripwire()
+    model.load_state_dict(net.state_dict())
+    model.register_buffer("scale", torch.ones(1), persistent=False)  # not in a state_dict
+    return model
+
+
+WHOLE: dict[str, Callable[[Net], Any]] = {
+    "torch.save(model)": whole,
+    "DataParallel": lambda n: nn.DataParallel(whole(n)),
+    "checkpoint of objects": lambda n: {
+        "epoch": 30,
+        "model": whole(n),
+        "optimizer": torch.optim.SGD(n.parameters(), lr=0.1),
+        "criterion": nn.CrossEntropyLoss(),
+    },
+}
+
+
+@pytest.mark.parametrize("how", list(WHOLE))
+def test_a_whole_pickled_model_gives_its_weights_without_running_its_code(
+    tmp_path: Path, how: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    torch.save(WHOLE[how](trained()), tmp_path / "model.pt")
+    model = Net()
+    note = load_state_dict(model, tmp_path / "model.pt", "weights/model.pt")
+    assert same_tensors(model, trained())
+    assert note is not None and "weights/model.pt holds a whole pickled model (" in note
+    assert "save model.state_dict() instead" in note and "\n" not in note
+    assert "this must never run" not in capsys.readouterr().out
+
+
 @pytest.mark.parametrize(
     "extra",
     [
-        {"history": np.array([Payload()], dtype=object)},  # inside a NumPy array
         {"note": Payload()},
+        {"args": argparse.Namespace(lr=0.1, epochs=30)},
     ],
-    ids=["object array", "plain"],
+    ids=["plain", "argparse"],
 )
-def test_numpy_values_do_not_open_the_unpickler_to_other_objects(
+def test_objects_beside_the_weights_are_kept_as_data_and_never_run(
     tmp_path: Path, extra: dict[str, Any], capsys: pytest.CaptureFixture[str]
 ) -> None:
     torch.save({"model": trained().state_dict(), **extra}, tmp_path / "model.pt")
+    model = Net()
+    note = load_state_dict(model, tmp_path / "model.pt", "weights/model.pt")
+    assert same_tensors(model, trained())
+    assert note is not None and "weights/model.pt holds Python objects (" in note
+    assert "this must never run" not in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    "saved",
+    [
+        lambda: {"model": trained().state_dict(), "x": SystemPayload()},  # os is blocked outright
+        lambda: {"args": argparse.Namespace(lr=0.1), "note": Payload()},  # no weights at all
+        lambda: {"model": trained().state_dict(), "history": np.array([Payload()], dtype=object)},
+    ],
+    ids=["os.system", "no tensors", "NumPy object array"],
+)
+def test_a_pickle_that_yields_no_weights_or_needs_more_than_data_is_refused(
+    tmp_path: Path, saved: Callable[[], Any], capsys: pytest.CaptureFixture[str]
+) -> None:
+    torch.save(saved(), tmp_path / "model.pt")
+    model = Net()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
     with pytest.raises(StageFailure) as caught:
-        load_state_dict(Net(), tmp_path / "model.pt", "weights/model.pt")
+        load_state_dict(model, tmp_path / "model.pt", "weights/model.pt")
     assert "holds a whole pickled model or other Python objects" in caught.value.message
+    assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())
     assert "this must never run" not in capsys.readouterr().out
 
 
