@@ -40,6 +40,16 @@ _ALLOWED_IN_CONSTANTS = (
     ast.BoolOp, ast.Compare, ast.IfExp, ast.Subscript, ast.Slice, ast.JoinedStr,
     ast.FormattedValue, ast.operator, ast.unaryop, ast.boolop, ast.cmpop, ast.expr_context,
 )  # fmt: skip
+# Calls a constant may be computed with: they read a literal or ask which device there is, and
+# change nothing (`device = torch.device("cuda" if torch.cuda.is_available() else "cpu")`,
+# `NUM_CLASSES = len(CLASSES)`); a model class often reads such a name.
+_PURE_CALLS = frozenset(
+    {
+        "torch.device", "torch.cuda.is_available", "torch.cuda.device_count",
+        "torch.backends.mps.is_available", "len", "int", "float", "str", "bool", "abs", "min",
+        "max", "round", "sum", "tuple", "list", "range", "sorted",
+    }
+)  # fmt: skip
 # What ast.parse raises on text it cannot read, besides SyntaxError on plain mistakes.
 _UNPARSABLE = (SyntaxError, ValueError, RecursionError, MemoryError)
 _DEFINITIONS = (ast.Import, ast.ImportFrom, ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)
@@ -282,15 +292,30 @@ def _kept(node: ast.stmt, constants: set[str]) -> bool:
     return False
 
 
-def _constant(node: ast.expr, constants: set[str]) -> bool:
-    """Built only from literals, names in ``constants`` and operators: no call, no attribute."""
-    for sub in ast.walk(node):
-        if isinstance(sub, ast.Name):
-            if sub.id not in constants:
-                return False
-        elif not isinstance(sub, _ALLOWED_IN_CONSTANTS):
-            return False
-    return True
+def _constant(node: ast.AST, constants: set[str]) -> bool:
+    """Built only from literals, names in ``constants``, operators and the calls in
+    ``_PURE_CALLS`` made with such values: no other call, no attribute."""
+    if isinstance(node, ast.Name):
+        return node.id in constants
+    if isinstance(node, ast.Call):
+        return (
+            _dotted(node.func) in _PURE_CALLS
+            and all(_constant(arg, constants) for arg in node.args)
+            and all(k.arg is not None and _constant(k.value, constants) for k in node.keywords)
+        )
+    if not isinstance(node, _ALLOWED_IN_CONSTANTS):
+        return False
+    return all(_constant(child, constants) for child in ast.iter_child_nodes(node))
+
+
+def _dotted(node: ast.expr) -> str | None:
+    """``torch.cuda.is_available`` for that chain of attributes on a name; None for anything else."""
+    if isinstance(node, ast.Name):
+        return node.id
+    if isinstance(node, ast.Attribute):
+        head = _dotted(node.value)
+        return f"{head}.{node.attr}" if head is not None else None
+    return None
 
 
 def _plain_target(target: ast.expr) -> bool:
