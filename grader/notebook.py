@@ -11,6 +11,7 @@ with a map from its lines back to the notebook's cells for error messages.
 from __future__ import annotations
 
 import ast
+import importlib.util
 import re
 import warnings
 from collections.abc import Iterable, Iterator
@@ -150,15 +151,21 @@ def definitions(root: Path, name: str, wanted: Iterable[str] = ()) -> NotebookMo
     ``problem`` says why there is none."""
     built = NotebookModule(name)
     try:
-        text = read_untrusted(root / name, MAX_BYTES).decode("utf-8")
-    except (OSError, UnicodeDecodeError) as err:
+        text = importlib.util.decode_source(
+            read_untrusted(root / name, MAX_BYTES)
+        )  # UTF-8 or its coding line
+    except (OSError, SyntaxError, UnicodeDecodeError, LookupError) as err:
         built.problem = f"{name} cannot be read ({err})"
         return built
     try:
         tree = ast.parse(text)
     except _UNPARSABLE as err:
-        built.problem = f"{name} is not valid Python ({err})"
-        return built
+        try:  # a file saved from a notebook keeps its !pip and %matplotlib lines
+            text = _without_magics(text)
+            tree = ast.parse(text)
+        except _UNPARSABLE:
+            built.problem = f"{name} is not valid Python ({err})"
+            return built
     built.source, built.origins = _assemble(name, _needed(_kept_blocks(tree, text, 0, set()), wanted))
     return built
 

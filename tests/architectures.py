@@ -473,3 +473,12 @@ def three_block_convnet() -> Cost:
     for width in (32, 64, 128):
         x.conv(width, 3, pad=1).bn().relu("nn.ReLU").maxpool(2)
     return x.flatten().linear(10).cost
+
+
+def colab_export_cnn() -> Cost:
+    """R000000032: conv-BN-nn.ReLU twice at 32 wide, nn.MaxPool2d, once at 64, nn.MaxPool2d;
+    then Dropout, a 256-wide linear layer with nn.ReLU, and the 10-way one."""
+    x = Walk()
+    x.conv(32, 3, pad=1).bn().relu("nn.ReLU").conv(32, 3, pad=1).bn().relu("nn.ReLU").maxpool(2)
+    x.conv(64, 3, pad=1).bn().relu("nn.ReLU").maxpool(2)
+    return x.flatten().linear(256).relu("nn.ReLU").linear(10).cost

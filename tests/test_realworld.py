@@ -175,6 +175,8 @@ ROWS = [
     Row("R000000031", "a training script's torch.save(model, path): the whole model pickled",
         Loads(warns=("holds a whole pickled model (ConvNet)", "model.state_dict()"), clean=True),
         arch.three_block_convnet(), save=whole_model),
+    Row("R000000032", "a notebook downloaded from Colab as .py, its !pip, %cd and drive.mount lines kept",
+        Loads(warns=("IPython lines (!pip, %matplotlib) left out",)), arch.colab_export_cnn()),
 ]  # fmt: skip
 
 # The accuracy each notebook printed last, as a reader would quote it: (percent, tolerance).
@@ -223,13 +225,17 @@ def _constant(value: ast.expr, constants: set[str]) -> bool:
 def notebook_source(path: Path) -> str:
     """A notebook's code cells without IPython's ``!shell`` and ``%magic`` lines."""
     cells = nbformat.read(path, as_version=4).cells
-    lines = [
-        line
-        for cell in cells
-        if cell.cell_type == "code"
-        for line in cell.source.splitlines()
-        if not line.lstrip().startswith(("!", "%"))
-    ]
+    return python_only("\n".join(cell.source for cell in cells if cell.cell_type == "code"))
+
+
+def python_only(source: str) -> str:
+    """``source`` without IPython's ``!shell`` and ``%magic`` lines (a notebook downloaded
+    as a .py file keeps them); a file that is Python as it is stays whole (a line may go on
+    with ``% (loss, acc)``)."""
+    with contextlib.suppress(SyntaxError):
+        ast.parse(source)
+        return source
+    lines = [line for line in source.splitlines() if not line.lstrip().startswith(("!", "%"))]
     return "\n".join(lines) + "\n"
 
 
@@ -303,7 +309,9 @@ def build(folder: Path, ref: str) -> nn.Module:
         dotted = ".".join(path.relative_to(folder).with_suffix("").parts)
         with student_imports(folder, set()):
             return getattr(importlib.import_module(dotted), name)()
-    source = notebook_source(path) if path.suffix == ".ipynb" else path.read_text(encoding="utf-8")
+    source = (
+        notebook_source(path) if path.suffix == ".ipynb" else python_only(path.read_text(encoding="utf-8"))
+    )
     tree = definitions(source, str(path))
     namespace: dict[str, object] = {"__name__": f"realworld_{folder.name}_{path.stem}"}
     with student_imports(folder, _missing_modules(tree, _own_modules(folder))):

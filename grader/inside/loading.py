@@ -74,6 +74,7 @@ class StudentCode:
     main: Path | None = None  # the model file, whose lines are named without its name
     missing: set[str] = field(default_factory=set)  # top-level packages given stand-ins
     notes: list[str] = field(default_factory=list)  # what the report should say about loading
+    origins: dict[str, Origins] = field(default_factory=dict)  # a built module's lines, by its path
 
     def holds(self, filename: str) -> bool:
         path = Path(filename)
@@ -83,25 +84,29 @@ class StudentCode:
         """Whether the student's code is on the traceback of ``exc``."""
         return any(self.holds(frame.filename) for frame in traceback.extract_tb(exc.__traceback__))
 
-    def where(self, exc: BaseException, origins: Origins = ()) -> str:
-        """The exception with the file and line of the student's code it came from."""
+    def where(self, exc: BaseException, named: bool = False) -> str:
+        """The exception with the file and line of the student's code it came from; the model
+        file itself is named only if ``named`` (a message that does not start with it)."""
         frames = [f for f in traceback.extract_tb(exc.__traceback__) if self.holds(f.filename)]
         message, place = str(exc), None
         if isinstance(exc, SyntaxError) and exc.filename and self.holds(exc.filename):
-            message, place = exc.msg or message, self._place(exc.filename, exc.lineno or 0, origins)
+            message, place = exc.msg or message, self._place(exc.filename, exc.lineno or 0, named)
         elif frames:
-            place = self._place(frames[-1].filename, frames[-1].lineno or 0, origins)
+            place = self._place(frames[-1].filename, frames[-1].lineno or 0, named)
         return f"{type(exc).__name__}: {message}" + (f" ({place})" if place else "")
 
-    def _place(self, filename: str, line: int, origins: Origins) -> str:
-        """A line as the student finds it: in a notebook, a cell's line; else the file's."""
+    def _place(self, filename: str, line: int, named: bool) -> str:
+        """A line as the student finds it: in a module built from a notebook, the cell's line;
+        from a file's definitions, the file's line; else the line of the file."""
         path = Path(filename)
         root = next(r for r in self.roots if path.is_relative_to(r))
-        before = [origin for origin in origins if origin[0] <= line] if root != self.roots[0] else []
+        before = [origin for origin in self.origins.get(filename, ()) if origin[0] <= line]
         if before:
             start, cell, first = before[-1]
             return f"cell {cell}, line {first + line - start}" if cell else f"line {first + line - start}"
-        return f"line {line}" if path == self.main else f"{path.relative_to(root)}, line {line}"
+        if path == self.main and not named:
+            return f"line {line}"
+        return f"{path.relative_to(root)}, line {line}"
 
 
 def source_only(job: HarnessJob) -> StudentCode:
@@ -112,6 +117,7 @@ def source_only(job: HarnessJob) -> StudentCode:
         if built is not None:
             roots.append(Path(built.module).parent)
     code = StudentCode(tuple(roots))
+    code.origins = {b.module: b.origins for b in (job.notebook, job.definitions) if b is not None}
     sys.dont_write_bytecode = True
     student_finder = importlib.machinery.FileFinder.path_hook(
         (SourceOnlyLoader, importlib.machinery.SOURCE_SUFFIXES)
@@ -272,6 +278,11 @@ def _import_file(path: Path, file: str, name: str, job: HarnessJob, code: Studen
         "; the model was built from its definitions only (imports, functions, classes and constants): "
         'keep training, downloads and prints under if __name__ == "__main__":'
     )
+    if isinstance(first.__cause__, SyntaxError) and first.__cause__.filename == str(path):
+        fix = (
+            "; the model was built from its definitions only, with the IPython lines (!pip, %matplotlib) "
+            "left out: a .py file must be plain Python"
+        )
     code.notes.append(bounded(first.message, MAX_MESSAGE - len(fix)) + fix)
     return module
 
@@ -301,17 +312,17 @@ def _exec_built(built: NotebookRef, file: str, code: StudentCode, package: str =
     path = Path(built.module)
     name = f"{package}.{path.stem}_definitions" if package else f"submission_{path.stem}"
     spec = importlib.util.spec_from_file_location(name, path, loader=SourceOnlyLoader(name, str(path)))
-    return _exec_spec(spec, file, code, built.origins)
+    return _exec_spec(spec, file, code)
 
 
-def _exec_spec(spec: Any, file: str, code: StudentCode, origins: Origins = ()) -> ModuleType:
+def _exec_spec(spec: Any, file: str, code: StudentCode) -> ModuleType:
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module
-    return _run(lambda: (spec.loader.exec_module(module), module)[1], file, code, origins)
+    return _run(lambda: (spec.loader.exec_module(module), module)[1], file, code)
 
 
-def _run(load: Any, file: str, code: StudentCode, origins: Origins = ()) -> ModuleType:
+def _run(load: Any, file: str, code: StudentCode) -> ModuleType:
     try:
         module: ModuleType = load()
     except SystemExit as exc:
@@ -320,7 +331,7 @@ def _run(load: Any, file: str, code: StudentCode, origins: Origins = ()) -> Modu
         raise
     except BaseException as exc:
         raise StageFailure(
-            "import", f"{file} failed to import: {code.where(exc, origins)}{network_hint(exc)}"
+            "import", f"{file} failed to import: {code.where(exc)}{network_hint(exc)}{text_hint(exc)}"
         ) from exc
     return module
 
@@ -452,6 +463,22 @@ def network_hint(exc: BaseException) -> str:
             )
         seen.add(id(cause))
         cause = cause.__cause__ or cause.__context__
+    return ""
+
+
+def text_hint(exc: BaseException) -> str:
+    """For a file Python cannot read as text: not UTF-8 (saved by an editor in a local encoding
+    such as Big5), or a Windows path whose backslashes make an escape (``"C:\\Users"``)."""
+    if not isinstance(exc, SyntaxError):
+        return ""
+    message = str(exc.msg or "")
+    if "Non-UTF-8 code" in message or "'utf-8' codec can't decode" in message:
+        return (
+            "; save the file as UTF-8 text (or declare its encoding on its first line: "
+            "# -*- coding: big5 -*-)"
+        )
+    if "'unicodeescape' codec" in message:
+        return '; write Windows paths with forward slashes or as raw strings (r"C:\\data")'
     return ""
 
 

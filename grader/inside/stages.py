@@ -27,7 +27,7 @@ def evaluate(job: HarnessJob, code: StudentCode, channel: Channel) -> None:
     channel.done("import")
     model = build_counted(factory, job, code, channel)
     model = model.to(device)
-    analyze(model, job, channel, device)
+    analyze(model, job, code, channel, device)
     submission = Path(job.submission)
     note = load_state_dict(model, Path(job.weights_path or submission / job.weights), job.weights, submission)
     if note:
@@ -109,9 +109,12 @@ def _report_oversized(meta: nn.Module, total: int, trainable: int, job: HarnessJ
     )
 
 
-def analyze(model: nn.Module, job: HarnessJob, channel: Channel, device: torch.device) -> None:
+def analyze(
+    model: nn.Module, job: HarnessJob, code: StudentCode, channel: Channel, device: torch.device
+) -> None:
     """The forward on one image of zeros and the counts, on ``device``, where the model is
-    evaluated: code that puts its own tensors on the GPU runs here as it will there."""
+    evaluated: code that puts its own tensors on the GPU runs here as it will there. A failing
+    forward is told with the line of the student's code it failed in."""
     shape = job.input_shape
     x = torch.zeros(1, *shape, device=device)
     try:
@@ -119,7 +122,7 @@ def analyze(model: nn.Module, job: HarnessJob, channel: Channel, device: torch.d
     except Exception as exc:
         raise StageFailure(
             "forward",
-            f"forward on a (1, {', '.join(map(str, shape))}) batch raised {type(exc).__name__}: {exc}"
+            f"forward on a (1, {', '.join(map(str, shape))}) batch raised {code.where(exc, named=True)}"
             f"{device_hint(exc, device)}",
         ) from exc
     out = probe.output
