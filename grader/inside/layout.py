@@ -42,6 +42,18 @@ def device_hint(exc: BaseException, device: torch.device) -> str:
     )
 
 
+def build_device_hint(exc: BaseException) -> str:
+    """For a model that moves itself to CUDA while it is built (``self.cuda()``,
+    ``.to("cuda")`` in ``__init__``) on a machine without a GPU."""
+    if torch.cuda.is_available() or not any(words in str(exc) for words in _NO_CUDA):
+        return ""
+    return (
+        "; the model moves itself to CUDA when it is built (.cuda() or .to('cuda') in __init__) while "
+        "this grading runs on the CPU: leave that to the code that uses the model "
+        "(model = Net().to(device)), as the grader moves it to its own device"
+    )
+
+
 def fast_dtype(device: torch.device) -> torch.dtype | None:
     """The reduced precision this device computes fast in: bf16 on a GPU that has it and on a
     CPU with AVX512-BF16 or AMX (oneDNN's bf16 kernels), fp16 on an older GPU; None elsewhere."""

@@ -53,6 +53,7 @@ from torch.nn.parameter import is_lazy
 
 from grader.inside import reaper
 from grader.inside.channel import StageFailure, bounded
+from grader.inside.layout import build_device_hint
 from grader.protocol import MAX_MESSAGE, HarnessJob, NotebookRef
 
 Origins = tuple[tuple[int, int, int], ...]
@@ -400,7 +401,8 @@ def _called(factory: Any, name: str, code: StudentCode, num_classes: int, meta: 
             return None
         raise StageFailure(
             "build",
-            f"{name}() raised {code.where(exc)}{_arguments_hint(exc, factory, name)}{network_hint(exc)}",
+            f"{name}() raised {code.where(exc)}{_arguments_hint(exc, factory, name)}{network_hint(exc)}"
+            f"{build_device_hint(exc)}",
         ) from exc
     if not isinstance(model, nn.Module):
         raise StageFailure("build", f"{name}() returned {type(model).__name__}, expected a torch.nn.Module")

@@ -146,6 +146,17 @@ def test_a_file_in_another_encoding_is_read_by_its_coding_line_or_named(tmp_path
     )
 
 
+def test_a_model_moving_itself_to_cuda_when_built_gets_the_fix_on_a_cpu(tmp_path: Path) -> None:
+    fc = "self.fc = nn.Linear(3 * 32 * 32, 10)"
+    model, _ = _load(tmp_path, {"model.py": NET.replace(fc, fc + "\n        self.cuda()")})
+    if torch.cuda.is_available():  # a GPU grading runs it as the student did
+        assert isinstance(model, nn.Module)
+        return
+    assert isinstance(model, StageFailure) and model.stage == "build"
+    assert "(line 10); the model moves itself to CUDA when it is built" in model.message
+    assert model.message.endswith("(model = Net().to(device)), as the grader moves it to its own device")
+
+
 def test_module_level_code_that_runs_too_long_is_stopped(tmp_path: Path) -> None:
     endless = NET + "\nwhile True:\n    Net()(torch.zeros(1, 3, 32, 32))\n"
     model, code = _load(tmp_path, {"model.py": endless}, budget=0.5)
