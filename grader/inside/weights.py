@@ -6,7 +6,8 @@ the common ways students save weights are accepted: tensors saved on a GPU, ``.s
 files, a checkpoint dict wrapping the state_dict under any key (next to the epoch, the
 optimizer's state and the like), the ``module.`` prefix DataParallel and DDP leave, the
 ``_orig_mod.`` prefix of a ``torch.compile``d model, ``AveragedModel``'s (SWA, EMA) ``module.``
-and ``n_averaged``, and one attribute name around the model (a Lightning module's ``model.``)
+and ``n_averaged``, the ``total_ops`` and ``total_params`` an old thop left on every module, and
+one attribute name around the model (a Lightning module's ``model.``)
 or missing from it. A whole pickled model (``torch.save(model, path)``), or a checkpoint holding
 other Python objects (an ``argparse.Namespace``), is read a second time with every class and
 function it names replaced by an inert record: its modules' parameters and buffers are taken
@@ -33,6 +34,9 @@ _WRAPPERS = ("state_dict", "model_state_dict", "model", "net")  # tried first, i
 _PREFIXES = ("module.", "_orig_mod.")  # DataParallel/DDP/AveragedModel, torch.compile
 _SWA_COUNT = "n_averaged"  # torch.optim.swa_utils.AveragedModel's buffer
 _DEPTH = 3  # checkpoint levels searched for a state_dict
+# What thop's profile() before 0.1 left on every module it counted, and so in a state_dict saved
+# after it; newer versions remove them.
+_PROFILER_BUFFERS = ("total_ops", "total_params")
 _SHOWN = 8
 
 
@@ -271,6 +275,7 @@ def _pick(candidates: list[Mapping[str, torch.Tensor]], expected: KeysView[str])
 def _rename(state: dict[str, torch.Tensor], expected: KeysView[str]) -> dict[str, torch.Tensor]:
     if state.keys() == expected:
         return state
+    state = {k: v for k, v in state.items() if k in expected or k.rsplit(".", 1)[-1] not in _PROFILER_BUFFERS}
     if _SWA_COUNT in state and _SWA_COUNT not in expected:
         rest = {k: v for k, v in state.items() if k != _SWA_COUNT}
         if rest and all(k.startswith("module.") for k in rest):
