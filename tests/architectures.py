@@ -482,3 +482,18 @@ def colab_export_cnn() -> Cost:
     x.conv(32, 3, pad=1).bn().relu("nn.ReLU").conv(32, 3, pad=1).bn().relu("nn.ReLU").maxpool(2)
     x.conv(64, 3, pad=1).bn().relu("nn.ReLU").maxpool(2)
     return x.flatten().linear(256).relu("nn.ReLU").linear(10).cost
+
+
+def _mlpconv(x: Walk, out: int, k: int, pad: int) -> Walk:
+    return x.conv(out, k, pad=pad).relu("nn.ReLU").conv(out, 1).relu("nn.ReLU").conv(out, 1).relu("nn.ReLU")
+
+
+def network_in_network_half() -> Cost:
+    """R000000033: two mlpconv blocks 96 wide (k×k conv, two 1×1 convs, nn.ReLU after each),
+    the first followed by a padded 3×3/2 nn.MaxPool2d, the second by a 2×2 nn.AvgPool2d; a 3×3
+    and two 1×1 convs down to 10 maps, each with nn.ReLU; nn.AdaptiveAvgPool2d(1). Dropout and
+    the final squeeze() are free."""
+    x = _mlpconv(Walk(), 96, 5, 2).maxpool(3, 2, pad=1)
+    x = _mlpconv(x, 96, 5, 2).avgpool(2)
+    x.conv(96, 3, pad=1).relu("nn.ReLU").conv(96, 1).relu("nn.ReLU").conv(10, 1).relu("nn.ReLU")
+    return x.global_avgpool("nn").cost

@@ -177,6 +177,9 @@ ROWS = [
         arch.three_block_convnet(), save=whole_model),
     Row("R000000032", "a notebook downloaded from Colab as .py, its !pip, %cd and drive.mount lines kept",
         Loads(warns=("IPython lines (!pip, %matplotlib) left out",)), arch.colab_export_cnn()),
+    Row("R000000033", "Network in Network ending in x.squeeze(): one image gives [10], not [1, 10]",
+        Loads(warns=("forward drops the batch dimension of a single image", "x.flatten(1)"), clean=True),
+        arch.network_in_network_half()),
 ]  # fmt: skip
 
 # The accuracy each notebook printed last, as a reader would quote it: (percent, tolerance).

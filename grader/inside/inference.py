@@ -376,6 +376,8 @@ def _forward(model: nn.Module, x: torch.Tensor, start: int, num_classes: int | N
             f"forward on test images {start}–{start + len(x) - 1} raised {type(exc).__name__}: {exc}"
             f"{device_hint(exc, x.device)}",
         ) from exc
+    if isinstance(out, torch.Tensor) and out.dim() == 1 and len(x) == 1 and num_classes in (None, len(out)):
+        out = out.unsqueeze(0)  # a squeeze() in forward, told at the forward stage (stages.SQUEEZED)
     if not isinstance(out, torch.Tensor) or out.dim() != 2 or len(out) != len(x):
         got = list(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
         raise StageFailure(

@@ -55,6 +55,25 @@ NOT_REPEATABLE = (
 )
 
 
+SQUEEZED = (
+    "forward drops the batch dimension of a single image (x.squeeze() gives [classes], not "
+    "[1, classes]); as a batch of several images gives one row per image, the grader puts the "
+    "dimension back for a batch of one: use x.flatten(1) instead"
+)
+
+
+def _squeezed(model: nn.Module, out: torch.Tensor, job: HarnessJob, device: torch.device) -> bool:
+    """Whether ``out``, the output for one image, is one row of logits without its batch
+    dimension, while two images give two rows: a ``squeeze()`` at the end of forward."""
+    if out.dim() != 1 or out.shape[0] != job.num_classes:
+        return False
+    try:
+        two = model(torch.zeros(2, *job.input_shape, device=device))
+    except Exception:
+        return False
+    return isinstance(two, torch.Tensor) and list(two.shape) == [2, job.num_classes]
+
+
 def repeatable(model: nn.Module, input_shape: tuple[int, ...], device: torch.device) -> bool:
     """Whether two eval-mode passes over the same few images give the same outputs (within
     what a GPU's kernel choices can change); a student's forward may raise: that shows later."""
@@ -132,6 +151,9 @@ def analyze(
             f"forward returned {type(out).__name__}, expected a tensor of logits: "
             "return the logits alone (return out, not return out, features)",
         )
+    if _squeezed(model, out, job, device):
+        out = out.unsqueeze(0)
+        code.notes.append(SQUEEZED)
     channel.done(
         "forward",
         output_shape=list(out.shape),

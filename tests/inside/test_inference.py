@@ -54,6 +54,26 @@ def test_infer_returns_cpu_float_logits_and_restores_the_mode() -> None:
     model.eval()
 
 
+class Squeezing(nn.Module):
+    """A head ending in ``x.squeeze()``: one image gives ``[classes]``, not ``[1, classes]``."""
+
+    def __init__(self, net: nn.Module) -> None:
+        super().__init__()
+        self.net = net
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x).squeeze()
+
+
+def test_a_forward_that_squeezes_a_last_batch_of_one_image_gives_its_row() -> None:
+    torch.manual_seed(0)
+    model, x, r = Squeezing(tiny_net()).eval(), synthetic(65), Recipe()
+    norm = Normalizer.of(r, CPU)
+    out = infer(model, x.permute(0, 2, 3, 1).numpy().copy(), norm, CPU, batch_size=64)
+    assert out.shape == (65, 10)
+    assert same_predictions(out, float32(model.net, x, norm)) == (0, 0)
+
+
 def test_this_machine_runs_the_fast_pass_in_bf16() -> None:
     """The project's machines have AVX512-BF16; elsewhere the float32 pass alone is exact."""
     assert fast_dtype(CPU) == torch.bfloat16
