@@ -127,10 +127,10 @@ def _read_inert(path: Path, name: str) -> tuple[Any, str] | None:
         records = [(type("Record", (_Record,), {"named": n}), n) for n in refused]
         with torch.serialization.safe_globals([*_numpy_values(), *records]):
             saved = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception:
+        modules: list[str] = []
+        saved = _as_state_dicts(saved, _DEPTH + 1, modules)
+    except Exception:  # RecursionError included: modules nested deeper than Python recurses
         return None
-    modules: list[str] = []
-    saved = _as_state_dicts(saved, _DEPTH + 1, modules)
     if not isinstance(saved, Mapping) or not _nested_tensor_maps(saved, _DEPTH):
         return None
     if modules:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -308,3 +309,19 @@ def test_a_missing_file_is_reported_with_the_weight_files_the_submission_holds(t
         load_state_dict(Net(), submission / "weights" / "model.pt", "weights/model.pt", submission)
     assert "nor any other weight file" in caught.value.message
     assert "torch.save(model.state_dict(), path)" in caught.value.message
+
+
+def test_modules_nested_deeper_than_python_recurses_are_refused_not_crashed(tmp_path: Path) -> None:
+    deep: nn.Module = nn.Linear(2, 2)
+    for _ in range(600):
+        deep = nn.Sequential(deep)
+    limit = sys.getrecursionlimit()
+    try:
+        sys.setrecursionlimit(20_000)  # pickle recurses once per level to write it
+        torch.save(deep, tmp_path / "model.pt")
+        sys.setrecursionlimit(400)
+        with pytest.raises(StageFailure) as caught:
+            load_state_dict(nn.Linear(2, 2), tmp_path / "model.pt", "weights/model.pt")
+    finally:
+        sys.setrecursionlimit(limit)
+    assert "holds a whole pickled model or other Python objects" in caught.value.message
