@@ -182,7 +182,7 @@ def read(root: Path, name: str) -> Notebook:
             ) from err
         raise NotebookError(f"{name} cannot be read: {err}; submit the notebook itself") from err
     try:
-        text = raw.decode("utf-8")
+        text = raw.decode("utf-8-sig")  # a byte-order mark, as some Windows editors write, is dropped
     except UnicodeDecodeError as err:
         raise NotebookError(f"{name} is not UTF-8 text ({err}); save it again from Jupyter") from err
     return parse(name, text)

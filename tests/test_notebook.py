@@ -258,6 +258,12 @@ def test_an_old_notebook_without_cell_ids_is_read(tmp_path: Path) -> None:
     assert statements(read(tmp_path, "old.ipynb").module()) == ["N = 4", "ClassDef Net"]
 
 
+def test_a_notebook_saved_with_a_byte_order_mark_is_read(tmp_path: Path) -> None:
+    nb = new_notebook(cells=[new_code_cell("class Net:\n    pass")])
+    (tmp_path / "lab.ipynb").write_bytes(b"\xef\xbb\xbf" + nbformat.writes(nb).encode("utf-8"))
+    assert statements(read(tmp_path, "lab.ipynb").module()) == ["ClassDef Net"]
+
+
 @pytest.mark.parametrize(
     ("content", "words"),
     [
