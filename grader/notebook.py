@@ -41,14 +41,16 @@ _ALLOWED_IN_CONSTANTS = (
     ast.BoolOp, ast.Compare, ast.IfExp, ast.Subscript, ast.Slice, ast.JoinedStr,
     ast.FormattedValue, ast.operator, ast.unaryop, ast.boolop, ast.cmpop, ast.expr_context,
 )  # fmt: skip
-# Calls a constant may be computed with: they read a literal or ask which device there is, and
-# change nothing (`device = torch.device("cuda" if torch.cuda.is_available() else "cpu")`,
-# `NUM_CLASSES = len(CLASSES)`); a model class often reads such a name.
+# Calls a constant may be computed with: they read a literal, gather literals into a namespace
+# or ask which device there is, and change nothing (`NUM_CLASSES = len(CLASSES)`,
+# `device = torch.device("cuda" if torch.cuda.is_available() else "cpu")`,
+# `args = argparse.Namespace(width=64, num_classes=10)`); a model class often reads such a name.
 _PURE_CALLS = frozenset(
     {
         "torch.device", "torch.cuda.is_available", "torch.cuda.device_count",
         "torch.backends.mps.is_available", "len", "int", "float", "str", "bool", "abs", "min",
-        "max", "round", "sum", "tuple", "list", "range", "sorted",
+        "max", "round", "sum", "tuple", "list", "dict", "range", "sorted", "argparse.Namespace",
+        "types.SimpleNamespace", "SimpleNamespace",
     }
 )  # fmt: skip
 # What ast.parse raises on text it cannot read, besides SyntaxError on plain mistakes.

@@ -97,6 +97,9 @@ def test_definitions_are_kept_and_everything_else_is_dropped() -> None:
         ("CLASSES = ('plane', 'car')\nNUM_CLASSES = len(CLASSES)", True),
         ("DEVICE = 'cuda:0' if torch.cuda.is_available() else 'cpu'", True),
         ("GPUS = max(1, torch.cuda.device_count())", True),
+        ("args = argparse.Namespace(width=64, num_classes=10)", True),
+        ("CFG = SimpleNamespace(**{'width': 64})", False),  # ** may unpack anything
+        ("CFG = dict(width=64, depth=[2, 2])", True),
         ("N = len(CLASSES)", False),  # CLASSES is not a constant kept earlier
         ("N = len(trainset.classes)", False),
         ("N = len(open('classes.txt').read())", False),
