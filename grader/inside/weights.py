@@ -7,12 +7,15 @@ files, a checkpoint dict wrapping the state_dict under any key (next to the epoc
 optimizer's state and the like), the ``module.`` prefix DataParallel and DDP leave, the
 ``_orig_mod.`` prefix of a ``torch.compile``d model, ``AveragedModel``'s (SWA, EMA) ``module.``
 and ``n_averaged``, the ``total_ops`` and ``total_params`` an old thop left on every module, and
-one attribute name around the model (a Lightning module's ``model.``)
-or missing from it. A whole pickled model (``torch.save(model, path)``), or a checkpoint holding
-other Python objects (an ``argparse.Namespace``), is read a second time with every class and
-function it names replaced by an inert record: its modules' parameters and buffers are taken
-from the records, and nothing named in the file runs. Whatever is accepted must then match the
-model key for key and shape for shape: nothing is loaded partially.
+one attribute name around the model (a Lightning module's ``model.``) or missing from it.
+
+A whole pickled model (``torch.save(model, path)``), or a checkpoint holding other Python
+objects (an ``argparse.Namespace``), is read a second time with every class and function it
+names replaced by an inert record: its modules' parameters and buffers are taken from the
+records, and nothing named in the file runs.
+
+Whatever is accepted must then match the model key for key and shape for shape: nothing is
+loaded partially.
 """
 
 from __future__ import annotations
