@@ -153,9 +153,8 @@ def definitions(root: Path, name: str, wanted: Iterable[str] = ()) -> NotebookMo
     ``problem`` says why there is none."""
     built = NotebookModule(name)
     try:
-        text = importlib.util.decode_source(
-            read_untrusted(root / name, MAX_BYTES)
-        )  # UTF-8 or its coding line
+        raw = read_untrusted(root / name, MAX_BYTES)
+        text = importlib.util.decode_source(raw)  # UTF-8, or the encoding its coding line declares
     except (OSError, SyntaxError, UnicodeDecodeError, LookupError) as err:
         built.problem = f"{name} cannot be read ({err})"
         return built

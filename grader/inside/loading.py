@@ -279,13 +279,23 @@ def _import_file(path: Path, file: str, name: str, job: HarnessJob, code: Studen
         "; the model was built from its definitions only (imports, functions, classes and constants): "
         'keep training, downloads and prints under if __name__ == "__main__":'
     )
-    if isinstance(first.__cause__, SyntaxError) and first.__cause__.filename == str(path):
+    if _ipython_line(first.__cause__, path):
         fix = (
             "; the model was built from its definitions only, with the IPython lines (!pip, %matplotlib) "
             "left out: a .py file must be plain Python"
         )
     code.notes.append(bounded(first.message, MAX_MESSAGE - len(fix)) + fix)
     return module
+
+
+def _ipython_line(exc: BaseException | None, path: Path) -> bool:
+    """Whether ``exc`` is Python refusing a ``!shell`` or ``%magic`` line of the file at ``path``,
+    as a notebook downloaded as a .py file keeps them."""
+    return (
+        isinstance(exc, SyntaxError)
+        and exc.filename == str(path)
+        and (exc.text or "").lstrip().startswith(("!", "%"))
+    )
 
 
 def _package_of(path: Path, root: Path) -> str:

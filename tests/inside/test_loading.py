@@ -124,6 +124,11 @@ def test_a_file_saved_from_a_notebook_with_its_ipython_lines_is_graded_from_its_
     assert note.endswith(
         "with the IPython lines (!pip, %matplotlib) left out: a .py file must be plain Python"
     )
+    # Python's own syntax error, which its parser lets through, is not blamed on IPython
+    model, code = _load(tmp_path / "return", {"model.py": NET + "\nreturn Net()\n"})
+    assert isinstance(model, nn.Module)
+    assert "'return' outside function (line 14)" in code.notes[0]
+    assert code.notes[0].endswith('keep training, downloads and prints under if __name__ == "__main__":')
 
 
 def test_a_file_in_another_encoding_is_read_by_its_coding_line_or_named(tmp_path: Path) -> None:
