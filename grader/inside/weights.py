@@ -41,6 +41,7 @@ _DEPTH = 3  # checkpoint levels searched for a state_dict
 # after it; newer versions remove them.
 _PROFILER_BUFFERS = ("total_ops", "total_params")
 _SHOWN = 8
+_LFS_POINTER = b"version https://git-lfs.github.com/spec/"  # what a checkout without LFS holds
 
 
 def load_state_dict(
@@ -72,6 +73,13 @@ def _read(path: Path, name: str, submission: Path | None) -> tuple[Any, str | No
             f"{name} not found in the submission, nor any other weight file; save it with "
             "torch.save(model.state_dict(), path) and add it",
         )
+    with path.open("rb") as head:
+        if head.read(len(_LFS_POINTER)) == _LFS_POINTER:
+            raise StageFailure(
+                "weights",
+                f"{name} is a Git LFS pointer, not the weights: fetch them into the checkout "
+                "(git lfs pull; in GitHub Actions, actions/checkout with lfs: true)",
+            )
     if path.suffix == ".safetensors":
         from safetensors.torch import load_file
 

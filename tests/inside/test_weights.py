@@ -325,3 +325,16 @@ def test_modules_nested_deeper_than_python_recurses_are_refused_not_crashed(tmp_
     finally:
         sys.setrecursionlimit(limit)
     assert "holds a whole pickled model or other Python objects" in caught.value.message
+
+
+def test_a_git_lfs_pointer_is_told_apart_from_the_weights(tmp_path: Path) -> None:
+    pointer = (
+        "version https://git-lfs.github.com/spec/v1\n"
+        "oid sha256:4d7a214614ab2935c943f9e0ff69d22eadbb8f32b1258daaa5e2ca24d17e2393\n"
+        "size 44784347\n"
+    )
+    (tmp_path / "model.pt").write_text(pointer)
+    with pytest.raises(StageFailure) as caught:
+        load_state_dict(Net(), tmp_path / "model.pt", "weights/model.pt")
+    assert caught.value.message.startswith("weights/model.pt is a Git LFS pointer, not the weights: ")
+    assert "git lfs pull" in caught.value.message
