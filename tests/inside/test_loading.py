@@ -225,29 +225,14 @@ def test_an_error_in_a_sibling_module_names_its_file_and_line(tmp_path: Path) ->
     )
 
 
-def test_a_notebook_importing_a_broken_sibling_names_the_sibling(tmp_path: Path) -> None:
-    root = tmp_path / "submission"
-    _write(root, {"custom_resnet.py": "import torch\n\n\n\n\n\nraise ValueError('bad block')\n"})
-    cells = [{"cell_type": "code", "source": "from custom_resnet import *\n", "metadata": {}, "outputs": []}]
-    book = notebook.Notebook("lab.ipynb", cells)
-    built = book.module(["Net"])
-    (tmp_path / "built").mkdir()
-    (tmp_path / "built" / built.file_name).write_text(built.source)
-    job = HarnessJob(
-        submission=str(root), model="lab.ipynb:Net", weights="w.pt", out=str(tmp_path), device="cpu",
-        mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25), num_classes=10, batch_size=8,
-        max_model_bytes=2**30, notebook=_notebook_ref(built, str(tmp_path / "built")),
-    )  # fmt: skip
-    code = loading.source_only(job)
-    with pytest.raises(StageFailure) as caught:
-        loading.import_factory(job, code)
-    assert caught.value.message.endswith("ValueError: bad block (custom_resnet.py, line 7)")
-
-
-def _notebook_job(tmp_path: Path, cells: list[str]) -> tuple[HarnessJob, loading.StudentCode]:
-    """A job for ``lab.ipynb:Net``: a markdown cell, then ``cells``; the import machinery set up."""
+def _notebook_job(
+    tmp_path: Path, cells: list[str], files: dict[str, str] | None = None
+) -> tuple[HarnessJob, loading.StudentCode]:
+    """A job for ``lab.ipynb:Net``: a markdown cell, then ``cells``, beside ``files``; the import
+    machinery set up."""
     root = tmp_path / "submission"
     root.mkdir(parents=True)
+    _write(root, files or {})
     book = notebook.Notebook(
         "lab.ipynb",
         [{"cell_type": "markdown", "source": "# Lab 2", "metadata": {}}]
@@ -262,6 +247,14 @@ def _notebook_job(tmp_path: Path, cells: list[str]) -> tuple[HarnessJob, loading
         max_model_bytes=2**30, notebook=_notebook_ref(built, str(tmp_path / "built")),
     )  # fmt: skip
     return job, loading.source_only(job)
+
+
+def test_a_notebook_importing_a_broken_sibling_names_the_sibling(tmp_path: Path) -> None:
+    broken = {"custom_resnet.py": "import torch\n\n\n\n\n\nraise ValueError('bad block')\n"}
+    job, code = _notebook_job(tmp_path, ["from custom_resnet import *\n"], broken)
+    with pytest.raises(StageFailure) as caught:
+        loading.import_factory(job, code)
+    assert caught.value.message.endswith("ValueError: bad block (custom_resnet.py, line 7)")
 
 
 NOTEBOOK_NET = """\
