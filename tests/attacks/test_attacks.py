@@ -116,6 +116,7 @@ HONEST_RESULT = [
     "bytecode",
     "huge_summary",
     "holds_lock",
+    "pickled_module_payload",
 ]
 
 
@@ -206,6 +207,11 @@ def test_too_large_model_is_counted_without_being_built(corpus: Corpus) -> None:
     task = corpus.task("too_large")
     assert task.params == 3072 * 2_000_000 + 2_000_000 + 2_000_000 * 10 + 10
     assert corpus.jobs[(ATTACKER, "too_large")].outcome.seconds < TIMEOUT_S
+
+
+def test_a_whole_pickled_model_gives_its_weights_and_a_note(corpus: Corpus) -> None:
+    task = corpus.task("pickled_module_payload")
+    assert any("holds a whole pickled model (TinyCNN)" in note for note in task.notes), task.notes
 
 
 def test_no_weights_payload_ran(corpus: Corpus) -> None:

@@ -1,11 +1,14 @@
 """Hostile weights files, built at test time (never committed), one per weights attack.
 
 Each would run code or corrupt memory in a loader that trusts it; the harness loads
-with ``torch.load(weights_only=True)`` (torch ≥ 2.10 for CVE-2026-24747) or safetensors.
+with ``torch.load(weights_only=True)`` (torch ≥ 2.10 for CVE-2026-24747) or safetensors,
+and reads a file that unpickler refuses once more with every name in it standing in as an
+inert record (a whole pickled model's weights are taken, nothing it names is called).
 """
 
 from __future__ import annotations
 
+import copy
 import io
 import os
 import struct
@@ -30,6 +33,19 @@ class _Payload:
 def pickle_reduce(path: Path, state: dict[str, torch.Tensor]) -> None:
     """A state_dict with one object whose unpickling calls os.system."""
     torch.save({**state, "fc.bias": _Payload()}, path)
+
+
+class _ExecPayload:
+    def __reduce__(self) -> tuple[Callable[..., Any], tuple[str]]:
+        return (exec, (f"print({PAYLOAD_MARKER!r}); open('/out/pwned', 'w').close()",))
+
+
+def pickled_module_payload(path: Path, model: torch.nn.Module) -> None:
+    """``torch.save(model)``, the whole model, with an attribute whose unpickling calls exec: the
+    harness's second, inert reading takes the weights and must never make that call."""
+    whole = copy.deepcopy(model)
+    whole.history = _ExecPayload()
+    torch.save(whole, path)
 
 
 def pickle_exec_global(path: Path, state: dict[str, torch.Tensor]) -> None:
@@ -69,6 +85,7 @@ def build(corpus: Path, state: dict[str, torch.Tensor], model: torch.nn.Module) 
         for attack in (pickle_reduce, pickle_exec_global, weights_oob_view, legacy_pickle):
             attack(corpus / attack.__name__ / "weights.pt", state)
         torchscript_weights(corpus / "torchscript_weights" / "weights.pt", state, model)
+        pickled_module_payload(corpus / "pickled_module_payload" / "weights.pt", model)
     safetensors_header(corpus / "safetensors_header" / "weights.safetensors")
 
 
