@@ -45,7 +45,7 @@ def task(graded: Graded, task_id: str):
     return graded.result.tasks[task_id]
 
 
-@pytest.mark.parametrize("task_id", ["good", "dataparallel", "cuda", "safetensors", "checkpoint"])
+@pytest.mark.parametrize("task_id", ["good", "dataparallel", "cuda", "safetensors", "checkpoint", "pickled"])
 def test_accepted_ways_of_saving_weights_give_the_same_accuracy(graded: Graded, task_id: str) -> None:
     reference = task(graded, "good").evaluation
     result = task(graded, task_id)
@@ -76,11 +76,6 @@ def test_good_task_is_counted_and_scored(graded: Graded) -> None:
     ("task_id", "stage", "words"),
     [
         (
-            "pickled",
-            "weights",
-            "holds a whole pickled model or other Python objects; save model.state_dict()",
-        ),
-        (
             "mismatch",
             "weights",
             "missing: features.0.bias; unexpected: extra.weight; shape mismatch: fc.weight",
@@ -110,6 +105,11 @@ def test_each_bad_input_is_its_tasks_plain_error(
     assert result.status == "error"
     assert result.error_stage == stage
     assert words in result.error
+
+
+def test_a_whole_pickled_model_is_noted(graded: Graded) -> None:
+    (note,) = [n for n in task(graded, "pickled").notes if "pickled" in n]
+    assert note.startswith("weights/pickled.pt holds a whole pickled model (TinyCNN), not its state_dict")
 
 
 def test_syntax_error_names_the_students_line(graded: Graded) -> None:

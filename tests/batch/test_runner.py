@@ -3,9 +3,9 @@
 The class (rubric cifar10-cnn): 18 honest students with .py models and 5 with notebooks,
 each with weights of its own seed; three broken submissions (syntax error, missing
 weights, wrong output shape); seven hostile ones, six of them models from the attack
-corpus (tests/attacks/corpus) and a pickled model as weights; and a folder whose name is
-no student id. Everything runs
-through the real CLI, sandboxed with bubblewrap, and Ray starts a real local instance.
+corpus (tests/attacks/corpus) and a whole pickled model as weights (graded from its tensors,
+with a note); and a folder whose name is no student id. Everything runs through the real
+CLI, sandboxed with bubblewrap, and Ray starts a real local instance.
 """
 
 from __future__ import annotations
@@ -219,7 +219,6 @@ def test_broken_and_hostile_students_fail_their_task_with_the_reason(local_run: 
         "B300000000": ("import", "SyntaxError"),
         "B300000001": ("weights", "weights/model.pt"),
         "B300000002": ("forward", "[1, 7]"),
-        PICKLED: ("weights", "pickled"),
         **{
             sid: outcome
             for sid, (_attack, outcome) in CORPUS.items()
@@ -234,6 +233,9 @@ def test_broken_and_hostile_students_fail_their_task_with_the_reason(local_run: 
             task["error"],
         )
         assert words in task["error"], (sid, task["error"])
+    pickled = json.loads((out / PICKLED / "results.json").read_text())["tasks"]["cnn"]
+    assert pickled["status"] == "ok" and pickled["weights_loaded"], pickled["error"]
+    assert any("holds a whole pickled model (Net)" in note for note in pickled["notes"]), pickled["notes"]
     for sid, (_attack, outcome) in CORPUS.items():
         if outcome is None or outcome[0] == "definitions":
             task = json.loads((out / sid / "results.json").read_text())["tasks"]["cnn"]
