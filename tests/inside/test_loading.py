@@ -37,13 +37,21 @@ class Net(nn.Module):
 """
 
 
+INSTALLED = (Path(sys.prefix).resolve(), Path(sys.base_prefix).resolve())
+
+
 @pytest.fixture(autouse=True)
 def _import_machinery_restored() -> Iterator[None]:
+    """Afterwards, the student's modules (and stand-ins) a test imported are forgotten; what it
+    first imported from the installed packages stays, as a second import of some (torch's
+    operator libraries) fails."""
     saved = (list(sys.path), list(sys.path_hooks), list(sys.meta_path), dict(sys.modules))
     yield
     sys.path[:], sys.path_hooks[:], sys.meta_path[:] = saved[0], saved[1], saved[2]
     for name in set(sys.modules) - set(saved[3]):
-        del sys.modules[name]
+        file = getattr(sys.modules[name], "__file__", None)
+        if file is None or not any(Path(file).resolve().is_relative_to(root) for root in INSTALLED):
+            del sys.modules[name]
     sys.path_importer_cache.clear()
 
 
