@@ -91,7 +91,7 @@ class Checkout:
 
 @dataclass
 class Submission:
-    root: Path
+    root: Path  # where the work lies: the folder given, or the one folder it wraps
     student_id: str
     name: str | None
     assignment: str | None
@@ -99,6 +99,7 @@ class Submission:
     manifest_error: str | None = None
     warnings: list[str] = field(default_factory=list)
     manifest: Manifest = field(default_factory=Manifest)
+    folder: Path | None = None  # the folder given, where it is not ``root``
 
     def rubric_warnings(self, rubric: Rubric) -> list[str]:
         """What the manifest says that does not fit ``rubric``, which is graded against anyway:
@@ -225,6 +226,8 @@ def load_submission(
     ``Settings.max_submission_bytes`` / ``max_submission_files``.
     """
     settings = settings or Settings()
+    if root.is_file() and root.name.lower().endswith(ARCHIVES):
+        raise SubmissionError(f"{root} is an archive, not a directory; unpack it and give its folder")
     if not root.is_dir():
         raise SubmissionError(f"{root} is not a directory; give the folder of one student's submission")
     root = root.resolve()
@@ -234,8 +237,15 @@ def load_submission(
             "(letters, digits, '_', '-', '.'); rename the folder to the student id"
         )
     files = _files(root, settings)
-    sub = Submission(root, root.name, None, None, content_hash(root, files))
-    manifest_path = root / MANIFEST
+    inner = _unwrapped(root)
+    sha256 = content_hash(inner, [f for f in files if f.is_relative_to(inner)])
+    sub = Submission(inner, root.name, None, None, sha256, folder=root if inner != root else None)
+    if inner != root:
+        sub.warnings.append(
+            f"the submission lies in {inner.relative_to(root).as_posix()}/ inside the folder, as unpacking "
+            "an archive of the folder leaves it; graded from there"
+        )
+    manifest_path = inner / MANIFEST
     if manifest_path.is_symlink():
         sub.manifest_error = f"{MANIFEST} is a symbolic link; submit it as a regular file"
     elif manifest_path.is_file():
@@ -245,17 +255,35 @@ def load_submission(
     return sub
 
 
+# What unpacking an archive or copying a folder around leaves beside the work itself.
+ARCHIVES = (".zip", ".tar", ".tar.gz", ".tgz", ".tar.bz2", ".tar.xz", ".7z", ".rar")
+_LITTER = {"__MACOSX", "Thumbs.db", "desktop.ini"}
+
+
+def _unwrapped(root: Path, depth: int = 3) -> Path:
+    """Where the work of ``root`` lies: ``root`` itself, or the one folder it holds besides
+    hidden files and an archiver's litter, followed down at most ``depth`` levels (an archive of
+    the submission folder, unpacked into a folder named after the student, nests it so)."""
+    for _ in range(depth):
+        kept = [p for p in root.iterdir() if not p.name.startswith(".") and p.name not in _LITTER]
+        if len(kept) != 1 or kept[0].is_symlink() or not kept[0].is_dir():
+            break
+        root = kept[0]
+    return root
+
+
 def _checkout_id(sub: Submission, checkout: Checkout) -> str:
     """A CI checkout's student id: the manifest's, the repository's, or the folder's name."""
+    folder = (sub.folder or sub.root).name
     given = sub.manifest.student_id or None
     if given is not None and not _ID.fullmatch(given):
         sub.warnings.append(f"{MANIFEST}: student_id '{visible(given)}' is not a usable student id; ignored")
         given = None
-    for candidate in (given, checkout.repository_id, sub.root.name):
+    for candidate in (given, checkout.repository_id, folder):
         if candidate is not None and _ID.fullmatch(candidate):
             return candidate
     raise SubmissionError(
-        f"no usable student id: the folder '{visible(sub.root.name)}' is none and {MANIFEST} names none; "
+        f"no usable student id: the folder '{visible(folder)}' is none and {MANIFEST} names none; "
         f"add student_id: YOUR_ID to {MANIFEST}"
     )
 

@@ -303,10 +303,41 @@ def test_every_file_counts_in_the_hash_caches_and_hidden_folders_too(folder: Pat
 def test_not_a_directory(tmp_path: Path) -> None:
     zipped = tmp_path / f"{STUDENT}.zip"
     zipped.write_bytes(b"PK\x03\x04")
-    with pytest.raises(SubmissionError, match=r"B093040051\.zip is not a directory"):
+    with pytest.raises(SubmissionError, match=r"B093040051\.zip is an archive, not a directory; unpack it"):
         load_submission(zipped)
     with pytest.raises(SubmissionError, match="is not a directory"):
         load_submission(tmp_path / "missing")
+
+
+@pytest.mark.parametrize("litter", [[], ["__MACOSX", ".DS_Store"], ["Thumbs.db", ".git"]])
+def test_a_folder_holding_only_the_submission_folder_is_graded_from_it(
+    folder: Path, tmp_path: Path, eai_rubric: Any, litter: list[str]
+) -> None:
+    """An archive of the submission folder, unpacked into a folder named after the student."""
+    write_manifest(folder, {"name": "Lin Mei", "tasks": {"task1": {"model": "model.py:MyCNN"}}})
+    unpacked = tmp_path / "download" / STUDENT
+    shutil.move(folder, unpacked / "lab2" / "B093040051_final")
+    for name in litter:
+        (unpacked / name).mkdir()
+    sub = load_submission(unpacked)
+    assert (sub.root, sub.student_id) == (unpacked / "lab2" / "B093040051_final", STUDENT)
+    assert sub.warnings == [
+        "the submission lies in lab2/B093040051_final/ inside the folder, as unpacking an archive of the "
+        "folder leaves it; graded from there"
+    ]
+    assert sub.sha256 == content_hash(sub.root)
+    assert (sub.name, sub.tasks(eai_rubric)["task1"].model) == ("Lin Mei", "model.py:MyCNN")
+
+
+def test_a_folder_beside_files_or_a_linked_folder_is_no_wrapper(folder: Path, tmp_path: Path) -> None:
+    outer = tmp_path / "B093040052"
+    outer.mkdir()
+    (outer / "weights").symlink_to(folder / "weights")
+    assert load_submission(outer).root == outer
+    (outer / "weights").unlink()
+    (outer / "lab").mkdir()
+    (outer / "README.md").write_text("my lab\n")
+    assert load_submission(outer).root == outer
 
 
 def test_folder_name_must_be_a_student_id(tmp_path: Path) -> None:
