@@ -36,9 +36,12 @@ from grader.errors import SubmissionError, UsageError
 from grader.files import write_atomic
 from grader.overrides import Override
 from grader.rubric import load_rubric
-from grader.submission import load_submission, visible
+from grader.submission import ARCHIVES, load_submission, visible
 
 LOGS = "logs"  # OUT/logs/<student_id>.log: the worker's log of a submission that failed
+# A student's work lying in the class folder as one file, as a learning platform's download of a
+# class may leave it: refused with the fix rather than passed over without a word.
+LOOSE_WORK = (".py", ".ipynb", ".pt", ".pth", ".ckpt", ".safetensors")
 
 
 class Reporter(Protocol):
@@ -105,10 +108,14 @@ def run_all(options: BatchOptions, reporter: Reporter) -> BatchResult:
 
 def _plan(options: BatchOptions) -> tuple[list[Row], list[BatchJob]]:
     """Rows decided before any grading (skipped, unreadable), and the jobs to run."""
-    out, rows, jobs = options.settings.out_dir, [], []
+    out, jobs = options.settings.out_dir, []
+    rows: list[Row] = []
     key = records.grading_key(options.rubric_file, options.settings)
     seen: dict[str, Path] = {}
-    for source in _submissions(options.submissions_dir, options.only):
+    folders, loose = _submissions(options.submissions_dir, options.only)
+    for path in loose:
+        rows.append(Row(visible(_stem(path) or path.name), str(path), "failed", _loose_reason(path)))
+    for source in folders:
         try:
             sub = load_submission(source, options.settings)
         except SubmissionError as err:
@@ -145,17 +152,45 @@ def _job(source: Path, student_id: str, expected: str, options: BatchOptions) ->
     )
 
 
-def _submissions(root: Path, only: list[str]) -> list[Path]:
+def _submissions(root: Path, only: list[str]) -> tuple[list[Path], list[Path]]:
+    """The student folders of ``root``, and the files in it that hold a student's work but are
+    no folder (an archive, a lone notebook) and have no folder of the same name beside them."""
     if not root.is_dir():
         raise UsageError(f"{root} is not a folder; give the folder holding one sub-folder per student")
-    found = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    entries = sorted(p for p in root.iterdir() if not p.name.startswith("."))
+    found = [p for p in entries if p.is_dir()]
+    names = {p.name for p in found}
+    loose = [
+        p for p in entries
+        if p.is_file() and _stem(p) is not None and _stem(p) not in names
+    ]  # fmt: skip
     if only:
-        names = {p.name for p in found}
-        unknown = sorted(set(only) - names)
+        unknown = sorted(set(only) - names - {_stem(p) for p in loose})
         if unknown:
             raise UsageError(f"--only {', '.join(unknown)}: no such folder in {root}")
         found = [p for p in found if p.name in set(only)]
-    return found
+        loose = [p for p in loose if _stem(p) in set(only)]
+    return found, loose
+
+
+def _stem(path: Path) -> str | None:
+    """The name of the folder ``path`` should have been, where it looks like a student's work."""
+    name = path.name.lower()
+    suffix = next((s for s in (*ARCHIVES, *LOOSE_WORK) if name.endswith(s)), None)
+    return path.name[: -len(suffix)] if suffix and len(name) > len(suffix) else None
+
+
+def _loose_reason(path: Path) -> str:
+    stem = _stem(path) or path.name
+    if path.name.lower().endswith(ARCHIVES):
+        return (
+            f"{path.name} is an archive, not a submission folder: unpack it into a folder of its own "
+            f"({stem}/) and grade again"
+        )
+    return (
+        f"{path.name} lies loose in the class folder: move it into a folder named after the student "
+        f"({stem}/) and grade again"
+    )
 
 
 def _land(job: BatchJob, row: Row, out: Path) -> Row:

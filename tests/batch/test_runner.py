@@ -4,8 +4,11 @@ The class (rubric cifar10-cnn): 18 honest students with .py models and 5 with no
 each with weights of its own seed; three broken submissions (syntax error, missing
 weights, wrong output shape); seven hostile ones, six of them models from the attack
 corpus (tests/attacks/corpus) and a whole pickled model as weights (graded from its tensors,
-with a note); and a folder whose name is no student id. Everything runs through the real
-CLI, sandboxed with bubblewrap, and Ray starts a real local instance.
+with a note); a folder whose name is no student id; and, as a learning platform's download of
+a class leaves them, one notebook student whose work lies a folder down (an archive of the
+folder, unpacked), one student handed in as an unpacked archive and one as a loose notebook.
+Everything runs through the real CLI, sandboxed with bubblewrap, and Ray starts a real local
+instance.
 """
 
 from __future__ import annotations
@@ -46,6 +49,8 @@ CORPUS = {
 PICKLED = "B400000006"
 HOSTILE = [*CORPUS, PICKLED]
 BAD_NAME = "not a student id"
+WRAPPED = HONEST_NB[0]  # its files in WRAPPED/WRAPPED_lab3/, with macOS's archive litter beside
+ZIPPED, LOOSE = "B500000000", "B500000001"  # B500000000.zip, B500000001.ipynb
 STUDENTS = HONEST_PY + HONEST_NB + list(BROKEN) + list(HOSTILE)
 TIMEOUT_S = "25"
 ATTACKS = Path(__file__).parents[1] / "attacks" / "corpus"
@@ -141,6 +146,12 @@ def klass(tmp_path_factory: pytest.TempPathFactory) -> Path:
     _pickled(root / PICKLED)
     (root / BAD_NAME).mkdir()
     (root / BAD_NAME / "model.py").write_text(NET)
+    (root / WRAPPED).rename(root / "unpacked")
+    (root / WRAPPED).mkdir()
+    (root / "unpacked").rename(root / WRAPPED / f"{WRAPPED}_lab3")
+    (root / WRAPPED / "__MACOSX").mkdir()
+    shutil.make_archive(str(root / ZIPPED), "zip", root / HONEST_PY[0])
+    shutil.copy(root / WRAPPED / f"{WRAPPED}_lab3" / "lab.ipynb", root / f"{LOOSE}.ipynb")
     return root
 
 
@@ -200,7 +211,7 @@ def local_run(klass: Path, small_cifar: Path, tmp_path_factory: pytest.TempPathF
 def test_every_student_has_exactly_one_correct_row(local_run: dict) -> None:
     out: Path = local_run["out"]
     book = _gradebook(out)
-    assert set(book) == {*STUDENTS, BAD_NAME}
+    assert set(book) == {*STUDENTS, BAD_NAME, ZIPPED, LOOSE}
     for sid in STUDENTS:
         results = json.loads((out / sid / "results.json").read_text())
         assert float(book[sid]["total"]) == pytest.approx(results["total"])
@@ -211,6 +222,16 @@ def test_every_student_has_exactly_one_correct_row(local_run: dict) -> None:
         assert results["tasks"]["cnn"]["params"] == 5370
         assert book[sid]["1"] == "10" and book[sid]["2"] == "20"
     assert book[BAD_NAME]["status"] == "failed" and book[BAD_NAME]["total"] == ""
+    warnings = json.loads((out / WRAPPED / "results.json").read_text())["warnings"]
+    assert any(f"lies in {WRAPPED}_lab3/ inside the folder" in w for w in warnings), warnings
+
+
+def test_work_handed_in_as_an_archive_or_a_loose_file_is_refused_with_the_fix(local_run: dict) -> None:
+    rows = {r["student_id"]: r for r in json.loads((local_run["out"] / "batch.json").read_text())["rows"]}
+    assert rows[ZIPPED]["status"] == rows[LOOSE]["status"] == "failed"
+    assert rows[ZIPPED]["reason"].startswith(f"{ZIPPED}.zip is an archive, not a submission folder: unpack")
+    assert rows[LOOSE]["reason"].startswith(f"{LOOSE}.ipynb lies loose in the class folder: move it into")
+    assert not (local_run["out"] / ZIPPED).exists() and not (local_run["out"] / LOOSE).exists()
 
 
 def test_broken_and_hostile_students_fail_their_task_with_the_reason(local_run: dict) -> None:
@@ -248,7 +269,7 @@ def test_the_rerun_left_finished_students_alone(local_run: dict) -> None:
     for sid, graded_at in local_run["before"].items():
         assert after[sid] == graded_at, f"{sid} was graded again"
     third = local_run["third"]
-    assert third.returncode == 0 and f"0 graded, {len(STUDENTS)} unchanged, 1 failed" in " ".join(
+    assert third.returncode == 0 and f"0 graded, {len(STUDENTS)} unchanged, 3 failed" in " ".join(
         third.stderr.split()
     )
 
