@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -128,6 +129,31 @@ def _report_oversized(meta: nn.Module, total: int, trainable: int, job: HarnessJ
     )
 
 
+def _arguments_hint(exc: Exception) -> str:
+    """For a ``forward`` that wants more than the images (the labels, to return the loss too)."""
+    if not isinstance(exc, TypeError) or "forward() missing" not in str(exc):
+        return ""
+    return "; the grader passes the images alone: give forward's other arguments defaults (labels=None)"
+
+
+def _not_logits(out: object) -> str:
+    """What ``forward`` returned instead of a tensor, and how to return the logits."""
+    if out is None:
+        return "None, expected a tensor of logits: end forward with return and the logits (return x)"
+    if isinstance(out, Mapping):
+        keys = ", ".join(repr(key)[:40] for key in list(out)[:4])
+        return (
+            f"a {type(out).__name__} (keys {keys}), expected a tensor of logits: return the logits "
+            "alone, not a dict holding them"
+        )
+    if isinstance(out, tuple | list):
+        return (
+            f"a {type(out).__name__} of {len(out)}, expected a tensor of logits: return the logits alone "
+            "(return out, not return out, features)"
+        )
+    return f"{type(out).__name__}, expected a tensor of logits: return the logits as one tensor"
+
+
 def analyze(
     model: nn.Module, job: HarnessJob, code: StudentCode, channel: Channel, device: torch.device
 ) -> None:
@@ -142,15 +168,11 @@ def analyze(
         raise StageFailure(
             "forward",
             f"forward on a (1, {', '.join(map(str, shape))}) batch raised {code.where(exc, named=True)}"
-            f"{device_hint(exc, device)}",
+            f"{device_hint(exc, device)}{_arguments_hint(exc)}",
         ) from exc
     out = probe.output
     if not isinstance(out, torch.Tensor):
-        raise StageFailure(
-            "forward",
-            f"forward returned {type(out).__name__}, expected a tensor of logits: "
-            "return the logits alone (return out, not return out, features)",
-        )
+        raise StageFailure("forward", f"forward returned {_not_logits(out)}")
     if _squeezed(model, out, job, device):
         out = out.unsqueeze(0)
         code.notes.append(SQUEEZED)
