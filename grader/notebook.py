@@ -259,15 +259,34 @@ def _skipped_cell(name: str, number: int, err: SyntaxError) -> str:
 
 
 def _kept_blocks(tree: ast.Module, text: str, cell: int, constants: set[str]) -> list[_Block]:
+    """The statements kept; ``constants`` (the names a constant may read, see ``_constant``)
+    follows the bindings in order, as running the cells would."""
     lines = text.split("\n")
     blocks = []
     for node in tree.body:
         if _kept(node, constants):
             constants |= _assigned(node)
+            if isinstance(node, ast.ClassDef | ast.FunctionDef | ast.AsyncFunctionDef):
+                (constants.add if _record_class(node) else constants.discard)(node.name)
             blocks.append(_Block(cell, _first_line(node), _segment(text, lines, node), node))
         else:
             constants -= _assigned(node)
     return blocks
+
+
+_RECORD_DECORATORS = {"dataclass", "dataclasses.dataclass"}
+_RECORD_BASES = {"NamedTuple", "typing.NamedTuple"}
+
+
+def _record_class(node: ast.stmt) -> bool:
+    """A dataclass or NamedTuple: calling it only stores its arguments (``cfg = Config(width=64)``,
+    a configuration a model class reads)."""
+    if not isinstance(node, ast.ClassDef):
+        return False
+    decorators = [d.func if isinstance(d, ast.Call) else d for d in node.decorator_list]
+    if any(_dotted(d) in _RECORD_DECORATORS for d in decorators):
+        return not any(isinstance(s, ast.FunctionDef) and s.name == "__post_init__" for s in node.body)
+    return bool(node.bases) and all(_dotted(b) in _RECORD_BASES for b in node.bases)
 
 
 def _kept(node: ast.stmt, constants: set[str]) -> bool:
@@ -301,13 +320,17 @@ def _kept(node: ast.stmt, constants: set[str]) -> bool:
 
 
 def _constant(node: ast.AST, constants: set[str]) -> bool:
-    """Built only from literals, names in ``constants``, operators and the calls in
-    ``_PURE_CALLS`` made with such values: no other call, no attribute."""
+    """Built only from literals, names in ``constants`` and their attributes, operators, and
+    calls made with such values to the functions in ``_PURE_CALLS`` or to the record classes in
+    ``constants`` (see ``_record_class``): no other call."""
     if isinstance(node, ast.Name):
         return node.id in constants
+    if isinstance(node, ast.Attribute):
+        return _constant(node.value, constants)
     if isinstance(node, ast.Call):
+        callee = _dotted(node.func)
         return (
-            _dotted(node.func) in _PURE_CALLS
+            (callee in _PURE_CALLS or (isinstance(node.func, ast.Name) and callee in constants))
             and all(_constant(arg, constants) for arg in node.args)
             and all(k.arg is not None and _constant(k.value, constants) for k in node.keywords)
         )

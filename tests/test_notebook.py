@@ -106,7 +106,9 @@ def test_definitions_are_kept_and_everything_else_is_dropped() -> None:
         ("N = int(**OPTIONS)", False),
         ("N = np.prod([3, 32, 32])", False),
         ("DATA = torchvision.datasets.CIFAR10('./data', download=True)", False),
-        ("device = torch.device('cuda').type", False),
+        ("device = torch.device('cuda').type", True),
+        ("WIDTH = args.width", False),  # args is not a constant kept earlier
+        ("WIDTH = open('w.txt').name", False),
         ("N = 2 * DEPTH", False),  # DEPTH is not a constant kept earlier
         ("DTYPE = torch.float32", False),
         ("net.depth = 3", False),
@@ -118,6 +120,35 @@ def test_definitions_are_kept_and_everything_else_is_dropped() -> None:
 def test_only_assignments_of_constant_values_are_kept(code: str, is_kept: bool) -> None:
     expected = [ast.unparse(node) for node in ast.parse(code).body] if is_kept else []
     assert statements(notebook_of(code).module()) == expected
+
+
+RECORDS = {
+    "dataclass": "@dataclass\nclass Config:\n    width: int = 16\n    lr: float = 0.1",
+    "dataclass(frozen=True)": "@dataclasses.dataclass(frozen=True)\nclass Config:\n    width: int = 16",
+    "NamedTuple": "class Config(NamedTuple):\n    width: int = 16",
+}
+
+
+@pytest.mark.parametrize("record", RECORDS.values(), ids=RECORDS.keys())
+def test_a_configuration_record_made_of_constants_is_kept_with_what_reads_it(record: str) -> None:
+    module = notebook_of(
+        record, "cfg = Config(width=32)\nFEATURES = cfg.width * 8 * 8\nrun = Config(width=input())"
+    ).module()
+    assert statements(module) == ["ClassDef Config", "cfg = Config(width=32)", "FEATURES = cfg.width * 8 * 8"]
+
+
+@pytest.mark.parametrize(
+    "other",
+    [
+        "class Config:\n    def __init__(self, width):\n        train(width)",
+        "@dataclass\nclass Config:\n    width: int = 16\n    def __post_init__(self):\n        train(self)",
+        "def Config(width):\n    return train(width)",
+    ],
+    ids=["plain class", "__post_init__", "function"],
+)
+def test_a_call_to_any_other_class_or_function_is_dropped(other: str) -> None:
+    module = notebook_of(RECORDS["dataclass"], other, "cfg = Config(width=32)").module()
+    assert "cfg = Config(width=32)" not in statements(module)
 
 
 def test_a_constant_rebound_from_a_call_stops_being_one() -> None:
