@@ -53,6 +53,16 @@ _PURE_CALLS = frozenset(
         "types.SimpleNamespace", "SimpleNamespace",
     }
 )  # fmt: skip
+# An argparse parser's set-up and its parse of no arguments (the sandbox gives the file its own
+# name as its only argument): a model class often reads `args.width`. The parser is a constant
+# once made from constants; these methods, called with constants, keep it one.
+_PARSER_CALLS = frozenset({"argparse.ArgumentParser", "ArgumentParser"})
+_PARSER_METHODS = frozenset(
+    {"add_argument", "add_argument_group", "add_mutually_exclusive_group", "set_defaults",
+     "parse_args", "parse_known_args"}
+)  # fmt: skip
+# Builtins a constant may name, as `type=int` in `parser.add_argument("--width", type=int)`.
+_BUILTIN_VALUES = frozenset({"int", "float", "str", "bool"})
 # What ast.parse raises on text it cannot read, besides SyntaxError on plain mistakes.
 _UNPARSABLE = (SyntaxError, ValueError, RecursionError, MemoryError)
 _DEFINITIONS = (ast.Import, ast.ImportFrom, ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)
@@ -316,21 +326,35 @@ def _kept(node: ast.stmt, constants: set[str]) -> bool:
             and node.target.id in constants
             and _constant(node.value, constants)
         )
+    if isinstance(node, ast.Expr):  # parser.add_argument("--width", type=int, default=64)
+        return (
+            isinstance(node.value, ast.Call)
+            and isinstance(node.value.func, ast.Attribute)
+            and node.value.func.attr in _PARSER_METHODS
+            and _constant(node.value, constants)
+        )
     return False
 
 
 def _constant(node: ast.AST, constants: set[str]) -> bool:
     """Built only from literals, names in ``constants`` and their attributes, operators, and
-    calls made with such values to the functions in ``_PURE_CALLS`` or to the record classes in
-    ``constants`` (see ``_record_class``): no other call."""
+    calls made with such values to the functions in ``_PURE_CALLS``, to the record classes in
+    ``constants`` (see ``_record_class``) or to an argparse parser's ``_PARSER_METHODS``: no
+    other call."""
     if isinstance(node, ast.Name):
-        return node.id in constants
+        return node.id in constants or node.id in _BUILTIN_VALUES
     if isinstance(node, ast.Attribute):
         return _constant(node.value, constants)
     if isinstance(node, ast.Call):
         callee = _dotted(node.func)
+        method = isinstance(node.func, ast.Attribute) and node.func.attr in _PARSER_METHODS
         return (
-            (callee in _PURE_CALLS or (isinstance(node.func, ast.Name) and callee in constants))
+            (
+                callee in _PURE_CALLS
+                or callee in _PARSER_CALLS
+                or (isinstance(node.func, ast.Name) and callee in constants)
+                or (method and _constant(node.func, constants))
+            )
             and all(_constant(arg, constants) for arg in node.args)
             and all(k.arg is not None and _constant(k.value, constants) for k in node.keywords)
         )

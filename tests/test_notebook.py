@@ -115,6 +115,18 @@ def test_definitions_are_kept_and_everything_else_is_dropped() -> None:
         ("SQUARE = lambda x: x * x", False),
         ("ROWS = [i for i in range(3)]", False),
         ("SIZE: int", False),
+        (
+            "parser = argparse.ArgumentParser(description='lab 2')\n"
+            "parser.add_argument('--width', type=int, default=64, help='channels')\n"
+            "parser.add_argument('--amp', action='store_true')\n"
+            "args = parser.parse_args(args=[])\n"
+            "args, unknown = parser.parse_known_args()\n"
+            "WIDTH = args.width * 2",
+            True,
+        ),
+        ("parser = ArgumentParser()\ngroup = parser.add_argument_group('model')", True),
+        ("parser.add_argument('--width', type=int)", False),  # parser is not a constant kept earlier
+        ("parser = argparse.ArgumentParser(prog=sys.argv[0])", False),
     ],
 )
 def test_only_assignments_of_constant_values_are_kept(code: str, is_kept: bool) -> None:
@@ -149,6 +161,14 @@ def test_a_configuration_record_made_of_constants_is_kept_with_what_reads_it(rec
 def test_a_call_to_any_other_class_or_function_is_dropped(other: str) -> None:
     module = notebook_of(RECORDS["dataclass"], other, "cfg = Config(width=32)").module()
     assert "cfg = Config(width=32)" not in statements(module)
+
+
+def test_a_parsers_other_calls_and_arguments_that_are_no_constants_are_dropped() -> None:
+    module = notebook_of(
+        "parser = argparse.ArgumentParser()\nparser.print_help()\n"
+        "parser.add_argument('--width', type=lambda s: int(s))\nparser.add_argument('--data', default=DATA)"
+    ).module()
+    assert statements(module) == ["parser = argparse.ArgumentParser()"]
 
 
 def test_a_constant_rebound_from_a_call_stops_being_one() -> None:

@@ -244,6 +244,9 @@ def import_factory(job: HarnessJob, code: StudentCode) -> Any:
         raise StageFailure("import", f"{file} not found in the submission (found: {found})")
     for folder in {str(student_file.parent), str(root)}:
         sys.path.insert(0, folder)
+    # As if the file ran as `python model.py`: an argparse parser at module level or in
+    # __init__ reads no arguments and takes its defaults, not the harness's own arguments.
+    sys.argv = [str(student_file)]
     if job.notebook:
         module = _exec_built(job.notebook, file, code)
     else:

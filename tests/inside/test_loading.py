@@ -46,8 +46,10 @@ def _import_machinery_restored() -> Iterator[None]:
     first imported from the installed packages stays, as a second import of some (torch's
     operator libraries) fails."""
     saved = (list(sys.path), list(sys.path_hooks), list(sys.meta_path), dict(sys.modules))
+    argv = list(sys.argv)
     yield
     sys.path[:], sys.path_hooks[:], sys.meta_path[:] = saved[0], saved[1], saved[2]
+    sys.argv[:] = argv
     for name in set(sys.modules) - set(saved[3]):
         file = getattr(sys.modules[name], "__file__", None)
         if file is None or not any(Path(file).resolve().is_relative_to(root) for root in INSTALLED):
@@ -106,6 +108,40 @@ def test_a_tutorial_file_training_at_module_level_is_graded_from_its_definitions
     (note,) = code.notes
     assert note.startswith("model.py failed to import: ") and "(line 16)" in note, note
     assert "definitions only" in note and 'if __name__ == "__main__":' in note
+
+
+ARGUMENTS = """
+import argparse
+import torch
+from torch import nn
+
+parser = argparse.ArgumentParser(description="CIFAR-10 training")
+parser.add_argument("--lr", default=0.1, type=float, help="learning rate")
+parser.add_argument("--width", default=24, type=int)
+parser.add_argument("--resume", "-r", action="store_true")
+args = parser.parse_args()
+
+
+class Net(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(3 * 32 * 32, args.width)
+
+    def forward(self, x):
+        return self.fc(x.flatten(1))[:, :10]
+"""
+
+
+@pytest.mark.parametrize("training", ["", 'trainset = torch.load("/nonexistent/cifar.pt")\n'])
+def test_a_script_parsing_its_arguments_at_module_level_is_built_with_their_defaults(
+    tmp_path: Path, training: str
+) -> None:
+    """Imported as if run with no arguments (pytest's own would be refused), and where its
+    training fails, its definitions keep the parser and what it parses."""
+    model, code = _load(tmp_path, {"model.py": ARGUMENTS + training})
+    assert isinstance(model, nn.Module), model
+    assert model.fc.out_features == 24
+    assert bool(code.notes) == bool(training), code.notes
 
 
 def test_a_file_saved_from_a_notebook_with_its_ipython_lines_is_graded_from_its_definitions(
