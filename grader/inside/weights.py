@@ -23,6 +23,7 @@ from __future__ import annotations
 import importlib
 import os
 import pickle
+import zipfile
 from collections.abc import Iterable, KeysView, Mapping
 from pathlib import Path
 from typing import Any
@@ -73,13 +74,9 @@ def _read(path: Path, name: str, submission: Path | None) -> tuple[Any, str | No
             f"{name} not found in the submission, nor any other weight file; save it with "
             "torch.save(model.state_dict(), path) and add it",
         )
-    with path.open("rb") as head:
-        if head.read(len(_LFS_POINTER)) == _LFS_POINTER:
-            raise StageFailure(
-                "weights",
-                f"{name} is a Git LFS pointer, not the weights: fetch them into the checkout "
-                "(git lfs pull; in GitHub Actions, actions/checkout with lfs: true)",
-            )
+    foreign = _foreign(path, name)
+    if foreign is not None:
+        raise StageFailure("weights", foreign)
     if path.suffix == ".safetensors":
         from safetensors.torch import load_file
 
@@ -100,10 +97,71 @@ def _read(path: Path, name: str, submission: Path | None) -> tuple[Any, str | No
             "save model.state_dict() instead (torch.save(model.state_dict(), path))",
         ) from exc
     except Exception as exc:
+        if _starts_a_zip(path) and not zipfile.is_zipfile(path):
+            raise StageFailure(
+                "weights",
+                f"{name} is cut short or damaged (a zip archive without its end, as an interrupted "
+                "copy or upload leaves it): copy or save it again",
+            ) from exc
         raise StageFailure(
             "weights",
             f"{name} could not be read as PyTorch weights ({type(exc).__name__}: {_first_line(exc)})",
         ) from exc
+
+
+_ZIP = b"PK\x03\x04"
+_SAVE = "hand in the PyTorch model's weights, saved with torch.save(model.state_dict(), path)"
+# Files that are not PyTorch weights, by their first bytes: what they are, and what to do.
+_MAGIC = {
+    b"\x89HDF\r\n\x1a\n": "an HDF5 file (Keras or h5py weights)",
+    b"\x93NUMPY": "a NumPy array (.npy)",
+    b"\x7fELF": "a program",
+    b"%PDF": "a PDF document",
+}
+
+
+def _foreign(path: Path, name: str) -> str | None:
+    """What is wrong with ``path`` when its first bytes show it holds no PyTorch weights at all:
+    an empty file, a Git LFS pointer, a web page saved in place of a download, another
+    framework's or library's format. None for anything else, which torch.load then reads."""
+    with path.open("rb") as file:
+        head = file.read(512)
+    if not head:
+        return f"{name} is empty (0 bytes): it was not saved or not copied whole; {_SAVE}"
+    if head.startswith(_LFS_POINTER):
+        return (
+            f"{name} is a Git LFS pointer, not the weights: fetch them into the checkout "
+            "(git lfs pull; in GitHub Actions, actions/checkout with lfs: true)"
+        )
+    if head.lstrip().lower().startswith((b"<!doctype html", b"<html")):
+        return (
+            f"{name} is a web page, not the weights (what a download link gives when it leads to a "
+            "sign-in or confirmation page): download the file itself"
+        )
+    what = next((kind for magic, kind in _MAGIC.items() if head.startswith(magic)), None)
+    if what is None and head.startswith(_ZIP) and zipfile.is_zipfile(path):
+        what = _zip_kind(path)
+    if what is None and path.suffix.lower() == ".onnx":
+        what = "an ONNX model"
+    return None if what is None else f"{name} is {what}, not PyTorch weights: {_SAVE}"
+
+
+def _starts_a_zip(path: Path) -> bool:
+    with path.open("rb") as file:
+        return file.read(len(_ZIP)) == _ZIP
+
+
+def _zip_kind(path: Path) -> str | None:
+    """A zip archive's kind where it is no PyTorch file: NumPy's .npz, a Keras model."""
+    with zipfile.ZipFile(path) as archive:
+        names = archive.namelist()[:10_000]
+    if names and all(n.endswith(".npy") for n in names):
+        return "a NumPy archive (.npz)"
+    if any(n.endswith(("model.weights.h5", "saved_model.pb", "keras_metadata.pb")) for n in names):
+        return "a Keras model"
+    if not any(n.endswith("data.pkl") for n in names):
+        return "a zip archive of other files"
+    return None
 
 
 class _Record:

@@ -338,3 +338,47 @@ def test_a_git_lfs_pointer_is_told_apart_from_the_weights(tmp_path: Path) -> Non
         load_state_dict(Net(), tmp_path / "model.pt", "weights/model.pt")
     assert caught.value.message.startswith("weights/model.pt is a Git LFS pointer, not the weights: ")
     assert "git lfs pull" in caught.value.message
+
+
+def _npz(path: Path) -> None:
+    with path.open("wb") as f:  # a file object: given a name, savez would add .npz to it
+        np.savez(f, **{k: v.numpy() for k, v in trained().state_dict().items()})
+
+
+def _npy(path: Path) -> None:
+    with path.open("wb") as f:
+        np.save(f, trained().conv.weight.detach().numpy())
+
+
+def _cut_short(path: Path) -> None:
+    torch.save(trained().state_dict(), path)
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+
+
+# How a file that is no PyTorch weights comes to be handed in, and the words its message starts with.
+FOREIGN: dict[str, tuple[Callable[[Path], None], str]] = {
+    "empty": (lambda p: p.write_bytes(b""), "is empty (0 bytes)"),
+    "web page": (
+        lambda p: p.write_text(
+            "\n<!DOCTYPE html><html><head><title>Google Drive - Virus scan warning</title>"
+        ),
+        "is a web page, not the weights",
+    ),
+    "Keras HDF5": (
+        lambda p: p.write_bytes(b"\x89HDF\r\n\x1a\n" + bytes(600)),
+        "is an HDF5 file (Keras or h5py",
+    ),
+    "NumPy .npz": (_npz, "is a NumPy archive (.npz), not PyTorch weights"),
+    "NumPy .npy": (_npy, "is a NumPy array (.npy), not PyTorch weights"),
+    "cut short": (_cut_short, "is cut short or damaged"),
+}
+
+
+@pytest.mark.parametrize("how", list(FOREIGN))
+def test_a_file_that_holds_no_pytorch_weights_is_named_for_what_it_is(tmp_path: Path, how: str) -> None:
+    write, words = FOREIGN[how]
+    write(tmp_path / "model.pt")
+    with pytest.raises(StageFailure) as caught:
+        load_state_dict(Net(), tmp_path / "model.pt", "weights/model.pt")
+    assert caught.value.message.startswith(f"weights/model.pt {words}"), caught.value.message
+    assert "\n" not in caught.value.message
