@@ -37,7 +37,7 @@ from grader.protocol import (
     decode,
     encode,
 )
-from grader.rubric import Rubric
+from grader.rubric import Preprocess, Rubric
 from grader.sandbox import Backend, Job, Mount, Outcome
 from grader.submission import TaskEntry
 
@@ -124,11 +124,13 @@ def run_task(
     training: TrainingInputs | None = None,
     on_progress: Callable[[Progress], None] | None = None,
     time_steps: int = 0,
+    normalizations: tuple[Preprocess, ...] = (),
 ) -> tuple[TaskRun, dict[str, str]]:
-    """With ``images``: evaluate the submitted weights (or the file ``weights`` instead) on them.
-    With ``training``: retrain the model from scratch, leaving its weights in the checkpoints.
-    With ``time_steps`` too: only time that many training steps. ``on_progress`` hears how far
-    the job has got while it runs."""
+    """With ``images``: evaluate the submitted weights (or the file ``weights`` instead) on them;
+    with ``normalizations`` too, once under each of those instead of the task's own, top-1 only
+    and without counting the model. With ``training``: retrain the model from scratch, leaving
+    its weights in the checkpoints. With ``time_steps`` too: only time that many training steps.
+    ``on_progress`` hears how far the job has got while it runs."""
     out_dir = work_dir / "out"
     out_dir.mkdir(parents=True)
     job_file = work_dir / "job.json"
@@ -154,6 +156,9 @@ def run_task(
     timeout_s = training.timeout_s if training else settings.task_timeout_s
     spec = harness_job(entry, rubric, settings, where, training, time_steps)
     spec = replace(spec, deadline_s=timeout_s + JOB_SIDE_GRACE_S)
+    if normalizations:
+        stats = tuple((p.mean, p.std) for p in normalizations)
+        spec = replace(spec, normalizations=stats, ranks=(1,), counters=())
     write_atomic(job_file, encode(spec))
     job = Job(
         argv=[sys.executable, "-m", "grader.inside", where["job"]],

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from grader import data as datasets
-from grader import retraining
+from grader import renormalize, retraining
 from grader.config import Settings
 from grader.evaluate import outputs_note
 from grader.jobs import job_gpu
@@ -83,10 +83,15 @@ def grade(
         entries = sub.tasks(rubric)
         tasks: dict[str, TaskResult] = {}
         enforced: dict[str, str] = {}
+        normalization_alerts = []
         for entry in entries.values():
             progress(f"{entry.id}: build, count and evaluate in the {backend.name} sandbox")
             tasks[entry.id], enforced = _grade_task(entry, run)
             tasks[entry.id].limits = _limits(rubric, entry.id)
+            if _far_below_claim(tasks[entry.id], settings):
+                progress(f"{entry.id}: far below its claim; evaluating under the usual input normalizations")
+                found = renormalize.alert(tasks[entry.id], entry, sub.root, backend, rubric, settings, test)
+                normalization_alerts += [found] if found else []
         warnings = [*_sandbox_warnings(backend), *sub.warnings, *sub.rubric_warnings(rubric)]
         baselines, not_started = _retrain(run, entries, tasks, warnings)
     progress("scoring")
@@ -113,7 +118,7 @@ def grade(
         + _output_warnings(result)
         + _loading_warnings(result)
     )
-    result.alerts = claim_alerts(result, settings.claim_gap_points)
+    result.alerts = claim_alerts(result, settings.claim_gap_points) + normalization_alerts
     skipped = settings.skip_training_reason if settings.skip_training else not_started
     result.items = score_all(rubric, tasks, baselines, skipped)
     return Graded(result, split.images(), sub.root)
@@ -173,6 +178,11 @@ def _probe_warnings(result: GradeResult) -> list[str]:
                     "points, a model that recognises the test set itself loses most: review its code"
                 )
     return notes
+
+
+def _far_below_claim(task: TaskResult, settings: Settings) -> bool:
+    claimed, ev = task.claimed_test_accuracy, task.evaluation
+    return claimed is not None and ev is not None and claimed - ev.top1 > settings.claim_gap_points
 
 
 def claim_alerts(result: GradeResult, gap_points: float) -> list[str]:

@@ -202,6 +202,9 @@ class HarnessJob:
     batch_size: int
     max_model_bytes: int
     images: str | None = None  # (N, 32, 32, 3) uint8 images to evaluate, unlabeled
+    # Where given, the images are evaluated once under each (mean, std) in turn instead of under
+    # the job's own: N rows of logits each, in this order.
+    normalizations: tuple[tuple[Triple, Triple], ...] = ()
     # The top-k predictions the host reads from those logits (its accuracies): the fast pass
     # computes in float32 again every image whose k-th place it could have ranked differently.
     ranks: tuple[Annotated[int, Ge(1)], ...] = (1, 3)

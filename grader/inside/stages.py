@@ -39,12 +39,16 @@ def evaluate(job: HarnessJob, code: StudentCode, channel: Channel) -> None:
     if job.images is None:
         raise StageFailure("internal", "the job names no images to evaluate")
     images = np.load(job.images, allow_pickle=False)  # (N, H, W, C) uint8
-    norm = Normalizer.from_stats(job.mean, job.std, device)
+    stats = job.normalizations or ((job.mean, job.std),)
+    parts = []
+    for done_before, (mean, std) in enumerate(stats):
 
-    def tested(done: int, total: int) -> None:
-        channel.progress(Progress("inference", done, total))
+        def tested(done: int, total: int, before: int = done_before * len(images)) -> None:
+            channel.progress(Progress("inference", before + done, len(stats) * total))
 
-    logits = infer(model, images, norm, device, job.batch_size, job.num_classes, tested, job.ranks)
+        norm = Normalizer.from_stats(mean, std, device)
+        parts.append(infer(model, images, norm, device, job.batch_size, job.num_classes, tested, job.ranks))
+    logits = torch.cat(parts)
     channel.save_logits(npy_bytes(logits.numpy()))
     channel.done("inference", logits_shape=list(logits.shape))
 
