@@ -155,11 +155,36 @@ class Submission:
         try:
             _inside(self.root, entry.model_file, f"tasks.{task_id}.model")
             _inside(self.root, entry.weights, f"tasks.{task_id}.weights")
+            self._case_fixed(entry)
         except ValueError as err:
             entry.error = str(err)
         if entry.error is None and given.model is None:
             self._notebook_by_convention(entry)
         return entry
+
+    def _case_fixed(self, entry: TaskEntry) -> None:
+        """A model or weights path that names no file but differs only in upper and lower case
+        from one file of the submission (written on Windows or macOS, whose file names ignore
+        case) is taken to name that file, with a warning."""
+        for key, given in (("model", entry.model_file), ("weights", entry.weights)):
+            if os.path.lexists(self.root / given):
+                continue
+            matches = [
+                rel for path in _files(self.root, Settings())
+                if (rel := path.relative_to(self.root).as_posix()).casefold() == given.casefold()
+            ]  # fmt: skip
+            if len(matches) != 1:
+                continue
+            _inside(self.root, matches[0], f"tasks.{entry.id}.{key}")
+            if key == "model":
+                entry.model = f"{matches[0]}:{entry.model_name}"
+            else:
+                entry.weights = matches[0]
+            self._warn(
+                f"{entry.id}: {given} is not in the submission but {matches[0]} is, differing only in "
+                f"upper and lower case, and was used: file names are case-sensitive where the grader "
+                f"runs, so write tasks.{entry.id}.{key} as {matches[0]}"
+            )
 
     def _notebook_by_convention(self, entry: TaskEntry) -> None:
         """The rubric's model file is missing: the submission's only notebook stands in for it."""

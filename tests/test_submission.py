@@ -340,6 +340,35 @@ def test_a_folder_beside_files_or_a_linked_folder_is_no_wrapper(folder: Path, tm
     assert load_submission(outer).root == outer
 
 
+def test_paths_differing_only_in_case_from_one_file_name_it_with_a_warning(
+    folder: Path, eai_rubric: Any
+) -> None:
+    """Written on Windows or macOS, whose file names ignore case."""
+    (folder / "model.py").rename(folder / "Model.py")
+    (folder / "weights").rename(folder / "Weights")
+    write_manifest(
+        folder, {"tasks": {"task2": {"model": "ResNet.py:ResNet18", "weights": "weights/TASK2.pt"}}}
+    )
+    sub = load_submission(folder)
+    tasks = sub.tasks(eai_rubric)
+    assert (tasks["task1"].model, tasks["task1"].weights) == ("Model.py:SimpleCNN", "Weights/task1.pt")
+    assert (tasks["task2"].model, tasks["task2"].weights) == ("resnet.py:ResNet18", "Weights/task2.pt")
+    assert all(t.error is None for t in tasks.values())
+    assert sub.warnings[0] == (
+        "task1: model.py is not in the submission but Model.py is, differing only in upper and lower "
+        "case, and was used: file names are case-sensitive where the grader runs, so write "
+        "tasks.task1.model as Model.py"
+    )
+    assert len(sub.warnings) == 4
+
+
+def test_a_path_matching_several_files_but_for_case_is_left_as_written(folder: Path, eai_rubric: Any) -> None:
+    shutil.copy(folder / "model.py", folder / "MODEL.py")
+    (folder / "model.py").rename(folder / "Model.py")
+    tasks = load_submission(folder).tasks(eai_rubric)
+    assert tasks["task1"].model == "model.py:SimpleCNN"
+
+
 def test_folder_name_must_be_a_student_id(tmp_path: Path) -> None:
     root = tmp_path / "my submission (final)"
     root.mkdir()
