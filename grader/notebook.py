@@ -36,6 +36,9 @@ _PYTHON_CELL_MAGICS = {"time", "timeit", "capture"}
 _MAGIC_LINE = re.compile(
     r"^(?P<indent>\s*)(?:[!%]|[A-Za-z_][\w.]*\s*=\s*[!%]|\?{1,2}[\w.]+\s*$|[\w.]+\?{1,2}\s*$)"
 )
+# `%run models.py` (or `%run -i src/models.py`) of a file beside the notebook: what the notebook
+# gets from it is read as `from models import *`, as a star import of a sibling file is.
+_RUN_LINE = re.compile(r"^(?P<indent>\s*)%run\s+(?:-i\s+)?(?P<path>(?:[A-Za-z_]\w*/)*[A-Za-z_]\w*)\.py\s*$")
 _ALLOWED_IN_CONSTANTS = (
     ast.Constant, ast.Tuple, ast.List, ast.Set, ast.Dict, ast.Starred, ast.BinOp, ast.UnaryOp,
     ast.BoolOp, ast.Compare, ast.IfExp, ast.Subscript, ast.Slice, ast.JoinedStr,
@@ -247,7 +250,8 @@ def _parse_cell(text: str) -> tuple[ast.Module | SyntaxError, str]:
 
 
 def _without_magics(text: str) -> str:
-    """``text`` with every IPython shell, magic and help line made ``pass`` at its indent.
+    """``text`` with every IPython shell, magic and help line made ``pass`` at its indent, but
+    ``%run`` of a Python file, which becomes a star import of it (see ``_RUN_LINE``).
 
     A line is replaced rather than removed so that line numbers stay those of the cell,
     and a block whose only statement was a magic stays a block.
@@ -256,7 +260,9 @@ def _without_magics(text: str) -> str:
     for i, line in enumerate(lines):
         match = _MAGIC_LINE.match(line)
         if match:
-            lines[i] = match["indent"] + "pass"
+            run = _RUN_LINE.match(line)
+            module = run["path"].replace("/", ".") if run and not run["indent"] else None
+            lines[i] = match["indent"] + (f"from {module} import *" if module else "pass")
     return "\n".join(lines)
 
 

@@ -218,6 +218,14 @@ def test_shell_magic_and_help_lines_are_not_python_and_are_dropped() -> None:
     assert [ast.unparse(s) for s in forward.body] == ["pass", "return x"]
 
 
+def test_a_run_of_a_python_file_beside_the_notebook_is_a_star_import_of_it() -> None:
+    module = notebook_of(
+        "%run nets.py\n%run -i src/resnet.py\n%run train.py --epochs 5\n%run 'my nets.py'",
+        "def build():\n    %run nets.py\n    return Net()",
+    ).module()
+    assert statements(module) == ["from nets import *", "from src.resnet import *", "FunctionDef build"]
+
+
 RUN = 50_000  # characters of one kind in a row
 LONG_LINES = {
     "spaces": " " * RUN + "x",
@@ -225,6 +233,8 @@ LONG_LINES = {
     "help after": "a" * RUN + "??" + " " * RUN + "x",
     "help before": "??" + "a" * RUN + " " * RUN + "x",
     "dots and spaces": "a" + "." * RUN + " " * RUN + "=" + " " * RUN + "x",
+    "%run of a long name": "%run " + "a" * RUN + " x",
+    "%run of a deep path": "%run " + "a/" * RUN + ".py",
 }
 
 
