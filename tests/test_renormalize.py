@@ -55,7 +55,8 @@ def test_weights_declared_with_another_normalization_get_the_manifests_fix(
         "in submission.yaml and grade again"
     )
     assert float(alert.split("score ")[1].split("%")[0]) > measured + 15
-    assert graded.result.items[-1].score < 70  # the grade stays as measured: the TA decides
+    accuracy = next(item for item in graded.result.items if item.id == "acc")
+    assert f"top-1 accuracy {measured:.2f}%" in accuracy.message  # graded as measured: the TA decides
 
 
 def test_weights_declared_as_they_were_trained_get_no_such_alert(
