@@ -97,12 +97,6 @@ def _read(path: Path, name: str, submission: Path | None) -> tuple[Any, str | No
             "save model.state_dict() instead (torch.save(model.state_dict(), path))",
         ) from exc
     except Exception as exc:
-        if _starts_a_zip(path) and not zipfile.is_zipfile(path):
-            raise StageFailure(
-                "weights",
-                f"{name} is cut short or damaged (a zip archive without its end, as an interrupted "
-                "copy or upload leaves it): copy or save it again",
-            ) from exc
         raise StageFailure(
             "weights",
             f"{name} could not be read as PyTorch weights ({type(exc).__name__}: {_first_line(exc)})",
@@ -122,8 +116,9 @@ _MAGIC = {
 
 def _foreign(path: Path, name: str) -> str | None:
     """What is wrong with ``path`` when its first bytes show it holds no PyTorch weights at all:
-    an empty file, a Git LFS pointer, a web page saved in place of a download, another
-    framework's or library's format. None for anything else, which torch.load then reads."""
+    an empty file, a Git LFS pointer, a web page saved in place of a download, a zip archive cut
+    short, another framework's or library's format. None for anything else, which torch.load
+    then reads."""
     with path.open("rb") as file:
         head = file.read(512)
     if not head:
@@ -138,17 +133,17 @@ def _foreign(path: Path, name: str) -> str | None:
             f"{name} is a web page, not the weights (what a download link gives when it leads to a "
             "sign-in or confirmation page): download the file itself"
         )
+    if head.startswith(_ZIP) and not zipfile.is_zipfile(path):
+        return (
+            f"{name} is cut short or damaged (a zip archive without its end, as an interrupted "
+            "copy or upload leaves it): copy or save it again"
+        )
     what = next((kind for magic, kind in _MAGIC.items() if head.startswith(magic)), None)
-    if what is None and head.startswith(_ZIP) and zipfile.is_zipfile(path):
+    if what is None and head.startswith(_ZIP):
         what = _zip_kind(path)
     if what is None and path.suffix.lower() == ".onnx":
         what = "an ONNX model"
     return None if what is None else f"{name} is {what}, not PyTorch weights: {_SAVE}"
-
-
-def _starts_a_zip(path: Path) -> bool:
-    with path.open("rb") as file:
-        return file.read(len(_ZIP)) == _ZIP
 
 
 def _zip_kind(path: Path) -> str | None:
