@@ -113,8 +113,8 @@ def _plan(options: BatchOptions) -> tuple[list[Row], list[BatchJob]]:
     key = records.grading_key(options.rubric_file, options.settings)
     seen: dict[str, Path] = {}
     folders, loose = _submissions(options.submissions_dir, options.only)
-    for path in loose:
-        rows.append(Row(visible(_stem(path) or path.name), str(path), "failed", _loose_reason(path)))
+    for path, stem in loose.items():
+        rows.append(Row(visible(stem), str(path), "failed", _loose_reason(path, stem)))
     for source in folders:
         try:
             sub = load_submission(source, options.settings)
@@ -152,24 +152,22 @@ def _job(source: Path, student_id: str, expected: str, options: BatchOptions) ->
     )
 
 
-def _submissions(root: Path, only: list[str]) -> tuple[list[Path], list[Path]]:
+def _submissions(root: Path, only: list[str]) -> tuple[list[Path], dict[Path, str]]:
     """The student folders of ``root``, and the files in it that hold a student's work but are
-    no folder (an archive, a lone notebook) and have no folder of the same name beside them."""
+    no folder (an archive, a lone notebook), by the folder name they stand for, where no folder
+    of that name is beside them."""
     if not root.is_dir():
         raise UsageError(f"{root} is not a folder; give the folder holding one sub-folder per student")
     entries = sorted(p for p in root.iterdir() if not p.name.startswith("."))
     found = [p for p in entries if p.is_dir()]
     names = {p.name for p in found}
-    loose = [
-        p for p in entries
-        if p.is_file() and _stem(p) is not None and _stem(p) not in names
-    ]  # fmt: skip
+    loose = {p: stem for p in entries if p.is_file() and (stem := _stem(p)) is not None and stem not in names}
     if only:
-        unknown = sorted(set(only) - names - {_stem(p) for p in loose})
+        unknown = sorted(set(only) - names - set(loose.values()))
         if unknown:
             raise UsageError(f"--only {', '.join(unknown)}: no such folder in {root}")
         found = [p for p in found if p.name in set(only)]
-        loose = [p for p in loose if _stem(p) in set(only)]
+        loose = {p: stem for p, stem in loose.items() if stem in set(only)}
     return found, loose
 
 
@@ -180,8 +178,7 @@ def _stem(path: Path) -> str | None:
     return path.name[: -len(suffix)] if suffix and len(name) > len(suffix) else None
 
 
-def _loose_reason(path: Path) -> str:
-    stem = _stem(path) or path.name
+def _loose_reason(path: Path, stem: str) -> str:
     if path.name.lower().endswith(ARCHIVES):
         return (
             f"{path.name} is an archive, not a submission folder: unpack it into a folder of its own "
