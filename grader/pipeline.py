@@ -88,7 +88,7 @@ def grade(
             progress(f"{entry.id}: build, count and evaluate in the {backend.name} sandbox")
             tasks[entry.id], enforced = _grade_task(entry, run)
             tasks[entry.id].limits = _limits(rubric, entry.id)
-            if _far_below_claim(tasks[entry.id], settings):
+            if renormalize.wanted(tasks[entry.id], settings):
                 progress(f"{entry.id}: far below its claim; evaluating under the usual input normalizations")
                 found = renormalize.alert(tasks[entry.id], entry, sub.root, backend, rubric, settings, test)
                 normalization_alerts += [found] if found else []
@@ -178,11 +178,6 @@ def _probe_warnings(result: GradeResult) -> list[str]:
                     "points, a model that recognises the test set itself loses most: review its code"
                 )
     return notes
-
-
-def _far_below_claim(task: TaskResult, settings: Settings) -> bool:
-    claimed, ev = task.claimed_test_accuracy, task.evaluation
-    return claimed is not None and ev is not None and claimed - ev.top1 > settings.claim_gap_points
 
 
 def claim_alerts(result: GradeResult, gap_points: float) -> list[str]:

@@ -37,6 +37,17 @@ GAIN_POINTS = 15.0  # how much better another normalization must score to be nam
 _SAME = 0.05  # statistics this close to the task's own are the same normalization
 
 
+def wanted(task: TaskResult, settings: Settings) -> bool:
+    """Whether ``task`` was evaluated and measured more than the claim gap below its claim."""
+    claimed, ev = task.claimed_test_accuracy, task.evaluation
+    return (
+        task.status == "ok"
+        and claimed is not None
+        and ev is not None
+        and claimed - ev.top1 > settings.claim_gap_points
+    )
+
+
 def alert(
     task: TaskResult,
     entry: TaskEntry,
@@ -46,11 +57,10 @@ def alert(
     settings: Settings,
     test: TestSet,
 ) -> str | None:
-    """The alert for a task graded far below its claim that scores far better under another
-    usual normalization; None where the task is not so, or no other normalization does better."""
+    """For a task that is ``wanted``: the alert naming the usual normalization under which its
+    weights score far better; None where none does."""
     ev, claimed = task.evaluation, task.claimed_test_accuracy
-    if task.status != "ok" or ev is None or claimed is None:
-        return None
+    assert ev is not None and claimed is not None, "alert() is for wanted tasks"
     others = {name: p for name, p in USUAL.items() if not _same(p, entry.preprocess)}
     step = max(1, len(test.labels) // IMAGES)
     chosen = np.arange(0, len(test.labels), step)[:IMAGES]
