@@ -92,6 +92,7 @@ class Checkout:
 @dataclass
 class Submission:
     root: Path  # where the work lies: the folder given, or the one folder it wraps
+    folder: Path  # the folder given
     student_id: str
     name: str | None
     assignment: str | None
@@ -99,7 +100,6 @@ class Submission:
     manifest_error: str | None = None
     warnings: list[str] = field(default_factory=list)
     manifest: Manifest = field(default_factory=Manifest)
-    folder: Path | None = None  # the folder given, where it is not ``root``
 
     def rubric_warnings(self, rubric: Rubric) -> list[str]:
         """What the manifest says that does not fit ``rubric``, which is graded against anyway:
@@ -264,7 +264,7 @@ def load_submission(
     files = _files(root, settings)
     inner = _unwrapped(root)
     sha256 = content_hash(inner, [f for f in files if f.is_relative_to(inner)])
-    sub = Submission(inner, root.name, None, None, sha256, folder=root if inner != root else None)
+    sub = Submission(inner, root, root.name, None, None, sha256)
     if inner != root:
         sub.warnings.append(
             f"the submission lies in {inner.relative_to(root).as_posix()}/ inside the folder, as unpacking "
@@ -280,8 +280,9 @@ def load_submission(
     return sub
 
 
-# What unpacking an archive or copying a folder around leaves beside the work itself.
+# What a submission handed in as one archive file is named.
 ARCHIVES = (".zip", ".tar", ".tar.gz", ".tgz", ".tar.bz2", ".tar.xz", ".7z", ".rar")
+# What unpacking an archive or copying a folder around leaves beside the work itself.
 _LITTER = {"__MACOSX", "Thumbs.db", "desktop.ini"}
 
 
@@ -299,7 +300,7 @@ def _unwrapped(root: Path, depth: int = 3) -> Path:
 
 def _checkout_id(sub: Submission, checkout: Checkout) -> str:
     """A CI checkout's student id: the manifest's, the repository's, or the folder's name."""
-    folder = (sub.folder or sub.root).name
+    folder = sub.folder.name
     given = sub.manifest.student_id or None
     if given is not None and not _ID.fullmatch(given):
         sub.warnings.append(f"{MANIFEST}: student_id '{visible(given)}' is not a usable student id; ignored")
