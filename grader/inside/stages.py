@@ -133,7 +133,7 @@ def _report_oversized(meta: nn.Module, total: int, trainable: int, job: HarnessJ
     )
 
 
-def _arguments_hint(exc: Exception) -> str:
+def _forward_arguments_hint(exc: Exception) -> str:
     """For a ``forward`` that wants more than the images (the labels, to return the loss too)."""
     if not isinstance(exc, TypeError) or "forward() missing" not in str(exc):
         return ""
@@ -172,7 +172,7 @@ def analyze(
         raise StageFailure(
             "forward",
             f"forward on a (1, {', '.join(map(str, shape))}) batch raised {code.where(exc, named=True)}"
-            f"{device_hint(exc, device)}{_arguments_hint(exc)}",
+            f"{device_hint(exc, device)}{_forward_arguments_hint(exc)}",
         ) from exc
     out = probe.output
     if not isinstance(out, torch.Tensor):
